@@ -1,0 +1,186 @@
+//! Wiring only: opens the store, builds the bounded channels, spawns the stages and
+//! shuts them down in order.
+//!
+//! Shutdown is by channel closure (only the source watches the shutdown signal):
+//! source stops taking messages → its channel closes → ingest commits what it has and
+//! hands the last acks over → the acknowledger finishes → the source disconnects; the
+//! sink sees ingest's nudge channel close and writes the outbox for at most
+//! `influx.shutdown_flush_secs`, then logs what is still pending.
+
+use std::future::Future;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::sync::{mpsc, watch};
+use tracing::{error, info, warn};
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::ingest::Ingest;
+use crate::metrics::Metrics;
+use crate::model::UnixMillis;
+use crate::sink::influx::InfluxSink;
+use crate::source::{mqtt, topic::SiteFilter};
+use crate::store::Store;
+use crate::validate::Policy;
+
+/// Committed batches waiting for acknowledgement. Batches, not messages: with the
+/// default 2000-message batches this holds far more than any broker's in-flight window.
+const ACK_QUEUE_BATCHES: usize = 64;
+
+/// How often old readings and rejects are pruned.
+const PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
+
+const MS_PER_DAY: i64 = 86_400_000;
+
+/// Runs the service until `shutdown` resolves, then stops it in order.
+pub async fn run(
+    cfg: Config,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let store = Store::open(&cfg.store).context("opening the store")?;
+    info!(path = %cfg.store.path.display(), "store open");
+    let filters = cfg
+        .mqtt
+        .topics
+        .iter()
+        .map(|t| SiteFilter::parse(t))
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+
+    // The sink, when configured, with the nudge channel ingest uses to wake it. One
+    // slot: a nudge only says "look at the outbox"; more would add nothing.
+    let (nudge_tx, sink_task) = match &cfg.influx {
+        Some(icfg) => {
+            let (tx, rx) = mpsc::channel(1);
+            let sink = InfluxSink::new(
+                icfg.clone(),
+                &cfg.store,
+                Arc::clone(&metrics),
+                Arc::clone(&clock),
+            )
+            .context("starting the InfluxDB sink")?;
+            info!(url = %icfg.url, api = ?icfg.api, "influx sink enabled");
+            (Some(tx), Some(tokio::spawn(sink.run(rx))))
+        }
+        None => (None, None),
+    };
+
+    let source = mqtt::start(
+        &cfg.mqtt,
+        Arc::clone(&clock),
+        Arc::clone(&metrics),
+        stop_rx.clone(),
+    )
+    .context("starting the MQTT source")?;
+    info!(url = %cfg.mqtt.url, topics = ?cfg.mqtt.topics, client_id = %cfg.mqtt.client_id, "mqtt source started");
+
+    let (ack_tx, ack_rx) = mpsc::channel(ACK_QUEUE_BATCHES);
+    let acker_task = tokio::spawn(source.acker.run(ack_rx));
+    let ingest = Ingest {
+        store,
+        filters,
+        policy: Policy {
+            max_future_ms: (cfg.ingest.max_future_secs as i64).saturating_mul(1000),
+            max_age_ms: (cfg.store.retention_days as i64).saturating_mul(MS_PER_DAY),
+        },
+        max_payload_bytes: cfg.mqtt.max_payload_bytes,
+        max_batch_messages: cfg.ingest.max_batch_messages,
+        outbox_measurement: cfg.influx.as_ref().map(|i| i.measurement.clone()),
+        clock: Arc::clone(&clock),
+        metrics: Arc::clone(&metrics),
+    };
+    let ingest_task = tokio::spawn(ingest.run(source.messages, ack_tx, nudge_tx));
+
+    let housekeeping = tokio::spawn(housekeeping(
+        cfg.clone(),
+        Arc::clone(&clock),
+        Arc::clone(&metrics),
+        stop_rx,
+    ));
+
+    shutdown.await;
+    info!("shutting down: no new messages; committing and acknowledging what is in flight");
+    let _ = stop_tx.send(true);
+
+    match ingest_task.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => error!(error = %e, "ingest stopped with an error"),
+        Err(e) => error!(error = %e, "ingest task panicked"),
+    }
+    if let Err(e) = acker_task.await {
+        error!(error = %e, "acknowledger panicked");
+    }
+    if let Err(e) = source.task.await {
+        error!(error = %e, "mqtt source panicked");
+    }
+    if let Some(t) = sink_task {
+        match t.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => error!(error = %e, "influx sink stopped with an error"),
+            Err(e) => error!(error = %e, "influx sink panicked"),
+        }
+    }
+    let _ = housekeeping.await;
+    log_stats(&metrics);
+    info!("stopped");
+    Ok(())
+}
+
+/// Periodic counters in the log and retention pruning, until shutdown.
+async fn housekeeping(
+    cfg: Config,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let stats_every = match cfg.log.stats_interval_secs {
+        0 => Duration::from_secs(u64::MAX / 4),
+        s => Duration::from_secs(s),
+    };
+    let mut stats = tokio::time::interval(stats_every);
+    let mut prune = tokio::time::interval(PRUNE_INTERVAL);
+    stats.tick().await;
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = stats.tick() => log_stats(&metrics),
+            _ = prune.tick() => {
+                let store_cfg = cfg.store.clone();
+                let cutoff = UnixMillis(clock.now().0 - (cfg.store.retention_days as i64) * MS_PER_DAY);
+                let r = tokio::task::spawn_blocking(move || Store::open(&store_cfg)?.prune(cutoff)).await;
+                match r {
+                    Ok(Ok(0)) => {}
+                    Ok(Ok(n)) => info!(readings = n, "pruned readings past retention"),
+                    Ok(Err(e)) => warn!(error = %e, "pruning failed; retried next hour"),
+                    Err(e) => warn!(error = %e, "pruning task failed"),
+                }
+            }
+        }
+    }
+}
+
+fn log_stats(m: &Metrics) {
+    let g = Metrics::get;
+    info!(
+        messages_received = g(&m.messages_received),
+        messages_acked = g(&m.messages_acked),
+        readings_received = g(&m.readings_received),
+        readings_stored = g(&m.readings_stored),
+        readings_duplicate = g(&m.readings_duplicate),
+        rejected = m.rejected_total(),
+        rejected_by_reason = ?m.rejected_by_reason(),
+        lines_written = g(&m.lines_written),
+        lines_dead_lettered = g(&m.lines_dead_lettered),
+        write_errors = ?m.write_errors_by_class(),
+        outbox_depth = g(&m.outbox_depth),
+        outbox_oldest_age_secs = g(&m.outbox_oldest_age_secs),
+        mqtt_connected = m.mqtt_connected.load(Ordering::Relaxed),
+        "pipeline counters"
+    );
+}

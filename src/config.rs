@@ -1,0 +1,216 @@
+//! The service config: TOML, unknown keys refused, every semantic problem reported in
+//! one pass. Each stage owns its section's struct; this module only composes them.
+//! Secrets (MQTT password, InfluxDB token) come from environment variables named here,
+//! never from the file.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use thiserror::Error;
+
+use crate::ingest::IngestConfig;
+use crate::sink::influx::InfluxConfig;
+use crate::source::mqtt::MqttConfig;
+use crate::source::topic::SiteFilter;
+use crate::store::StoreConfig;
+
+/// The built-in defaults: the shipped `config/default.toml`, compiled in so that the
+/// binary runs anywhere with no file.
+pub const EMBEDDED_DEFAULT: &str = include_str!("../config/default.toml");
+
+/// Log output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// The `[log]` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    #[serde(default)]
+    pub format: LogFormat,
+    /// A tracing filter (`info`, `aq_ingest=debug`, …); `RUST_LOG` overrides it.
+    #[serde(default = "default_level")]
+    pub level: String,
+    /// How often the pipeline counters are logged; 0 turns that off.
+    #[serde(default = "default_stats_interval_secs")]
+    pub stats_interval_secs: u64,
+}
+
+fn default_level() -> String {
+    "info".into()
+}
+fn default_stats_interval_secs() -> u64 {
+    60
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("every field has a default")
+    }
+}
+
+/// The whole config.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub mqtt: MqttConfig,
+    #[serde(default)]
+    pub store: StoreConfig,
+    #[serde(default)]
+    pub ingest: IngestConfig,
+    /// No section: the local store is the only store.
+    pub influx: Option<InfluxConfig>,
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+/// Config failures; `Invalid` lists every problem found.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{origin}: {message}")]
+    Parse { origin: String, message: String },
+    #[error("{origin}: {} problem(s):\n  - {}", .problems.len(), .problems.join("\n  - "))]
+    Invalid {
+        origin: String,
+        problems: Vec<String>,
+    },
+}
+
+impl Config {
+    /// Loads `path`, or the embedded defaults when `None`.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.to_owned(),
+                    source,
+                })?;
+                Self::parse(&text, &p.display().to_string())
+            }
+            None => Self::parse(EMBEDDED_DEFAULT, "built-in defaults"),
+        }
+    }
+
+    /// Parses and validates TOML text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            origin: origin.to_owned(),
+            message: e.to_string(),
+        })?;
+        let problems = cfg.problems();
+        if problems.is_empty() {
+            Ok(cfg)
+        } else {
+            Err(ConfigError::Invalid {
+                origin: origin.to_owned(),
+                problems,
+            })
+        }
+    }
+
+    /// Every semantic problem, not just the first.
+    pub fn problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        if let Err(e) = self.mqtt.broker() {
+            p.push(e.to_string());
+        }
+        if self.mqtt.topics.is_empty() {
+            p.push("mqtt.topics is empty".into());
+        }
+        for t in &self.mqtt.topics {
+            if let Err(e) = SiteFilter::parse(t) {
+                p.push(format!("mqtt.topics: {e}"));
+            }
+        }
+        if self.mqtt.client_id.is_empty() || self.mqtt.client_id.len() > 128 {
+            p.push("mqtt.client_id must be 1..=128 bytes".into());
+        }
+        if self.mqtt.queue_capacity < 16 {
+            p.push("mqtt.queue_capacity must be at least 16".into());
+        }
+        if self.mqtt.max_payload_bytes == 0 {
+            p.push("mqtt.max_payload_bytes must be positive".into());
+        }
+        for f in [
+            &self.mqtt.tls_ca_file,
+            &self.mqtt.tls_client_cert_file,
+            &self.mqtt.tls_client_key_file,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if !f.is_file() {
+                p.push(format!("mqtt TLS file {} does not exist", f.display()));
+            }
+        }
+        if self.store.retention_days == 0 {
+            p.push("store.retention_days must be positive".into());
+        }
+        if self.store.path.as_os_str().is_empty() {
+            p.push("store.path is empty".into());
+        }
+        if self.ingest.max_batch_messages == 0 {
+            p.push("ingest.max_batch_messages must be positive".into());
+        }
+        if let Some(i) = &self.influx {
+            p.extend(i.problems());
+        }
+        p
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_default_parses_and_validates() {
+        let cfg = Config::load(None).unwrap();
+        assert_eq!(cfg.mqtt.topics, vec!["aq/+/readings".to_string()]);
+        let file = Config::load(Some(Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/config/default.toml"
+        ))))
+        .unwrap();
+        assert_eq!(file.store.path, cfg.store.path);
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let e = Config::parse("[mqtt]\nurll = \"x\"\n", "t").unwrap_err();
+        assert!(e.to_string().contains("urll"), "{e}");
+    }
+
+    #[test]
+    fn all_problems_at_once() {
+        let e = Config::parse(
+            r#"
+[mqtt]
+url = "http://x"
+topics = ["aq/readings"]
+[store]
+path = "x.db"
+retention_days = 0
+[influx]
+url = "http://h"
+"#,
+            "t",
+        )
+        .unwrap_err();
+        match e {
+            ConfigError::Invalid { problems, .. } => assert_eq!(problems.len(), 4, "{problems:?}"),
+            other => panic!("{other}"),
+        }
+    }
+}

@@ -1,0 +1,20 @@
+//! Payload decoders: bytes in, [`Observation`]s out. Pure, sync, no I/O. Decoding checks
+//! syntax and types; policy (ranges, time window, ids) is `validate`'s job.
+
+pub mod json;
+
+use crate::model::{ConcentrationUnit, Flag, Period, UnixMillis};
+
+/// One reading as a device stated it, typed but not yet checked against policy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observation {
+    pub ts: UnixMillis,
+    /// Concentrations in `unit`, as sent.
+    pub pm25: Option<f64>,
+    pub pm10: Option<f64>,
+    pub unit: ConcentrationUnit,
+    pub flag: Flag,
+    pub device: Option<String>,
+    pub interval_secs: Option<u32>,
+    pub period: Period,
+}

@@ -1,0 +1,236 @@
+//! The ingest stage: takes messages from the source in receive order, decodes and
+//! validates them, commits readings and rejects to the store in batches, and only then
+//! hands the messages to the acknowledger, in the same order.
+//!
+//! Batching is natural: while one commit runs, messages queue in the bounded channel,
+//! and the next batch takes all that are waiting (up to `max_batch_messages`). So a
+//! busy stream gets large batches and a quiet one gets low latency, with no timer.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use thiserror::Error;
+use tokio::sync::mpsc;
+use tracing::{error, warn};
+
+use crate::backoff::Backoff;
+use crate::clock::Clock;
+use crate::decode::json;
+use crate::metrics::Metrics;
+use crate::reject::{excerpt, RejectReason, Rejection};
+use crate::sink::{line_protocol, schema};
+use crate::source::mqtt::Message;
+use crate::source::topic::{self, SiteFilter};
+use crate::store::{NewReading, RejectRecord, Store};
+use crate::validate::{self, Policy, DEFAULT_MAX_FUTURE_SECS};
+
+/// The `[ingest]` config.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestConfig {
+    /// Most messages per store transaction.
+    #[serde(default = "default_max_batch_messages")]
+    pub max_batch_messages: usize,
+    /// Readings stamped further ahead of the receive clock are refused.
+    #[serde(default = "default_max_future_secs")]
+    pub max_future_secs: u64,
+}
+
+fn default_max_batch_messages() -> usize {
+    2000
+}
+fn default_max_future_secs() -> u64 {
+    DEFAULT_MAX_FUTURE_SECS
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("every field has a default")
+    }
+}
+
+/// The ingest stage's failures: only the store can fail it, and only at shutdown (a
+/// failing commit is retried until it succeeds or the service stops).
+#[derive(Debug, Error)]
+pub enum IngestError {
+    #[error("store task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// Everything the stage needs, built by `app`.
+pub struct Ingest {
+    /// The writer connection; moved into a blocking task for each commit.
+    pub store: Store,
+    pub filters: Vec<SiteFilter>,
+    pub policy: Policy,
+    pub max_payload_bytes: usize,
+    pub max_batch_messages: usize,
+    /// The InfluxDB measurement, when a sink wants outbox lines.
+    pub outbox_measurement: Option<String>,
+    pub clock: Arc<dyn Clock>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// How often one reason's rejections are logged at most.
+const REJECT_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// WARN-logs rejections at most once per reason per interval, with the count since.
+#[derive(Default)]
+struct RejectLog {
+    last: HashMap<RejectReason, (Instant, u64)>,
+}
+
+impl RejectLog {
+    fn note(&mut self, r: &Rejection, topic: &str) {
+        let now = Instant::now();
+        let entry = self
+            .last
+            .entry(r.reason)
+            .or_insert((now - REJECT_LOG_INTERVAL, 0));
+        entry.1 += 1;
+        if now.duration_since(entry.0) >= REJECT_LOG_INTERVAL {
+            warn!(reason = r.reason.as_str(), count = entry.1, topic, detail = %r.detail, "rejected readings (first of this batch shown)");
+            *entry = (now, 0);
+        }
+    }
+}
+
+/// One prepared batch: what to commit.
+struct Prepared {
+    readings: Vec<NewReading>,
+    rejects: Vec<RejectRecord>,
+}
+
+impl Ingest {
+    /// Runs until `messages` closes, then returns after the last commit and after the
+    /// last messages have been handed to `acks`.
+    pub async fn run(
+        mut self,
+        mut messages: mpsc::Receiver<Message>,
+        acks: mpsc::Sender<Vec<Message>>,
+        sink_nudge: Option<mpsc::Sender<()>>,
+    ) -> Result<(), IngestError> {
+        let mut log = RejectLog::default();
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+        while let Some(first) = messages.recv().await {
+            let mut batch = vec![first];
+            while batch.len() < self.max_batch_messages {
+                match messages.try_recv() {
+                    Ok(m) => batch.push(m),
+                    Err(_) => break,
+                }
+            }
+            let now = self.clock.now();
+            let prepared = self.prepare(&batch, &mut log);
+            let prepared = Arc::new(prepared);
+            // A failed commit is retried with backoff, never acknowledged: an ack
+            // without a commit is a lost reading.
+            loop {
+                let mut store = self.store;
+                let p = Arc::clone(&prepared);
+                let (s, r) = tokio::task::spawn_blocking(move || {
+                    let r = store.commit_batch_durable(&p.readings, &p.rejects, now);
+                    (store, r)
+                })
+                .await?;
+                self.store = s;
+                match r {
+                    Ok(out) => {
+                        Metrics::add(&self.metrics.readings_stored, out.stored);
+                        Metrics::add(&self.metrics.readings_duplicate, out.duplicates);
+                        Metrics::add(&self.metrics.store_commits, 1);
+                        backoff.reset();
+                        break;
+                    }
+                    Err(e) => {
+                        let delay = backoff.next_delay();
+                        error!(error = %e, messages = batch.len(), retry_in_ms = delay.as_millis() as u64, "store commit failed; messages stay unacknowledged and the commit is retried");
+                        if messages.is_closed() && delay >= Duration::from_secs(5) {
+                            // Shutting down and the store keeps failing: stop without
+                            // acknowledging; the broker redelivers at the next start.
+                            return Ok(());
+                        }
+                        tokio::time::sleep(delay).await;
+                    }
+                }
+            }
+            if acks.send(batch).await.is_err() {
+                // The acknowledger is gone (source stopped): the broker redelivers.
+                warn!("ingest: acknowledger gone; committed messages will be redelivered and ignored as duplicates");
+            }
+            if let Some(n) = &sink_nudge {
+                let _ = n.try_send(());
+            }
+        }
+        Ok(())
+    }
+
+    fn prepare(&self, batch: &[Message], log: &mut RejectLog) -> Prepared {
+        let mut out = Prepared {
+            readings: Vec::with_capacity(batch.len()),
+            rejects: Vec::new(),
+        };
+        for m in batch {
+            let topic = &m.publish.topic;
+            let payload = &m.publish.payload[..];
+            let mut reject = |r: Rejection| {
+                self.metrics.reject(r.reason);
+                log.note(&r, topic);
+                out.rejects.push(RejectRecord {
+                    rejection: r,
+                    topic: excerpt(topic.as_bytes()),
+                    excerpt: excerpt(payload),
+                });
+            };
+            if payload.len() > self.max_payload_bytes {
+                reject(Rejection::new(
+                    RejectReason::PayloadTooLarge,
+                    format!(
+                        "{} bytes, at most {}",
+                        payload.len(),
+                        self.max_payload_bytes
+                    ),
+                ));
+                continue;
+            }
+            let Some(raw_site) = topic::site_of(&self.filters, topic) else {
+                reject(Rejection::new(
+                    RejectReason::BadTopic,
+                    "topic matches no configured filter",
+                ));
+                continue;
+            };
+            let site = match validate::site(raw_site) {
+                Ok(s) => s,
+                Err(r) => {
+                    reject(r);
+                    continue;
+                }
+            };
+            let observations = match json::decode(payload) {
+                Ok(v) => v,
+                Err(r) => {
+                    reject(r);
+                    continue;
+                }
+            };
+            Metrics::add(&self.metrics.readings_received, observations.len() as u64);
+            for obs in observations {
+                match obs.and_then(|o| validate::reading(&site, o, m.received, &self.policy)) {
+                    Ok(reading) => {
+                        let line = self.outbox_measurement.as_deref().and_then(|meas| {
+                            line_protocol::encode(&schema::reading_point(&reading, meas))
+                                .map_err(|e| error!(error = %e, site = %reading.site, "cannot encode a validated reading; it is stored but not forwarded"))
+                                .ok()
+                        });
+                        out.readings.push(NewReading { reading, line });
+                    }
+                    Err(r) => reject(r),
+                }
+            }
+        }
+        out
+    }
+}

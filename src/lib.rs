@@ -1,0 +1,34 @@
+//! aq-ingest: takes PM2.5/PM10 readings from construction-site monitors over MQTT,
+//! keeps every one durably in a local SQLite store, forwards them to InfluxDB, and
+//! (later stages) counts good-air days under GB 3095 / HJ 633.
+//!
+//! Module map, in data-path order:
+//!
+//! - [`source`]: where messages come from ([`source::mqtt`], [`source::topic`]).
+//! - [`decode`]: payload bytes → observations ([`decode::json`]). Pure.
+//! - [`validate`]: observations → [`model::Reading`]s or [`reject::Rejection`]s. Pure.
+//! - [`ingest`]: the stage that batches, commits and then acknowledges.
+//! - [`store`]: SQLite — readings, outbox, dead letters, rejects, migrations.
+//! - [`sink`]: the InfluxDB writer ([`sink::influx`]), its status policy
+//!   ([`sink::policy`]), the line-protocol encoder and the schema. Encoder and policy
+//!   are pure.
+//! - [`app`]: wiring only — channels, tasks, ordered shutdown.
+//! - Shared: [`model`] (domain types), [`reject`], [`metrics`], [`clock`],
+//!   [`backoff`], [`config`].
+//!
+//! Dependencies point one way: `app → ingest → (source, decode, validate, store, sink)
+//! → model`.
+
+pub mod app;
+pub mod backoff;
+pub mod clock;
+pub mod config;
+pub mod decode;
+pub mod ingest;
+pub mod metrics;
+pub mod model;
+pub mod reject;
+pub mod sink;
+pub mod source;
+pub mod store;
+pub mod validate;

@@ -1,0 +1,101 @@
+//! The `aq-ingest` command: parses the command line and calls the library.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use aq_ingest::clock::SystemClock;
+use aq_ingest::config::{Config, LogFormat};
+use aq_ingest::metrics::Metrics;
+use clap::{Parser, Subcommand};
+
+/// Air-quality reading ingest: MQTT → durable local store → InfluxDB.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Config file. Default: config/default.toml when present, else built-in defaults.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service (the default).
+    Serve,
+    /// Check the config and print every problem found.
+    CheckConfig,
+}
+
+fn config_path(cli: Option<PathBuf>) -> Option<PathBuf> {
+    cli.or_else(|| {
+        let p = Path::new("config/default.toml");
+        p.is_file().then(|| p.to_owned())
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let path = config_path(cli.config);
+    let cfg = match Config::load(path.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("aq-ingest: config error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::CheckConfig => {
+            println!(
+                "config OK ({})",
+                path.map_or("built-in defaults".into(), |p| p.display().to_string())
+            );
+            ExitCode::SUCCESS
+        }
+        Command::Serve => {
+            init_logging(&cfg);
+            let rt = match tokio::runtime::Runtime::new() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("aq-ingest: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let r = rt.block_on(aq_ingest::app::run(
+                cfg,
+                Arc::new(SystemClock),
+                Arc::new(Metrics::default()),
+                shutdown_signal(),
+            ));
+            match r {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "aq-ingest failed");
+                    eprintln!("aq-ingest: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn init_logging(cfg: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log.level));
+    let b = tracing_subscriber::fmt().with_env_filter(filter);
+    match cfg.log.format {
+        LogFormat::Json => b.json().init(),
+        LogFormat::Text => b.init(),
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = tokio::signal::ctrl_c() => {},
+    }
+}

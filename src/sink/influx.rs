@@ -1,0 +1,593 @@
+//! The InfluxDB writer: drains the store's outbox to the v2 (`/api/v2/write`) or v1
+//! (`/write`) API, one gzip batch in flight at a time so that the server's
+//! last-write-wins sees points in commit order. A row leaves the outbox only when the
+//! server has accepted it or refused it line by line (then it is dead-lettered), so an
+//! InfluxDB outage of hours loses nothing and blocks nobody: the ingest keeps committing
+//! and acknowledging, and the outbox waits.
+
+use std::io::Write as _;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use flate2::write::GzEncoder;
+use serde::Deserialize;
+use thiserror::Error;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::{error, info, warn};
+
+use super::policy::{classify, Verdict};
+use crate::backoff::Backoff;
+use crate::clock::Clock;
+use crate::metrics::{Metrics, WriteErrorClass};
+use crate::store::{OutboxRow, Store, StoreConfig, StoreError};
+
+/// Which write API the server speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Api {
+    /// InfluxDB 2.x/3.x and VictoriaMetrics: `/api/v2/write?org=&bucket=`, token auth.
+    #[default]
+    V2,
+    /// InfluxDB 1.x: `/write?db=`, optional basic auth.
+    V1,
+}
+
+/// The `[influx]` config.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InfluxConfig {
+    /// Base URL, e.g. `http://127.0.0.1:8086`.
+    pub url: String,
+    #[serde(default)]
+    pub api: Api,
+    /// v2: organisation and bucket.
+    #[serde(default)]
+    pub org: String,
+    #[serde(default)]
+    pub bucket: String,
+    /// v1: database (and optional retention policy).
+    #[serde(default)]
+    pub database: String,
+    pub retention_policy: Option<String>,
+    /// v1: create the database when the server says it is missing.
+    #[serde(default)]
+    pub create_database: bool,
+    /// Environment variable holding the v2 token.
+    #[serde(default = "default_token_env")]
+    pub token_env: String,
+    /// v1: user name for basic auth; the password comes from `password_env`.
+    pub username: Option<String>,
+    #[serde(default = "default_password_env")]
+    pub password_env: String,
+    /// Measurement for readings.
+    #[serde(default = "default_measurement")]
+    pub measurement: String,
+    /// Most lines per request (InfluxDB recommends 5000).
+    #[serde(default = "default_batch_max_lines")]
+    pub batch_max_lines: usize,
+    /// Most uncompressed bytes per request.
+    #[serde(default = "default_batch_max_bytes")]
+    pub batch_max_bytes: usize,
+    /// A batch smaller than `batch_max_lines` waits at most this long for more lines.
+    #[serde(default = "default_flush_interval_secs")]
+    pub flush_interval_secs: f64,
+    /// Per-request timeout.
+    #[serde(default = "default_request_timeout_secs")]
+    pub request_timeout_secs: u64,
+    /// Compress request bodies.
+    #[serde(default = "default_true")]
+    pub gzip: bool,
+    /// Retry backoff bounds for failures without `Retry-After`.
+    #[serde(default = "default_retry_min_ms")]
+    pub retry_min_ms: u64,
+    #[serde(default = "default_retry_max_secs")]
+    pub retry_max_secs: u64,
+    /// At shutdown, keep writing the outbox for at most this long.
+    #[serde(default = "default_shutdown_flush_secs")]
+    pub shutdown_flush_secs: u64,
+}
+
+fn default_token_env() -> String {
+    "AQ_INFLUX_TOKEN".into()
+}
+fn default_password_env() -> String {
+    "AQ_INFLUX_PASSWORD".into()
+}
+fn default_measurement() -> String {
+    super::schema::DEFAULT_MEASUREMENT.into()
+}
+fn default_batch_max_lines() -> usize {
+    5000
+}
+fn default_batch_max_bytes() -> usize {
+    4 * 1024 * 1024
+}
+fn default_flush_interval_secs() -> f64 {
+    1.0
+}
+fn default_request_timeout_secs() -> u64 {
+    10
+}
+fn default_true() -> bool {
+    true
+}
+fn default_retry_min_ms() -> u64 {
+    200
+}
+fn default_retry_max_secs() -> u64 {
+    60
+}
+fn default_shutdown_flush_secs() -> u64 {
+    10
+}
+
+impl InfluxConfig {
+    /// Every problem with this section, for `config::validate`.
+    pub fn problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        if reqwest::Url::parse(&self.url).map_or(true, |u| !matches!(u.scheme(), "http" | "https"))
+        {
+            p.push(format!(
+                "influx.url {:?}: use http://host:port or https://…",
+                self.url
+            ));
+        }
+        match self.api {
+            Api::V2 => {
+                if self.bucket.is_empty() {
+                    p.push("influx.bucket is required with api = \"v2\"".into());
+                }
+            }
+            Api::V1 => {
+                if self.database.is_empty() {
+                    p.push("influx.database is required with api = \"v1\"".into());
+                }
+            }
+        }
+        if !(1..=100_000).contains(&self.batch_max_lines) {
+            p.push("influx.batch_max_lines must be 1..=100000".into());
+        }
+        if self.batch_max_bytes < 1024 {
+            p.push("influx.batch_max_bytes must be at least 1024".into());
+        }
+        if !(self.flush_interval_secs.is_finite() && self.flush_interval_secs >= 0.0) {
+            p.push("influx.flush_interval_secs must be ≥ 0".into());
+        }
+        if self.request_timeout_secs == 0 {
+            p.push("influx.request_timeout_secs must be ≥ 1".into());
+        }
+        let m = &self.measurement;
+        if m.is_empty()
+            || m.starts_with('_')
+            || !m.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        {
+            p.push(format!(
+                "influx.measurement {m:?}: use letters, digits and '_', not starting with '_'"
+            ));
+        }
+        p
+    }
+}
+
+/// Start-up failures of the sink.
+#[derive(Debug, Error)]
+pub enum SinkError {
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("HTTP client: {0}")]
+    Client(#[from] reqwest::Error),
+    #[error("store task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// What sending one chunk came to.
+enum Sent {
+    Verdict(Verdict, u16, String),
+    Failed(WriteErrorClass, String),
+}
+
+/// The InfluxDB sink task.
+pub struct InfluxSink {
+    cfg: InfluxConfig,
+    http: reqwest::Client,
+    write_url: reqwest::Url,
+    /// Own store connection; moved into blocking tasks and back.
+    store: Option<Store>,
+    metrics: Arc<Metrics>,
+    clock: Arc<dyn Clock>,
+    backoff: Backoff,
+    /// Current line cap: lowered when the server answers 413.
+    max_lines: usize,
+    /// Whether the last attempt failed (for logging state changes once, not per retry).
+    failing: Option<WriteErrorClass>,
+}
+
+impl InfluxSink {
+    pub fn new(
+        cfg: InfluxConfig,
+        store_cfg: &StoreConfig,
+        metrics: Arc<Metrics>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, SinkError> {
+        let store = Store::open(store_cfg)?;
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(cfg.request_timeout_secs))
+            .connect_timeout(Duration::from_secs(cfg.request_timeout_secs.min(5)))
+            .build()?;
+        let write_url = write_url(&cfg);
+        Ok(InfluxSink {
+            backoff: Backoff::new(
+                Duration::from_millis(cfg.retry_min_ms.max(1)),
+                Duration::from_secs(cfg.retry_max_secs.max(1)),
+            ),
+            max_lines: cfg.batch_max_lines,
+            cfg,
+            http,
+            write_url,
+            store: Some(store),
+            metrics,
+            clock,
+            failing: None,
+        })
+    }
+
+    /// Runs until `nudges` closes (the ingest stage has finished), then writes what is
+    /// left for at most `shutdown_flush_secs` and logs what is still pending.
+    ///
+    /// `nudges` carries "new rows committed" hints; the outbox itself is the truth.
+    pub async fn run(mut self, mut nudges: mpsc::Receiver<()>) -> Result<(), SinkError> {
+        let flush_interval = Duration::from_secs_f64(self.cfg.flush_interval_secs);
+        let mut open = true;
+        let mut last_send = Instant::now();
+        let mut last_stats = Instant::now() - Duration::from_secs(3600);
+        let mut shutdown_deadline: Option<Instant> = None;
+        loop {
+            if last_stats.elapsed() >= Duration::from_secs(5) {
+                self.update_stats().await?;
+                last_stats = Instant::now();
+            }
+            if let Some(d) = shutdown_deadline {
+                if Instant::now() >= d {
+                    break;
+                }
+            }
+            let rows = self.head().await?;
+            let full = rows.len() >= self.max_lines;
+            if rows.is_empty() || (!full && open && last_send.elapsed() < flush_interval) {
+                if !open {
+                    break;
+                }
+                // Wait for more rows, but no longer than the flush interval after the
+                // last send (or a long idle tick when nothing is waiting).
+                let wait = if rows.is_empty() {
+                    Duration::from_secs(5)
+                } else {
+                    flush_interval.saturating_sub(last_send.elapsed())
+                };
+                tokio::select! {
+                    n = nudges.recv() => if n.is_none() {
+                        open = false;
+                        shutdown_deadline = Some(Instant::now() + Duration::from_secs(self.cfg.shutdown_flush_secs));
+                    },
+                    _ = tokio::time::sleep(wait) => {
+                        if rows.is_empty() { last_send = Instant::now() - flush_interval; }
+                    }
+                }
+                continue;
+            }
+            last_send = Instant::now();
+            let retry = self.deliver(rows).await?;
+            if let Some(delay) = retry {
+                let until = Instant::now() + delay;
+                let until = shutdown_deadline.map_or(until, |d| until.min(d));
+                // Keep draining nudges while waiting so the ingest never blocks on them,
+                // and notice the shutdown.
+                loop {
+                    tokio::select! {
+                        n = nudges.recv(), if open => if n.is_none() {
+                            open = false;
+                            shutdown_deadline = Some(Instant::now() + Duration::from_secs(self.cfg.shutdown_flush_secs));
+                        },
+                        _ = tokio::time::sleep_until(until) => break,
+                    }
+                }
+            }
+        }
+        self.update_stats().await?;
+        let pending = self.metrics.outbox_depth.load(Ordering::Relaxed);
+        if pending > 0 {
+            warn!(pending_lines = pending, "influx: lines still in the outbox at shutdown; they are kept and sent at the next start");
+        } else {
+            info!("influx: outbox empty at shutdown");
+        }
+        Ok(())
+    }
+
+    async fn with_store<T: Send + 'static>(
+        &mut self,
+        f: impl FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, SinkError> {
+        let mut store = self
+            .store
+            .take()
+            .expect("store is returned after every use");
+        let (store, r) = tokio::task::spawn_blocking(move || {
+            let r = f(&mut store);
+            (store, r)
+        })
+        .await?;
+        self.store = Some(store);
+        Ok(r?)
+    }
+
+    async fn head(&mut self) -> Result<Vec<OutboxRow>, SinkError> {
+        let (lines, bytes) = (self.max_lines, self.cfg.batch_max_bytes);
+        self.with_store(move |s| s.outbox_head(lines, bytes)).await
+    }
+
+    async fn update_stats(&mut self) -> Result<(), SinkError> {
+        let (depth, oldest) = self.with_store(|s| s.outbox_stats()).await?;
+        let age = oldest.map_or(0, |t| ((self.clock.now().0 - t.0).max(0) / 1000) as u64);
+        self.metrics.outbox_depth.store(depth, Ordering::Relaxed);
+        self.metrics
+            .outbox_oldest_age_secs
+            .store(age, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Sends `rows`, bisecting on refusals and splitting on 413. Removes from the outbox
+    /// what was written or dead-lettered. Returns the delay before the next attempt
+    /// when the server could not take the rest now.
+    async fn deliver(&mut self, rows: Vec<OutboxRow>) -> Result<Option<Duration>, SinkError> {
+        let mut stack = vec![rows];
+        let mut done: Vec<i64> = Vec::new();
+        let mut dead: Vec<(i64, u16, String)> = Vec::new();
+        let mut retry = None;
+        while let Some(chunk) = stack.pop() {
+            match self.send(&chunk).await {
+                Sent::Verdict(Verdict::Written, _, _) => {
+                    Metrics::add(&self.metrics.lines_written, chunk.len() as u64);
+                    done.extend(chunk.iter().map(|r| r.seq));
+                    self.recovered();
+                }
+                Sent::Verdict(v @ (Verdict::Refused | Verdict::TooLarge), status, body) => {
+                    let class = if v == Verdict::TooLarge {
+                        // Remember: later batches start no larger than what was refused.
+                        self.max_lines = (chunk.len() / 2).max(1);
+                        WriteErrorClass::TooLarge
+                    } else {
+                        WriteErrorClass::Rejected
+                    };
+                    self.metrics.write_error(class);
+                    if chunk.len() == 1 {
+                        warn!(status, reason = %body, line = %chunk[0].line.trim_end(), "influx: server refused a line; dead-lettered");
+                        Metrics::add(&self.metrics.lines_dead_lettered, 1);
+                        dead.push((chunk[0].seq, status, body));
+                    } else {
+                        let mut left = chunk;
+                        let right = left.split_off(left.len() / 2);
+                        // Pop order keeps commit order: left half first.
+                        stack.push(right);
+                        stack.push(left);
+                    }
+                }
+                Sent::Verdict(Verdict::Retry { class, after }, status, body) => {
+                    self.failed(class, &format!("HTTP {status}: {body}"));
+                    retry = Some(after.unwrap_or_else(|| self.backoff.next_delay()));
+                    break;
+                }
+                Sent::Failed(class, msg) => {
+                    self.failed(class, &msg);
+                    retry = Some(self.backoff.next_delay());
+                    break;
+                }
+            }
+        }
+        if !done.is_empty() || !dead.is_empty() {
+            let now = self.clock.now();
+            self.with_store(move |s| s.outbox_done(&done, &dead, now))
+                .await?;
+        }
+        Ok(retry)
+    }
+
+    fn recovered(&mut self) {
+        self.backoff.reset();
+        if let Some(class) = self.failing.take() {
+            info!(after = class.as_str(), "influx: writes succeed again");
+        }
+        self.metrics.sink_failing.store(false, Ordering::Relaxed);
+    }
+
+    fn failed(&mut self, class: WriteErrorClass, msg: &str) {
+        self.metrics.write_error(class);
+        self.metrics.sink_failing.store(true, Ordering::Relaxed);
+        // Log a change of state once; a server down for hours must not flood the log.
+        if self.failing != Some(class) {
+            self.failing = Some(class);
+            match class {
+                WriteErrorClass::Auth | WriteErrorClass::NotFound => {
+                    error!(class = class.as_str(), error = %msg, "influx: writes refused; readings are kept in the outbox until an operator fixes this")
+                }
+                _ => {
+                    warn!(class = class.as_str(), error = %msg, "influx: writes failing; readings are kept in the outbox and retried")
+                }
+            }
+        }
+    }
+
+    async fn send(&mut self, chunk: &[OutboxRow]) -> Sent {
+        let mut body = Vec::with_capacity(chunk.iter().map(|r| r.line.len()).sum());
+        for r in chunk {
+            body.extend_from_slice(r.line.as_bytes());
+        }
+        let mut req = self
+            .http
+            .post(self.write_url.clone())
+            .header("Content-Type", "text/plain; charset=utf-8");
+        if self.cfg.gzip {
+            let mut enc = GzEncoder::new(
+                Vec::with_capacity(body.len() / 4),
+                flate2::Compression::fast(),
+            );
+            if enc.write_all(&body).is_ok() {
+                if let Ok(gz) = enc.finish() {
+                    body = gz;
+                    req = req.header("Content-Encoding", "gzip");
+                }
+            }
+        }
+        req = match self.cfg.api {
+            Api::V2 => {
+                let token = std::env::var(&self.cfg.token_env).unwrap_or_default();
+                if token.is_empty() {
+                    req
+                } else {
+                    req.header("Authorization", format!("Token {token}"))
+                }
+            }
+            Api::V1 => match &self.cfg.username {
+                Some(u) => req.basic_auth(u, std::env::var(&self.cfg.password_env).ok()),
+                None => req,
+            },
+        };
+        let resp = match req.body(body).send().await {
+            Ok(r) => r,
+            Err(e) => {
+                let class = if e.is_timeout() {
+                    WriteErrorClass::Timeout
+                } else {
+                    WriteErrorClass::Network
+                };
+                return Sent::Failed(class, e.to_string());
+            }
+        };
+        let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get("Retry-After")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let verdict = classify(status, retry_after.as_deref(), chrono::Utc::now());
+        let text = if verdict == Verdict::Written {
+            String::new()
+        } else {
+            // Bounded: a hostile or broken server cannot make us buffer a huge body.
+            let body = resp.text().await.unwrap_or_default();
+            body.chars().take(300).collect()
+        };
+        if self.cfg.api == Api::V1
+            && self.cfg.create_database
+            && status == 404
+            && text.contains("database not found")
+        {
+            self.create_database().await;
+        }
+        Sent::Verdict(verdict, status, text)
+    }
+
+    async fn create_database(&mut self) {
+        let mut url = self.write_url.clone();
+        url.set_path(&format!("{}query", base_path(&self.cfg.url)));
+        url.set_query(None);
+        let q = format!(
+            "CREATE DATABASE \"{}\"",
+            self.cfg.database.replace('"', "\\\"")
+        );
+        let mut req = self.http.post(url).query(&[("q", q.as_str())]);
+        if let Some(u) = &self.cfg.username {
+            req = req.basic_auth(u, std::env::var(&self.cfg.password_env).ok());
+        }
+        match req.send().await {
+            Ok(r) if r.status().is_success() => {
+                info!(database = %self.cfg.database, "influx: created the database")
+            }
+            Ok(r) => warn!(
+                status = r.status().as_u16(),
+                "influx: CREATE DATABASE failed"
+            ),
+            Err(e) => warn!(error = %e, "influx: CREATE DATABASE failed"),
+        }
+    }
+}
+
+/// The path prefix of the base URL, ending in `/` (InfluxDB behind a reverse proxy
+/// under a path).
+fn base_path(url: &str) -> String {
+    let p = reqwest::Url::parse(url)
+        .map(|u| u.path().to_owned())
+        .unwrap_or_default();
+    if p.ends_with('/') {
+        p
+    } else {
+        format!("{p}/")
+    }
+}
+
+/// The write endpoint with its query string. Timestamps are milliseconds.
+pub fn write_url(cfg: &InfluxConfig) -> reqwest::Url {
+    let mut url = reqwest::Url::parse(&cfg.url).expect("validated in config");
+    match cfg.api {
+        Api::V2 => {
+            url.set_path(&format!("{}api/v2/write", base_path(&cfg.url)));
+            url.query_pairs_mut()
+                .clear()
+                .append_pair("org", &cfg.org)
+                .append_pair("bucket", &cfg.bucket)
+                .append_pair("precision", "ms")
+                // VictoriaMetrics ignores org and bucket but files points under `db`.
+                .append_pair("db", &cfg.bucket);
+        }
+        Api::V1 => {
+            url.set_path(&format!("{}write", base_path(&cfg.url)));
+            let mut q = url.query_pairs_mut();
+            q.clear()
+                .append_pair("db", &cfg.database)
+                .append_pair("precision", "ms");
+            if let Some(rp) = &cfg.retention_policy {
+                q.append_pair("rp", rp);
+            }
+        }
+    }
+    url
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(toml_text: &str) -> InfluxConfig {
+        toml::from_str(toml_text).unwrap()
+    }
+
+    #[test]
+    fn write_urls() {
+        let v2 = cfg(r#"url = "http://h:8086"
+org = "erqi"
+bucket = "air quality""#);
+        assert_eq!(
+            write_url(&v2).as_str(),
+            "http://h:8086/api/v2/write?org=erqi&bucket=air+quality&precision=ms&db=air+quality"
+        );
+        let v1 = cfg(r#"url = "http://h:8086/influx/"
+api = "v1"
+database = "aq"
+retention_policy = "autogen""#);
+        assert_eq!(
+            write_url(&v1).as_str(),
+            "http://h:8086/influx/write?db=aq&precision=ms&rp=autogen"
+        );
+    }
+
+    #[test]
+    fn problems_are_all_reported() {
+        let bad = cfg(r#"url = "ftp://x"
+api = "v1"
+batch_max_lines = 0
+measurement = "_pm""#);
+        let p = bad.problems();
+        assert_eq!(p.len(), 4, "{p:?}");
+    }
+}

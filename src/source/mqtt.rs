@@ -1,0 +1,517 @@
+//! The MQTT source (rumqttc): QoS 1, a persistent session under a stable client id, and
+//! manual acknowledgements sent in receive order only after the ingest stage has
+//! committed the message's readings.
+//!
+//! Three tasks meet here:
+//! - the **poll task** drives rumqttc's event loop. It never awaits the client (rumqtt
+//!   issues #263 and #1025: the client's request channel is drained by this very loop,
+//!   so awaiting it from here deadlocks);
+//! - the ingest stage receives [`Message`]s from the bounded channel this task fills;
+//! - the **ack task** ([`Acker::run`]) receives committed messages back, in order, and
+//!   acknowledges them through the client.
+//!
+//! Every acknowledgement names the connection it belongs to. After a reconnect the
+//! broker redelivers what was not acknowledged, with the same packet ids; an ack from
+//! the old connection is dropped rather than sent on the new one (the redelivery is
+//! then stored as a duplicate, which changes nothing, and acknowledged).
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rumqttc::{
+    AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Packet, Publish, QoS,
+    SubscribeReasonCode, TlsConfiguration, Transport,
+};
+use serde::Deserialize;
+use thiserror::Error;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_rustls::rustls;
+use tracing::{debug, error, info, warn};
+
+use crate::backoff::Backoff;
+use crate::clock::Clock;
+use crate::metrics::Metrics;
+use crate::model::UnixMillis;
+
+/// The largest MQTT packet the protocol allows. rumqttc's default (10 KiB) would turn one
+/// oversized message into a disconnect and an endless redelivery loop, so we accept
+/// anything the broker delivers and refuse oversized payloads ourselves, with an ack.
+const MQTT_MAX_PACKET: usize = 268_435_455;
+
+/// The `[mqtt]` config.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttConfig {
+    /// `mqtt://host:port`, or `mqtts://host:port` for TLS.
+    #[serde(default = "default_url")]
+    pub url: String,
+    /// Stable client id: the broker keeps the persistent session (and the messages that
+    /// arrive while the service is down) under it.
+    #[serde(default = "default_client_id")]
+    pub client_id: String,
+    /// Subscription filters; the first `+` level of each is the site id.
+    #[serde(default = "default_topics")]
+    pub topics: Vec<String>,
+    pub username: Option<String>,
+    /// Environment variable holding the password (never the config file).
+    #[serde(default = "default_password_env")]
+    pub password_env: String,
+    /// PEM file of CA certificates for `mqtts://`; the system roots when absent.
+    pub tls_ca_file: Option<PathBuf>,
+    /// PEM client certificate chain and key for mutual TLS.
+    pub tls_client_cert_file: Option<PathBuf>,
+    pub tls_client_key_file: Option<PathBuf>,
+    /// Larger payloads are refused (and acknowledged, so they cannot loop).
+    #[serde(default = "default_max_payload_bytes")]
+    pub max_payload_bytes: usize,
+    #[serde(default = "default_keep_alive_secs")]
+    pub keep_alive_secs: u64,
+    /// First reconnect delay; doubles per failure up to `reconnect_max_secs`.
+    #[serde(default = "default_reconnect_min_ms")]
+    pub reconnect_min_ms: u64,
+    #[serde(default = "default_reconnect_max_secs")]
+    pub reconnect_max_secs: u64,
+    /// Capacity of the queue from this source to the ingest stage, and of the ack
+    /// queues. It must exceed the broker's in-flight window (mosquitto
+    /// `max_inflight_messages`): then the unacknowledged messages always fit and
+    /// back-pressure can never close a cycle through the ack path.
+    #[serde(default = "default_queue_capacity")]
+    pub queue_capacity: usize,
+}
+
+fn default_url() -> String {
+    "mqtt://127.0.0.1:1883".into()
+}
+fn default_client_id() -> String {
+    "aq-ingest".into()
+}
+fn default_topics() -> Vec<String> {
+    vec!["aq/+/readings".into()]
+}
+fn default_password_env() -> String {
+    "AQ_MQTT_PASSWORD".into()
+}
+fn default_max_payload_bytes() -> usize {
+    // A day of minute readings as a JSON array is ~150 KiB.
+    1024 * 1024 / 2
+}
+fn default_keep_alive_secs() -> u64 {
+    30
+}
+fn default_reconnect_min_ms() -> u64 {
+    500
+}
+fn default_reconnect_max_secs() -> u64 {
+    30
+}
+fn default_queue_capacity() -> usize {
+    10_000
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("every field has a default")
+    }
+}
+
+/// Where the broker is, parsed from `url`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerAddr {
+    pub host: String,
+    pub port: u16,
+    pub tls: bool,
+}
+
+/// Source failures at start-up (runtime connection errors are retried, not returned).
+#[derive(Debug, Error)]
+pub enum MqttError {
+    #[error("mqtt.url {0:?}: use mqtt://host:port or mqtts://host:port")]
+    Url(String),
+    #[error("cannot read {path}: {source}")]
+    TlsFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("TLS setup: {0}")]
+    Tls(String),
+}
+
+impl MqttConfig {
+    pub fn broker(&self) -> Result<BrokerAddr, MqttError> {
+        let bad = || MqttError::Url(self.url.clone());
+        let (tls, rest) = if let Some(r) = self.url.strip_prefix("mqtt://") {
+            (false, r)
+        } else if let Some(r) = self.url.strip_prefix("mqtts://") {
+            (true, r)
+        } else {
+            return Err(bad());
+        };
+        let rest = rest.trim_end_matches('/');
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
+                (h, p.parse::<u16>().map_err(|_| bad())?)
+            }
+            _ => (rest, if tls { 8883 } else { 1883 }),
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() || host.contains('/') {
+            return Err(bad());
+        }
+        Ok(BrokerAddr {
+            host: host.to_owned(),
+            port,
+            tls,
+        })
+    }
+
+    fn options(&self) -> Result<MqttOptions, MqttError> {
+        let addr = self.broker()?;
+        let mut o = MqttOptions::new(&self.client_id, &addr.host, addr.port);
+        o.set_clean_session(false)
+            .set_manual_acks(true)
+            .set_keep_alive(Duration::from_secs(self.keep_alive_secs.max(5)))
+            .set_max_packet_size(MQTT_MAX_PACKET, MQTT_MAX_PACKET)
+            .set_request_channel_capacity(self.queue_capacity.max(16));
+        if let Some(user) = &self.username {
+            let pass = std::env::var(&self.password_env).unwrap_or_default();
+            o.set_credentials(user, pass);
+        }
+        if addr.tls {
+            o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+                Arc::new(self.tls_config()?),
+            )));
+        }
+        Ok(o)
+    }
+
+    fn tls_config(&self) -> Result<rustls::ClientConfig, MqttError> {
+        let read = |p: &PathBuf| {
+            std::fs::read(p).map_err(|source| MqttError::TlsFile {
+                path: p.clone(),
+                source,
+            })
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        match &self.tls_ca_file {
+            Some(p) => {
+                let pem = read(p)?;
+                for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+                    let cert = cert.map_err(|e| MqttError::Tls(format!("{}: {e}", p.display())))?;
+                    roots
+                        .add(cert)
+                        .map_err(|e| MqttError::Tls(format!("{}: {e}", p.display())))?;
+                }
+            }
+            None => {
+                for cert in rustls_native_certs::load_native_certs().certs {
+                    let _ = roots.add(cert);
+                }
+            }
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| MqttError::Tls(e.to_string()))?
+            .with_root_certificates(roots);
+        match (&self.tls_client_cert_file, &self.tls_client_key_file) {
+            (Some(c), Some(k)) => {
+                let certs = rustls_pemfile::certs(&mut read(c)?.as_slice())
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| MqttError::Tls(format!("{}: {e}", c.display())))?;
+                let key = rustls_pemfile::private_key(&mut read(k)?.as_slice())
+                    .map_err(|e| MqttError::Tls(format!("{}: {e}", k.display())))?
+                    .ok_or_else(|| MqttError::Tls(format!("{}: no private key", k.display())))?;
+                builder
+                    .with_client_auth_cert(certs, key)
+                    .map_err(|e| MqttError::Tls(e.to_string()))
+            }
+            (None, None) => Ok(builder.with_no_client_auth()),
+            _ => Err(MqttError::Tls(
+                "tls_client_cert_file and tls_client_key_file go together".into(),
+            )),
+        }
+    }
+}
+
+/// One received message, with what it takes to acknowledge it.
+#[derive(Debug)]
+pub struct Message {
+    pub publish: Publish,
+    pub received: UnixMillis,
+    /// The connection it arrived on.
+    pub generation: u64,
+}
+
+/// A started source: the messages, and the acknowledger to hand committed ones to.
+pub struct MqttSource {
+    /// Messages in receive order. Closes when the source stops.
+    pub messages: mpsc::Receiver<Message>,
+    pub acker: Acker,
+    /// The poll task; ends after shutdown once the acks are out (or the deadline passed).
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+/// Acknowledges committed messages, in the order given.
+pub struct Acker {
+    client: AsyncClient,
+    generation: Arc<AtomicU64>,
+    metrics: Arc<Metrics>,
+    /// Tells the poll task that the last ack has been handed to rumqttc.
+    done: oneshot::Sender<()>,
+}
+
+impl Acker {
+    /// Acknowledges every batch received until the channel closes, then tells the poll
+    /// task it may disconnect.
+    pub async fn run(self, mut committed: mpsc::Receiver<Vec<Message>>) {
+        while let Some(batch) = committed.recv().await {
+            let current = self.generation.load(Ordering::Acquire);
+            let mut n = 0;
+            for m in batch {
+                if m.generation != current || m.publish.qos == QoS::AtMostOnce {
+                    continue;
+                }
+                if self.client.ack(&m.publish).await.is_err() {
+                    // The event loop is gone; the broker will redeliver.
+                    break;
+                }
+                n += 1;
+            }
+            Metrics::add(&self.metrics.messages_acked, n);
+        }
+        let _ = self.done.send(());
+    }
+}
+
+/// How long the poll task keeps the connection up after shutdown for the last acks.
+pub const ACK_DRAIN_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Starts the source: connects (retrying forever with capped exponential backoff and
+/// jitter) and subscribes. Messages flow until `shutdown` turns true.
+pub fn start(
+    cfg: &MqttConfig,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<MqttSource, MqttError> {
+    let options = cfg.options()?;
+    let cap = cfg.queue_capacity.max(16);
+    let (client, eventloop) = AsyncClient::new(options, cap);
+    let (tx, rx) = mpsc::channel(cap);
+    let (done_tx, done_rx) = oneshot::channel();
+    let generation = Arc::new(AtomicU64::new(0));
+    let poller = Poller {
+        client: client.clone(),
+        eventloop,
+        topics: cfg.topics.clone(),
+        generation: Arc::clone(&generation),
+        clock,
+        metrics: Arc::clone(&metrics),
+        tx,
+        backoff: Backoff::new(
+            Duration::from_millis(cfg.reconnect_min_ms.max(1)),
+            Duration::from_secs(cfg.reconnect_max_secs.max(1)),
+        ),
+        subscribed_once: false,
+    };
+    let task = tokio::spawn(poller.run(shutdown, done_rx));
+    Ok(MqttSource {
+        messages: rx,
+        acker: Acker {
+            client,
+            generation,
+            metrics,
+            done: done_tx,
+        },
+        task,
+    })
+}
+
+struct Poller {
+    client: AsyncClient,
+    eventloop: EventLoop,
+    topics: Vec<String>,
+    generation: Arc<AtomicU64>,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
+    /// To the ingest stage; dropped at shutdown, which is how ingest learns to finish.
+    tx: mpsc::Sender<Message>,
+    backoff: Backoff,
+    subscribed_once: bool,
+}
+
+impl Poller {
+    async fn run(mut self, mut shutdown: watch::Receiver<bool>, acks_done: oneshot::Receiver<()>) {
+        // Phase 1: take messages until shutdown.
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            let ev = tokio::select! {
+                _ = shutdown.changed() => continue,
+                ev = self.eventloop.poll() => ev,
+            };
+            match ev {
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    Metrics::add(&self.metrics.messages_received, 1);
+                    let msg = Message {
+                        publish: p,
+                        received: self.clock.now(),
+                        generation: self.generation.load(Ordering::Acquire),
+                    };
+                    // Waiting here is the back-pressure: the broker holds what we do
+                    // not take. Shutdown interrupts the wait; the message is then not
+                    // acknowledged and the broker redelivers it next time.
+                    tokio::select! {
+                        r = self.tx.send(msg) => if r.is_err() { break },
+                        _ = shutdown.changed() => {}
+                    }
+                }
+                Ok(ev) => self.on_event(ev),
+                Err(e) => {
+                    if !self.on_error(e, &mut shutdown).await {
+                        break;
+                    }
+                }
+            }
+        }
+        // Phase 2: no new messages; keep the connection polled so the ack task's last
+        // acknowledgements reach the broker, then disconnect.
+        drop(self.tx);
+        let drain = async {
+            let mut acks_done = acks_done;
+            loop {
+                tokio::select! {
+                    _ = &mut acks_done => break,
+                    ev = self.eventloop.poll() => {
+                        if ev.is_err() {
+                            // Disconnected: pending acks are void, redelivery covers them.
+                            break;
+                        }
+                    }
+                }
+            }
+            let _ = self.client.try_disconnect();
+            // Poll until the DISCONNECT is written (or the connection ends).
+            loop {
+                match self.eventloop.poll().await {
+                    Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        };
+        if tokio::time::timeout(ACK_DRAIN_DEADLINE, drain)
+            .await
+            .is_err()
+        {
+            warn!(
+                deadline_secs = ACK_DRAIN_DEADLINE.as_secs(),
+                "mqtt: acks still pending at the shutdown deadline; the broker will redeliver them"
+            );
+        }
+        self.metrics.mqtt_connected.store(false, Ordering::Relaxed);
+        info!("mqtt: source stopped");
+    }
+
+    fn on_event(&mut self, ev: Event) {
+        match ev {
+            Event::Incoming(Packet::ConnAck(ack)) => {
+                self.generation.fetch_add(1, Ordering::AcqRel);
+                self.metrics.mqtt_connected.store(true, Ordering::Relaxed);
+                Metrics::add(&self.metrics.mqtt_connects, 1);
+                self.backoff.reset();
+                info!(session_present = ack.session_present, "mqtt: connected");
+                // Subscribe on a fresh session (the broker lost ours, or first start) and
+                // once per process start (the configured topics may have changed).
+                if !ack.session_present || !self.subscribed_once {
+                    self.subscribed_once = true;
+                    let client = self.client.clone();
+                    let filters: Vec<_> = self
+                        .topics
+                        .iter()
+                        .map(|t| rumqttc::SubscribeFilter::new(t.clone(), QoS::AtLeastOnce))
+                        .collect();
+                    // A separate task: the poll task must never await the client.
+                    tokio::spawn(async move {
+                        if let Err(e) = client.subscribe_many(filters).await {
+                            warn!(error = %e, "mqtt: subscribe request failed");
+                        }
+                    });
+                }
+            }
+            Event::Incoming(Packet::SubAck(s)) => {
+                for (code, topic) in s.return_codes.iter().zip(&self.topics) {
+                    match code {
+                        SubscribeReasonCode::Failure => {
+                            error!(topic = %topic, "mqtt: broker refused the subscription; no readings will arrive for it")
+                        }
+                        SubscribeReasonCode::Success(q) => {
+                            info!(topic = %topic, qos = ?q, "mqtt: subscribed")
+                        }
+                    }
+                }
+            }
+            other => debug!(event = ?other, "mqtt event"),
+        }
+    }
+
+    /// Handles a connection error; false when the loop should stop.
+    async fn on_error(&mut self, e: ConnectionError, shutdown: &mut watch::Receiver<bool>) -> bool {
+        let was_connected = self.metrics.mqtt_connected.swap(false, Ordering::Relaxed);
+        let delay = self.backoff.next_delay();
+        if was_connected {
+            warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "mqtt: connection lost");
+        } else {
+            debug!(error = %e, retry_in_ms = delay.as_millis() as u64, "mqtt: connect failed");
+        }
+        if let ConnectionError::ConnectionRefused(code) = &e {
+            error!(code = ?code, "mqtt: broker refused the connection (check credentials and client id)");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => true,
+            _ = shutdown.changed() => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn url(u: &str) -> Result<BrokerAddr, MqttError> {
+        MqttConfig {
+            url: u.into(),
+            ..MqttConfig::default()
+        }
+        .broker()
+    }
+
+    #[test]
+    fn parses_broker_urls() {
+        assert_eq!(
+            url("mqtt://10.0.0.5:1884").unwrap(),
+            BrokerAddr {
+                host: "10.0.0.5".into(),
+                port: 1884,
+                tls: false
+            }
+        );
+        assert_eq!(url("mqtts://broker.example").unwrap().port, 8883);
+        assert_eq!(url("mqtt://[::1]:1883").unwrap().host, "::1");
+        assert!(url("tcp://x:1").is_err());
+        assert!(url("mqtt://x:99999").is_err());
+        assert!(url("mqtt://:1883").is_err());
+    }
+
+    #[test]
+    fn tls_needs_both_client_files() {
+        let cfg = MqttConfig {
+            url: "mqtts://x:8883".into(),
+            tls_client_cert_file: Some("/nonexistent".into()),
+            ..MqttConfig::default()
+        };
+        assert!(matches!(cfg.tls_config(), Err(MqttError::Tls(_))));
+    }
+}

@@ -1,0 +1,481 @@
+//! The local SQLite store: the durable buffer that makes MQTT acks safe, the outbox the
+//! sinks drain, and the embedded default store analysts can query.
+//!
+//! One writer connection (owned by the ingest stage) and one per sink. WAL mode lets the
+//! sink read while the writer commits; `busy_timeout` serialises their short writes.
+
+mod schema;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::Deserialize;
+use thiserror::Error;
+
+use crate::model::{Reading, UnixMillis};
+use crate::reject::Rejection;
+
+/// How long a connection waits for another's write lock before failing. Sink writes are
+/// a few ms; this only has to cover a checkpoint on a slow disk.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Most rejects kept, whatever their age: a device flooding garbage must not fill the disk.
+pub const MAX_REJECT_ROWS: i64 = 100_000;
+
+/// SQLite's `synchronous` setting, named for what it guarantees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Durability {
+    /// `synchronous=FULL`: a commit is on disk when it returns (survives power loss).
+    #[default]
+    PowerLoss,
+    /// `synchronous=NORMAL`: a commit survives a crash of the process but the last
+    /// commits before a power loss may roll back. Faster on slow disks.
+    ProcessCrash,
+}
+
+/// The store's own config (`[store]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// Database file; its directory is created when missing.
+    pub path: PathBuf,
+    /// Readings and rejects older than this many days are pruned; readings older than
+    /// this are refused on the way in.
+    #[serde(default = "default_retention_days")]
+    pub retention_days: u32,
+    /// What a commit survives.
+    #[serde(default)]
+    pub durability: Durability,
+}
+
+fn default_retention_days() -> u32 {
+    // Long enough for an annual mean (GB 3095 needs a whole year) plus the half-year
+    // target before it, with margin for late backlogs.
+    3650
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            path: PathBuf::from("data/aq-ingest.db"),
+            retention_days: default_retention_days(),
+            durability: Durability::default(),
+        }
+    }
+}
+
+/// Store failures.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("cannot create the data directory {path}: {source}")]
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot open the store {path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error(
+        "store schema version {found} is newer than this build knows ({known}); upgrade aq-ingest"
+    )]
+    NewerSchema { found: i64, known: i64 },
+    #[error("migration to schema version {version} failed: {source}")]
+    Migration {
+        version: usize,
+        source: rusqlite::Error,
+    },
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+}
+
+/// One refused payload or reading to record.
+#[derive(Debug, Clone)]
+pub struct RejectRecord {
+    pub rejection: Rejection,
+    pub topic: String,
+    pub excerpt: String,
+}
+
+/// A reading to commit, with the outbox line for it when a sink is configured.
+#[derive(Debug, Clone)]
+pub struct NewReading {
+    pub reading: Reading,
+    pub line: Option<String>,
+}
+
+/// What one batch commit did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CommitOutcome {
+    pub stored: u64,
+    pub duplicates: u64,
+}
+
+/// An outbox row.
+#[derive(Debug, Clone)]
+pub struct OutboxRow {
+    pub seq: i64,
+    pub line: String,
+}
+
+/// A handle on the store: one SQLite connection.
+pub struct Store {
+    conn: Connection,
+}
+
+impl Store {
+    /// Opens (creating when missing) the store and applies pending migrations.
+    pub fn open(cfg: &StoreConfig) -> Result<Store, StoreError> {
+        if let Some(dir) = cfg.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+                path: dir.to_owned(),
+                source,
+            })?;
+        }
+        let open_err = |source| StoreError::Open {
+            path: cfg.path.clone(),
+            source,
+        };
+        let conn = Connection::open(&cfg.path).map_err(open_err)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(open_err)?;
+        let sync = match cfg.durability {
+            Durability::PowerLoss => "FULL",
+            Durability::ProcessCrash => "NORMAL",
+        };
+        conn.pragma_update(None, "synchronous", sync)
+            .map_err(open_err)?;
+        let mut store = Store { conn };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// The database file.
+    pub fn path(&self) -> Option<&Path> {
+        self.conn.path().map(Path::new)
+    }
+
+    fn migrate(&mut self) -> Result<(), StoreError> {
+        let known = schema::MIGRATIONS.len() as i64;
+        let tx = self.conn.transaction()?;
+        let found: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if found > known {
+            return Err(StoreError::NewerSchema { found, known });
+        }
+        for (i, sql) in schema::MIGRATIONS.iter().enumerate().skip(found as usize) {
+            tx.execute_batch(sql)
+                .map_err(|source| StoreError::Migration {
+                    version: i + 1,
+                    source,
+                })?;
+        }
+        tx.pragma_update(None, "user_version", known)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Commits readings (ignoring those already stored), their outbox lines and the
+    /// rejects in one transaction. Durable per [`Durability`] when it returns: only then
+    /// may the messages they came from be acknowledged.
+    pub fn commit_batch_durable(
+        &mut self,
+        readings: &[NewReading],
+        rejects: &[RejectRecord],
+        now: UnixMillis,
+    ) -> Result<CommitOutcome, StoreError> {
+        let tx = self.conn.transaction()?;
+        let mut out = CommitOutcome::default();
+        {
+            let mut ins = tx.prepare_cached(
+                "INSERT OR IGNORE INTO readings
+                 (site, ts_ms, period, device, flag, pm25, pm10, interval_secs, received_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?;
+            let mut outbox =
+                tx.prepare_cached("INSERT INTO outbox (line, created_ms) VALUES (?1, ?2)")?;
+            for n in readings {
+                let r = &n.reading;
+                let changed = ins.execute(params![
+                    r.site.as_str(),
+                    r.ts.0,
+                    r.period.code(),
+                    r.device.as_ref().map(|d| d.as_str()),
+                    r.flag.code(),
+                    r.pm25.map(|v| v.value()),
+                    r.pm10.map(|v| v.value()),
+                    r.interval_secs,
+                    now.0,
+                ])?;
+                if changed == 0 {
+                    out.duplicates += 1;
+                    continue;
+                }
+                out.stored += 1;
+                if let Some(line) = &n.line {
+                    outbox.execute(params![line, now.0])?;
+                }
+            }
+            let mut rej = tx.prepare_cached(
+                "INSERT INTO rejects (at_ms, reason, topic, detail, excerpt)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            for r in rejects {
+                rej.execute(params![
+                    now.0,
+                    r.rejection.reason.as_str(),
+                    r.topic,
+                    r.rejection.detail,
+                    r.excerpt
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// The oldest outbox rows, at most `max_rows` and about `max_bytes` of line text
+    /// (always at least one row when any is waiting).
+    pub fn outbox_head(
+        &self,
+        max_rows: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<OutboxRow>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT seq, line FROM outbox ORDER BY seq LIMIT ?1")?;
+        let mut rows = stmt.query([max_rows as i64])?;
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        while let Some(row) = rows.next()? {
+            let line: String = row.get(1)?;
+            if !out.is_empty() && bytes + line.len() > max_bytes {
+                break;
+            }
+            bytes += line.len();
+            out.push(OutboxRow {
+                seq: row.get(0)?,
+                line,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Removes the given outbox rows (written or dead-lettered) and records dead letters,
+    /// in one transaction.
+    pub fn outbox_done(
+        &mut self,
+        done: &[i64],
+        dead: &[(i64, u16, String)],
+        now: UnixMillis,
+    ) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut dl = tx.prepare_cached(
+                "INSERT INTO dead_letters (at_ms, status, reason, line)
+                 SELECT ?2, ?3, ?4, line FROM outbox WHERE seq = ?1",
+            )?;
+            for (seq, status, reason) in dead {
+                dl.execute(params![seq, now.0, status, reason])?;
+            }
+            let mut del = tx.prepare_cached("DELETE FROM outbox WHERE seq = ?1")?;
+            for seq in done.iter().chain(dead.iter().map(|d| &d.0)) {
+                del.execute([seq])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Outbox depth and the creation time of its oldest row.
+    pub fn outbox_stats(&self) -> Result<(u64, Option<UnixMillis>), StoreError> {
+        let (n, oldest): (i64, Option<i64>) =
+            self.conn
+                .query_row("SELECT count(*), min(created_ms) FROM outbox", [], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })?;
+        Ok((n as u64, oldest.map(UnixMillis)))
+    }
+
+    /// Deletes readings and rejects older than `cutoff`, and rejects beyond
+    /// [`MAX_REJECT_ROWS`]. Returns the number of readings deleted.
+    pub fn prune(&mut self, cutoff: UnixMillis) -> Result<u64, StoreError> {
+        let tx = self.conn.transaction()?;
+        let n = tx.execute("DELETE FROM readings WHERE ts_ms < ?1", [cutoff.0])?;
+        tx.execute("DELETE FROM rejects WHERE at_ms < ?1", [cutoff.0])?;
+        tx.execute(
+            "DELETE FROM rejects WHERE id <= (SELECT max(id) FROM rejects) - ?1",
+            [MAX_REJECT_ROWS],
+        )?;
+        tx.commit()?;
+        Ok(n as u64)
+    }
+
+    /// Number of stored readings.
+    pub fn reading_count(&self) -> Result<u64, StoreError> {
+        let n: i64 = self
+            .conn
+            .query_row("SELECT count(*) FROM readings", [], |r| r.get(0))?;
+        Ok(n as u64)
+    }
+
+    /// The latest stored reading time of a site, if any.
+    pub fn last_reading(&self, site: &str) -> Result<Option<UnixMillis>, StoreError> {
+        let t: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT max(ts_ms) FROM readings WHERE site = ?1",
+                [site],
+                |r| r.get(0),
+            )
+            .optional()?
+            .flatten();
+        Ok(t.map(UnixMillis))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Flag, MicrogramsPerCubicMetre, Period, SiteId};
+    use crate::reject::RejectReason;
+
+    fn reading(site: &str, ts: i64, pm10: f64) -> NewReading {
+        NewReading {
+            reading: Reading {
+                site: SiteId::parse(site).unwrap(),
+                device: None,
+                ts: UnixMillis(ts),
+                period: Period::Sample,
+                flag: Flag::Normal,
+                pm25: None,
+                pm10: Some(MicrogramsPerCubicMetre::new(pm10).unwrap()),
+                interval_secs: None,
+            },
+            line: Some(format!("pm,site={site} pm10={pm10} {ts}\n")),
+        }
+    }
+
+    fn open(dir: &tempfile::TempDir) -> Store {
+        Store::open(&StoreConfig {
+            path: dir.path().join("sub/aq.db"),
+            ..StoreConfig::default()
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn redelivered_readings_change_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = open(&dir);
+        let now = UnixMillis(1);
+        let a = s
+            .commit_batch_durable(
+                &[reading("a", 1000, 5.0), reading("b", 1000, 6.0)],
+                &[],
+                now,
+            )
+            .unwrap();
+        assert_eq!(
+            a,
+            CommitOutcome {
+                stored: 2,
+                duplicates: 0
+            }
+        );
+        // Same identity, different value: the first one stays.
+        let b = s
+            .commit_batch_durable(
+                &[reading("a", 1000, 9.0), reading("a", 2000, 7.0)],
+                &[],
+                now,
+            )
+            .unwrap();
+        assert_eq!(
+            b,
+            CommitOutcome {
+                stored: 1,
+                duplicates: 1
+            }
+        );
+        assert_eq!(s.reading_count().unwrap(), 3);
+        assert_eq!(s.outbox_stats().unwrap().0, 3);
+        let v: f64 = s
+            .conn
+            .query_row(
+                "SELECT pm10 FROM readings WHERE site='a' AND ts_ms=1000",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(v, 5.0);
+    }
+
+    #[test]
+    fn outbox_drains_in_order_and_dead_letters_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = open(&dir);
+        let batch: Vec<_> = (0..10).map(|i| reading("a", i * 1000, i as f64)).collect();
+        s.commit_batch_durable(&batch, &[], UnixMillis(5)).unwrap();
+        let head = s.outbox_head(4, 1 << 20).unwrap();
+        assert_eq!(head.len(), 4);
+        assert!(head.windows(2).all(|w| w[0].seq < w[1].seq));
+        // The byte cap keeps at least one row.
+        assert_eq!(s.outbox_head(4, 1).unwrap().len(), 1);
+        s.outbox_done(
+            &[head[0].seq, head[1].seq],
+            &[(head[2].seq, 400, "bad".into())],
+            UnixMillis(6),
+        )
+        .unwrap();
+        let (depth, oldest) = s.outbox_stats().unwrap();
+        assert_eq!(depth, 7);
+        assert_eq!(oldest, Some(UnixMillis(5)));
+        let dead: String = s
+            .conn
+            .query_row("SELECT line FROM dead_letters", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(dead, head[2].line);
+        assert_eq!(s.outbox_head(100, 1 << 20).unwrap()[0].seq, head[3].seq);
+    }
+
+    #[test]
+    fn reopening_keeps_data_and_schema_version() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut s = open(&dir);
+            let rej = RejectRecord {
+                rejection: Rejection::new(RejectReason::BadJson, "x"),
+                topic: "aq/a/readings".into(),
+                excerpt: "{".into(),
+            };
+            s.commit_batch_durable(&[reading("a", 1, 1.0)], &[rej], UnixMillis(1))
+                .unwrap();
+        }
+        let s = open(&dir);
+        assert_eq!(s.reading_count().unwrap(), 1);
+        let v: i64 = s
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(v as usize, schema::MIGRATIONS.len());
+        assert_eq!(s.last_reading("a").unwrap(), Some(UnixMillis(1)));
+    }
+
+    #[test]
+    fn prune_drops_old_readings_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = open(&dir);
+        s.commit_batch_durable(
+            &[reading("a", 1000, 1.0), reading("a", 5000, 1.0)],
+            &[],
+            UnixMillis(1),
+        )
+        .unwrap();
+        assert_eq!(s.prune(UnixMillis(2000)).unwrap(), 1);
+        assert_eq!(s.reading_count().unwrap(), 1);
+    }
+}
