@@ -87,7 +87,10 @@ pub async fn run(
         filters,
         policy: Policy {
             max_future_ms: (cfg.ingest.max_future_secs as i64).saturating_mul(1000),
-            max_age_ms: (cfg.store.retention_days as i64).saturating_mul(MS_PER_DAY),
+            max_age_ms: match cfg.store.retention_days {
+                0 => None,
+                d => Some((d as i64).saturating_mul(MS_PER_DAY)),
+            },
         },
         max_payload_bytes: cfg.mqtt.max_payload_bytes,
         max_batch_messages: cfg.ingest.max_batch_messages,
@@ -152,7 +155,10 @@ async fn housekeeping(
             _ = stats.tick() => log_stats(&metrics),
             _ = prune.tick() => {
                 let store_cfg = cfg.store.clone();
-                let cutoff = UnixMillis(clock.now().0 - (cfg.store.retention_days as i64) * MS_PER_DAY);
+                // Retention 0 keeps every reading; rejects are still capped.
+                let cutoff = (cfg.store.retention_days > 0).then(|| {
+                    UnixMillis(clock.now().0 - (cfg.store.retention_days as i64) * MS_PER_DAY)
+                });
                 let r = tokio::task::spawn_blocking(move || Store::open(&store_cfg)?.prune(cutoff)).await;
                 match r {
                     Ok(Ok(0)) => {}

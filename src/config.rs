@@ -154,9 +154,6 @@ impl Config {
                 p.push(format!("mqtt TLS file {} does not exist", f.display()));
             }
         }
-        if self.store.retention_days == 0 {
-            p.push("store.retention_days must be positive".into());
-        }
         if self.store.path.as_os_str().is_empty() {
             p.push("store.path is empty".into());
         }
@@ -199,9 +196,8 @@ mod tests {
 [mqtt]
 url = "http://x"
 topics = ["aq/readings"]
-[store]
-path = "x.db"
-retention_days = 0
+[ingest]
+max_batch_messages = 0
 [influx]
 url = "http://h"
 "#,

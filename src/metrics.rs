@@ -85,6 +85,8 @@ pub struct Metrics {
     pub outbox_oldest_age_secs: AtomicU64,
     /// Gauge: whether the MQTT connection is up.
     pub mqtt_connected: AtomicBool,
+    /// Gauge: whether the broker has confirmed our subscriptions on this connection.
+    pub mqtt_subscribed: AtomicBool,
     /// MQTT (re)connections made.
     pub mqtt_connects: AtomicU64,
     /// Gauge: whether the sink's last attempt failed.

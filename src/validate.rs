@@ -13,14 +13,19 @@ use crate::reject::{RejectReason, Rejection};
 /// ahead) or the wrong year.
 pub const DEFAULT_MAX_FUTURE_SECS: u64 = 300;
 
+/// Readings stamped before this instant (2000-01-01T00:00:00Z) are refused whatever the
+/// retention: no PM monitor reporting over HJ 212 (2005) or MQTT predates it, and a
+/// device whose clock reset to 1970 must not write a 30-year-old "reading".
+pub const EARLIEST_ACCEPTED: UnixMillis = UnixMillis(946_684_800_000);
+
 /// The validation policy, built from config.
 #[derive(Debug, Clone, Copy)]
 pub struct Policy {
     /// Largest accepted `ts - receive time`, in milliseconds.
     pub max_future_ms: i64,
     /// Largest accepted `receive time - ts`, in milliseconds: the store's retention, so
-    /// nothing is stored only to be pruned at once.
-    pub max_age_ms: i64,
+    /// nothing is stored only to be pruned at once. `None`: kept forever.
+    pub max_age_ms: Option<i64>,
 }
 
 /// Checks the site id from the topic. Done once per message, not per reading.
@@ -46,10 +51,16 @@ pub fn reading(
             format!("ts {} is ahead of the receive time {}", obs.ts, now),
         ));
     }
-    if obs.ts.0 < now.0.saturating_sub(policy.max_age_ms) {
+    let too_old = policy
+        .max_age_ms
+        .is_some_and(|age| obs.ts.0 < now.0.saturating_sub(age));
+    if obs.ts < EARLIEST_ACCEPTED || too_old {
         return Err(Rejection::new(
             RejectReason::StaleTimestamp,
-            format!("ts {} is older than the retention window", obs.ts),
+            format!(
+                "ts {} is older than the retention window (or before {})",
+                obs.ts, EARLIEST_ACCEPTED
+            ),
         ));
     }
     let device = match obs.device {
@@ -107,7 +118,7 @@ mod tests {
     const NOW: UnixMillis = UnixMillis(1_470_013_137_000);
     const POLICY: Policy = Policy {
         max_future_ms: 300_000,
-        max_age_ms: 86_400_000,
+        max_age_ms: Some(86_400_000),
     };
 
     fn obs(ts: i64, pm10: f64, unit: ConcentrationUnit) -> Observation {
@@ -139,6 +150,23 @@ mod tests {
         assert_eq!(
             check(obs(NOW.0 - 86_400_001, 1.0, ug)),
             Err(RejectReason::StaleTimestamp)
+        );
+    }
+
+    #[test]
+    fn ancient_readings_are_refused_even_when_kept_forever() {
+        let forever = Policy {
+            max_age_ms: None,
+            ..POLICY
+        };
+        let ug = ConcentrationUnit::MicrogramsPerCubicMetre;
+        let s = site("s1").unwrap();
+        assert!(reading(&s, obs(EARLIEST_ACCEPTED.0, 1.0, ug), NOW, &forever).is_ok());
+        assert_eq!(
+            reading(&s, obs(EARLIEST_ACCEPTED.0 - 1, 1.0, ug), NOW, &forever)
+                .unwrap_err()
+                .reason,
+            RejectReason::StaleTimestamp
         );
     }
 

@@ -439,6 +439,9 @@ impl Poller {
                             warn!(error = %e, "mqtt: subscribe request failed");
                         }
                     });
+                } else {
+                    // The broker kept our session and its subscriptions.
+                    self.metrics.mqtt_subscribed.store(true, Ordering::Relaxed);
                 }
             }
             Event::Incoming(Packet::SubAck(s)) => {
@@ -448,6 +451,7 @@ impl Poller {
                             error!(topic = %topic, "mqtt: broker refused the subscription; no readings will arrive for it")
                         }
                         SubscribeReasonCode::Success(q) => {
+                            self.metrics.mqtt_subscribed.store(true, Ordering::Relaxed);
                             info!(topic = %topic, qos = ?q, "mqtt: subscribed")
                         }
                     }
@@ -460,6 +464,7 @@ impl Poller {
     /// Handles a connection error; false when the loop should stop.
     async fn on_error(&mut self, e: ConnectionError, shutdown: &mut watch::Receiver<bool>) -> bool {
         let was_connected = self.metrics.mqtt_connected.swap(false, Ordering::Relaxed);
+        self.metrics.mqtt_subscribed.store(false, Ordering::Relaxed);
         let delay = self.backoff.next_delay();
         if was_connected {
             warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "mqtt: connection lost");

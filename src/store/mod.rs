@@ -42,7 +42,7 @@ pub struct StoreConfig {
     /// Database file; its directory is created when missing.
     pub path: PathBuf,
     /// Readings and rejects older than this many days are pruned; readings older than
-    /// this are refused on the way in.
+    /// this are refused on the way in. 0 (the default) keeps everything.
     #[serde(default = "default_retention_days")]
     pub retention_days: u32,
     /// What a commit survives.
@@ -51,9 +51,9 @@ pub struct StoreConfig {
 }
 
 fn default_retention_days() -> u32 {
-    // Long enough for an annual mean (GB 3095 needs a whole year) plus the half-year
-    // target before it, with margin for late backlogs.
-    3650
+    // Keep everything: the bureau's targets and annual means look back years (the
+    // district's reference period is 2016), and a minute-cadence site is ~25 MB a year.
+    0
 }
 
 impl Default for StoreConfig {
@@ -300,12 +300,15 @@ impl Store {
         Ok((n as u64, oldest.map(UnixMillis)))
     }
 
-    /// Deletes readings and rejects older than `cutoff`, and rejects beyond
-    /// [`MAX_REJECT_ROWS`]. Returns the number of readings deleted.
-    pub fn prune(&mut self, cutoff: UnixMillis) -> Result<u64, StoreError> {
+    /// Deletes readings and rejects older than `cutoff` (when there is one), and rejects
+    /// beyond [`MAX_REJECT_ROWS`]. Returns the number of readings deleted.
+    pub fn prune(&mut self, cutoff: Option<UnixMillis>) -> Result<u64, StoreError> {
         let tx = self.conn.transaction()?;
-        let n = tx.execute("DELETE FROM readings WHERE ts_ms < ?1", [cutoff.0])?;
-        tx.execute("DELETE FROM rejects WHERE at_ms < ?1", [cutoff.0])?;
+        let mut n = 0;
+        if let Some(cutoff) = cutoff {
+            n = tx.execute("DELETE FROM readings WHERE ts_ms < ?1", [cutoff.0])?;
+            tx.execute("DELETE FROM rejects WHERE at_ms < ?1", [cutoff.0])?;
+        }
         tx.execute(
             "DELETE FROM rejects WHERE id <= (SELECT max(id) FROM rejects) - ?1",
             [MAX_REJECT_ROWS],
@@ -475,7 +478,8 @@ mod tests {
             UnixMillis(1),
         )
         .unwrap();
-        assert_eq!(s.prune(UnixMillis(2000)).unwrap(), 1);
+        assert_eq!(s.prune(None).unwrap(), 0);
+        assert_eq!(s.prune(Some(UnixMillis(2000))).unwrap(), 1);
         assert_eq!(s.reading_count().unwrap(), 1);
     }
 }

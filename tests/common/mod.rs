@@ -1,0 +1,486 @@
+//! Test harness: real mosquitto, VictoriaMetrics and InfluxDB 1.6 processes on ports
+//! chosen at run time, each in its own temporary directory, killed on drop; an MQTT
+//! publisher that waits for the broker's acknowledgements; and the service, in-process
+//! or as the built binary.
+//!
+//! A missing server binary fails the test with the command that installs it.
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aq_ingest::clock::SystemClock;
+use aq_ingest::config::Config;
+use aq_ingest::metrics::Metrics;
+use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
+
+pub const INSTALL: &str =
+    "apt-get update && apt-get install -y mosquitto mosquitto-clients victoria-metrics influxdb";
+
+/// A port that was free a moment ago (the OS picks it; never a fixed port).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Fails with installation advice when `bin` is not on PATH.
+pub fn require(bin: &str) -> PathBuf {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(bin))
+            .find(|p| p.is_file())
+    });
+    found.unwrap_or_else(|| {
+        panic!("`{bin}` is not installed; the integration tests need real servers. Install them with: {INSTALL}")
+    })
+}
+
+/// Polls `cond` until it holds or `timeout` passes; panics naming `what` on timeout.
+/// This is synchronisation on a condition with a deadline, not a sleep.
+pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Async flavour of [`wait_until`].
+pub async fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn port_open(port: u16) -> bool {
+    TcpStream::connect(("127.0.0.1", port)).is_ok()
+}
+
+/// A server child process, killed on drop.
+pub struct Proc {
+    child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    fn spawn(cmd: &mut Command, log: PathBuf) -> Proc {
+        let f = std::fs::File::create(&log).unwrap();
+        let child = cmd
+            .stdout(f.try_clone().unwrap())
+            .stderr(f)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}. Install with: {INSTALL}"));
+        Proc {
+            child: Some(child),
+            log,
+        }
+    }
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+    /// SIGTERM and wait: the server shuts down cleanly (mosquitto saves persistence).
+    pub fn terminate(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            unsafe_kill(c.id(), 15);
+            let _ = c.wait();
+        }
+    }
+    /// SIGKILL and wait.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+    /// Waits for a clean exit; returns the exit status.
+    pub fn wait(&mut self) -> std::process::ExitStatus {
+        self.child.take().unwrap().wait().unwrap()
+    }
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn unsafe_kill(pid: u32, sig: i32) {
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status();
+}
+
+/// A real mosquitto with persistence on and a queue large enough that it never drops.
+pub struct Mosquitto {
+    pub port: u16,
+    dir: PathBuf,
+    proc: Option<Proc>,
+}
+
+impl Mosquitto {
+    pub fn start(dir: &Path) -> Mosquitto {
+        let bin = require("mosquitto");
+        let dir = dir.join("mosquitto");
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut m = Mosquitto {
+            port: free_port(),
+            dir,
+            proc: None,
+        };
+        let _ = bin;
+        m.restart();
+        m
+    }
+    /// Starts (again) on the same port and persistence directory.
+    pub fn restart(&mut self) {
+        let conf = self.dir.join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {dir}/\nmax_queued_messages 1000000\nmax_inflight_messages 1000\nautosave_interval 1\n",
+                port = self.port,
+                dir = self.dir.display()
+            ),
+        )
+        .unwrap();
+        let proc = Proc::spawn(
+            Command::new("mosquitto").arg("-c").arg(&conf),
+            self.dir.join("mosquitto.log"),
+        );
+        let port = self.port;
+        wait_until("mosquitto to listen", Duration::from_secs(10), || {
+            port_open(port)
+        });
+        self.proc = Some(proc);
+    }
+    pub fn stop(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.terminate();
+        }
+    }
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+}
+
+fn http_get(url: &str) -> Option<(u16, String)> {
+    httpc::request("GET", url, "")
+}
+
+mod httpc {
+    //! A tiny blocking HTTP/1.0 GET/POST for readiness checks and queries, so the test
+    //! harness needs no second HTTP stack.
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::Duration;
+
+    pub fn request(method: &str, url: &str, body: &str) -> Option<(u16, String)> {
+        let rest = url.strip_prefix("http://")?;
+        let (host, path) = rest
+            .split_once('/')
+            .map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
+        let mut s = TcpStream::connect(host).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+        write!(
+            s,
+            "{method} {path} HTTP/1.0\r\nHost: {host}\r\nContent-Length: {}\r\nContent-Type: text/plain\r\n\r\n{body}",
+            body.len()
+        )
+        .ok()?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).ok()?;
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        let status = text.split_whitespace().nth(1)?.parse().ok()?;
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        Some((status, body))
+    }
+}
+
+pub use httpc::request as http;
+
+/// URL-encodes a query value.
+pub fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// A real VictoriaMetrics speaking the InfluxDB v2 write API.
+pub struct Victoria {
+    pub port: u16,
+    dir: PathBuf,
+    proc: Option<Proc>,
+}
+
+impl Victoria {
+    pub fn start(dir: &Path) -> Victoria {
+        require("victoria-metrics");
+        let dir = dir.join("vm");
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut v = Victoria {
+            port: free_port(),
+            dir,
+            proc: None,
+        };
+        v.restart();
+        v
+    }
+    pub fn restart(&mut self) {
+        let proc = Proc::spawn(
+            Command::new("victoria-metrics")
+                .arg(format!(
+                    "-storageDataPath={}",
+                    self.dir.join("data").display()
+                ))
+                .arg(format!("-httpListenAddr=127.0.0.1:{}", self.port))
+                .arg("-retentionPeriod=100y")
+                .arg("-search.latencyOffset=0s"),
+            self.dir.join("vm.log"),
+        );
+        let url = format!("{}/health", self.url());
+        wait_until("victoria-metrics /health", Duration::from_secs(20), || {
+            http_get(&url).is_some_and(|(s, _)| s == 200)
+        });
+        self.proc = Some(proc);
+    }
+    pub fn stop(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.terminate();
+        }
+    }
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+    /// Every stored sample of measurement `m`: (field, site, ts_ms, value).
+    pub fn export(&self, m: &str) -> Vec<(String, String, i64, f64)> {
+        let _ = http_get(&format!("{}/internal/force_flush", self.url()));
+        let q = enc(&format!("{{__name__=~\"{m}_.*\"}}"));
+        let (status, body) = http_get(&format!("{}/api/v1/export?match[]={q}", self.url()))
+            .unwrap_or((0, String::new()));
+        assert_eq!(status, 200, "export failed: {body}");
+        let mut out = Vec::new();
+        for line in body.lines().filter(|l| !l.trim().is_empty()) {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            let name = v["metric"]["__name__"].as_str().unwrap().to_string();
+            let site = v["metric"]["site"].as_str().unwrap_or("").to_string();
+            let ts = v["timestamps"].as_array().unwrap();
+            let vals = v["values"].as_array().unwrap();
+            for (t, x) in ts.iter().zip(vals) {
+                out.push((
+                    name.clone(),
+                    site.clone(),
+                    t.as_i64().unwrap(),
+                    x.as_f64().unwrap(),
+                ));
+            }
+        }
+        out
+    }
+}
+
+/// A real InfluxDB 1.6 (v1 API).
+pub struct Influx1 {
+    pub port: u16,
+    proc: Proc,
+}
+
+impl Influx1 {
+    pub fn start(dir: &Path, database: &str) -> Influx1 {
+        require("influxd");
+        let dir = dir.join("influx");
+        std::fs::create_dir_all(&dir).unwrap();
+        let port = free_port();
+        let rpc = free_port();
+        let conf = dir.join("influxdb.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "reporting-disabled = true\nbind-address = \"127.0.0.1:{rpc}\"\n[meta]\n  dir = \"{d}/meta\"\n[data]\n  dir = \"{d}/data\"\n  wal-dir = \"{d}/wal\"\n[http]\n  bind-address = \"127.0.0.1:{port}\"\n  log-enabled = false\n[monitor]\n  store-enabled = false\n",
+                d = dir.display()
+            ),
+        )
+        .unwrap();
+        let proc = Proc::spawn(
+            Command::new("influxd").arg("-config").arg(&conf),
+            dir.join("influxd.log"),
+        );
+        let url = format!("http://127.0.0.1:{port}/ping");
+        wait_until("influxd /ping", Duration::from_secs(30), || {
+            http_get(&url).is_some_and(|(s, _)| s == 204)
+        });
+        let i = Influx1 { port, proc };
+        let (s, b) = i
+            .query_raw(None, &format!("CREATE DATABASE \"{database}\""))
+            .unwrap();
+        assert_eq!(s, 200, "{b}");
+        i
+    }
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+    fn query_raw(&self, db: Option<&str>, q: &str) -> Option<(u16, String)> {
+        let db = db.map(|d| format!("db={}&", enc(d))).unwrap_or_default();
+        http(
+            "POST",
+            &format!("{}/query?{db}q={}", self.url(), enc(q)),
+            "",
+        )
+    }
+    /// Runs an InfluxQL query and returns the first series' values.
+    pub fn query(&self, db: &str, q: &str) -> Vec<Vec<serde_json::Value>> {
+        let (s, body) = self.query_raw(Some(db), q).unwrap();
+        assert_eq!(s, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        v["results"][0]["series"][0]["values"]
+            .as_array()
+            .map(|rows| rows.iter().map(|r| r.as_array().unwrap().clone()).collect())
+            .unwrap_or_default()
+    }
+}
+
+/// A deterministic reading for (site index, sample index): unique per pair, with PM2.5
+/// below PM10 and values exact in binary up to one decimal's text.
+pub fn reading_values(site: usize, i: usize) -> (f64, f64) {
+    let pm10 = ((site * 37 + i * 11) % 4000) as f64 / 10.0 + 5.0;
+    let pm25 = ((site * 13 + i * 7) % 2000) as f64 / 10.0;
+    (pm25, pm10.max(pm25))
+}
+
+/// Base time of test readings: now minus one day, on a whole minute.
+pub fn base_ts_ms() -> i64 {
+    let now = chrono::Utc::now().timestamp_millis();
+    (now - 86_400_000) / 60_000 * 60_000
+}
+
+/// The (topic, payload) of a reading.
+pub fn reading_msg(site: usize, i: usize, base: i64) -> (String, Vec<u8>) {
+    let (pm25, pm10) = reading_values(site, i);
+    let ts = base + (i as i64) * 60_000;
+    (
+        format!("aq/site-{site:03}/readings"),
+        format!(r#"{{"ts":{ts},"pm25":{pm25},"pm10":{pm10},"interval_secs":60}}"#).into_bytes(),
+    )
+}
+
+/// Publishes every message at QoS 1 and returns when the broker has acknowledged all
+/// of them (so they are in the broker, persisted, whatever the service does).
+pub async fn publish_all(port: u16, msgs: Vec<(String, Vec<u8>)>) {
+    let n = msgs.len();
+    let mut o = MqttOptions::new(format!("pub-{}", fastrand::u64(..)), "127.0.0.1", port);
+    o.set_max_packet_size(8 << 20, 8 << 20).set_inflight(200);
+    let (client, mut el) = AsyncClient::new(o, 1000);
+    let feeder = tokio::spawn(async move {
+        for (t, p) in msgs {
+            client.publish(t, QoS::AtLeastOnce, false, p).await.unwrap();
+        }
+        client
+    });
+    let mut acked = 0;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while acked < n {
+        assert!(
+            Instant::now() < deadline,
+            "publisher: only {acked}/{n} acknowledged"
+        );
+        match tokio::time::timeout(Duration::from_secs(30), el.poll()).await {
+            Ok(Ok(Event::Incoming(Packet::PubAck(_)))) => acked += 1,
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => panic!("publisher connection failed: {e}"),
+            Err(_) => panic!("publisher stalled at {acked}/{n}"),
+        }
+    }
+    let client = feeder.await.unwrap();
+    client.disconnect().await.unwrap();
+    loop {
+        match el.poll().await {
+            Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => break,
+            _ => {}
+        }
+    }
+}
+
+/// The service running in this process.
+pub struct Service {
+    pub metrics: Arc<Metrics>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Service {
+    /// Starts the service and waits until the broker confirmed its subscription.
+    pub async fn start(cfg: Config) -> Service {
+        let metrics = Arc::new(Metrics::default());
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(aq_ingest::app::run(
+            cfg,
+            Arc::new(SystemClock),
+            Arc::clone(&metrics),
+            async move {
+                let _ = rx.await;
+            },
+        ));
+        let m = Arc::clone(&metrics);
+        wait_for("the service to subscribe", Duration::from_secs(20), || {
+            m.mqtt_subscribed.load(std::sync::atomic::Ordering::Relaxed)
+        })
+        .await;
+        Service {
+            metrics,
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+    /// Ordered shutdown; panics if the service failed.
+    pub async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.take().unwrap().await.unwrap().unwrap();
+    }
+}
+
+/// A config for tests: the given broker, a store in `dir`, quiet logs.
+pub fn config(dir: &Path, mqtt_url: &str, client_id: &str, influx: Option<&str>) -> Config {
+    let text = format!(
+        "[mqtt]\nurl = \"{mqtt_url}\"\nclient_id = \"{client_id}\"\nreconnect_min_ms = 50\nreconnect_max_secs = 1\n[store]\npath = \"{}\"\ndurability = \"process_crash\"\n[log]\nstats_interval_secs = 0\n{}",
+        dir.join("aq.db").display(),
+        influx.unwrap_or("")
+    );
+    Config::parse(&text, "test").unwrap()
+}
+
+/// Opens the service's store read-only for checks.
+pub fn db(dir: &Path) -> rusqlite::Connection {
+    let c = rusqlite::Connection::open(dir.join("aq.db")).unwrap();
+    c.busy_timeout(Duration::from_secs(30)).unwrap();
+    c
+}
+
+pub fn count(c: &rusqlite::Connection, sql: &str) -> i64 {
+    c.query_row(sql, [], |r| r.get(0)).unwrap()
+}
