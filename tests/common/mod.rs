@@ -122,6 +122,19 @@ impl Drop for Proc {
     }
 }
 
+/// Wraps a child started by a test.
+pub fn proc_from(child: Child, log: PathBuf) -> Proc {
+    Proc {
+        child: Some(child),
+        log,
+    }
+}
+
+/// Sends SIGTERM to `pid`.
+pub fn unsafe_sigterm(pid: u32) {
+    unsafe_kill(pid, 15);
+}
+
 fn unsafe_kill(pid: u32, sig: i32) {
     let _ = Command::new("kill")
         .arg(format!("-{sig}"))

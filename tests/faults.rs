@@ -1,0 +1,227 @@
+//! Faults: the service killed with SIGKILL mid-stream, VictoriaMetrics down under load,
+//! the broker restarted. After each, every published reading is stored exactly once.
+
+mod common;
+
+use std::process::Command;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aq_ingest::metrics::Metrics;
+use common::*;
+
+fn stored(dir: &std::path::Path) -> i64 {
+    // The service may not have created the file yet on its first start.
+    if !dir.join("aq.db").exists() {
+        return 0;
+    }
+    let c = db(dir);
+    c.query_row("SELECT count(*) FROM readings", [], |r| r.get(0))
+        .unwrap_or(0)
+}
+
+fn start_binary(dir: &std::path::Path, cfg: &std::path::Path, run: usize) -> Proc {
+    let log = dir.join(format!("service-{run}.log"));
+    let f = std::fs::File::create(&log).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_aq-ingest"))
+        .arg("--config")
+        .arg(cfg)
+        .arg("serve")
+        .env("RUST_LOG", "info")
+        .stdout(f.try_clone().unwrap())
+        .stderr(f)
+        .spawn()
+        .unwrap();
+    proc_from(child, log)
+}
+
+/// Messages for sites × per_site readings, offset so that runs do not collide.
+fn batch(sites: usize, from: usize, to: usize, base: i64) -> Vec<(String, Vec<u8>)> {
+    (from..to)
+        .flat_map(|i| (0..sites).map(move |s| reading_msg(s, i, base)))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_at_three_points_loses_nothing_and_stores_nothing_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(dir.path());
+    let cfg = dir.path().join("aq.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[mqtt]\nurl = \"{}\"\nclient_id = \"t-kill\"\nreconnect_min_ms = 50\nreconnect_max_secs = 1\n[store]\npath = \"{}\"\n[log]\nstats_interval_secs = 0\n",
+            broker.url(),
+            dir.path().join("aq.db").display()
+        ),
+    )
+    .unwrap();
+    let mut svc = start_binary(dir.path(), &cfg, 0);
+    wait_until("first subscription", Duration::from_secs(20), || {
+        svc.log_text().contains("mqtt: subscribed")
+    });
+
+    // A device fleet streams 10 000 readings at a steady pace while we kill the service.
+    let base = base_ts_ms();
+    let total = 10_000usize;
+    let msgs = batch(50, 0, 200, base);
+    assert_eq!(msgs.len(), total);
+    let port = broker.port;
+    let publisher = tokio::spawn(async move {
+        let mut pace = tokio::time::interval(Duration::from_millis(25));
+        for chunk in msgs.chunks(50) {
+            pace.tick().await;
+            publish_all(port, chunk.to_vec()).await;
+        }
+    });
+
+    let d = dir.path().to_owned();
+    // Point 1: steady state, a fifth of the stream stored.
+    wait_until("2000 stored", Duration::from_secs(60), || {
+        stored(&d) >= 2000
+    });
+    svc.kill();
+    let mut svc = start_binary(dir.path(), &cfg, 1);
+    // Point 2: at reconnect, while the broker redelivers the unacknowledged window.
+    wait_until("reconnect", Duration::from_secs(20), || {
+        svc.log_text().contains("mqtt: connected")
+    });
+    svc.kill();
+    let mut svc = start_binary(dir.path(), &cfg, 2);
+    // Point 3: late in the stream.
+    wait_until("8000 stored", Duration::from_secs(60), || {
+        stored(&d) >= 8000
+    });
+    svc.kill();
+    let svc = start_binary(dir.path(), &cfg, 3);
+
+    publisher.await.unwrap();
+    wait_until("every reading stored", Duration::from_secs(60), || {
+        stored(&d) >= total as i64
+    });
+    // Ordered shutdown after the stream: a clean exit.
+    let mut svc = svc;
+    unsafe_sigterm(svc.pid());
+    assert!(svc.wait().success());
+
+    let c = db(dir.path());
+    assert_eq!(count(&c, "SELECT count(*) FROM readings"), total as i64);
+    let mut stmt = c
+        .prepare("SELECT site, ts_ms, pm25, pm10 FROM readings")
+        .unwrap();
+    let mut seen = 0;
+    for row in stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, f64>(2)?,
+                r.get::<_, f64>(3)?,
+            ))
+        })
+        .unwrap()
+    {
+        let (site, ts, pm25, pm10) = row.unwrap();
+        let s: usize = site.trim_start_matches("site-").parse().unwrap();
+        let i = ((ts - base) / 60_000) as usize;
+        assert!(s < 50 && i < 200);
+        assert_eq!((pm25, pm10), reading_values(s, i));
+        seen += 1;
+    }
+    assert_eq!(seen, total);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn victoria_metrics_down_under_load_loses_nothing_and_blocks_nobody() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(dir.path());
+    let mut vm = Victoria::start(dir.path());
+    let influx = format!(
+        "[influx]\nurl = \"{}\"\nbucket = \"aq\"\nflush_interval_secs = 0.1\nretry_min_ms = 20\nretry_max_secs = 1\nrequest_timeout_secs = 2\n",
+        vm.url()
+    );
+    let svc = Service::start(config(
+        dir.path(),
+        &broker.url(),
+        "t-vm-down",
+        Some(&influx),
+    ))
+    .await;
+    let m = Arc::clone(&svc.metrics);
+    let base = base_ts_ms();
+    publish_all(broker.port, batch(30, 0, 100, base)).await;
+    wait_for("3000 written", Duration::from_secs(60), || {
+        Metrics::get(&m.lines_written) == 3000
+    })
+    .await;
+
+    vm.stop();
+    publish_all(broker.port, batch(30, 100, 250, base)).await;
+    // Ingest goes on: every message is committed and acknowledged while the sink fails.
+    wait_for("7500 acknowledged", Duration::from_secs(60), || {
+        Metrics::get(&m.messages_acked) == 7500
+    })
+    .await;
+    assert_eq!(Metrics::get(&m.readings_stored), 7500);
+    wait_for("the sink to notice", Duration::from_secs(30), || {
+        m.sink_failing.load(Ordering::Relaxed)
+            && m.write_errors(aq_ingest::metrics::WriteErrorClass::Network) > 0
+    })
+    .await;
+    assert_eq!(Metrics::get(&m.lines_written), 3000);
+    assert_eq!(count(&db(dir.path()), "SELECT count(*) FROM outbox"), 4500);
+
+    vm.restart();
+    wait_for("7500 written", Duration::from_secs(90), || {
+        Metrics::get(&m.lines_written) == 7500
+    })
+    .await;
+    svc.stop().await;
+    assert!(!m.sink_failing.load(Ordering::Relaxed));
+    assert_eq!(count(&db(dir.path()), "SELECT count(*) FROM outbox"), 0);
+    let pm10: Vec<_> = vm
+        .export("pm")
+        .into_iter()
+        .filter(|p| p.0 == "pm_pm10")
+        .collect();
+    assert_eq!(pm10.len(), 7500);
+    let distinct: std::collections::HashSet<_> = pm10.iter().map(|p| (p.1.clone(), p.2)).collect();
+    assert_eq!(distinct.len(), 7500);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_restart_with_persistence_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = Mosquitto::start(dir.path());
+    let svc = Service::start(config(dir.path(), &broker.url(), "t-broker", None)).await;
+    let m = Arc::clone(&svc.metrics);
+    let base = base_ts_ms();
+    publish_all(broker.port, batch(40, 0, 100, base)).await;
+    // Restart while the service may still be consuming: what it has not acknowledged
+    // stays in the broker's persistent store.
+    broker.stop();
+    wait_for(
+        "the service to see the broker gone",
+        Duration::from_secs(20),
+        || !m.mqtt_connected.load(Ordering::Relaxed),
+    )
+    .await;
+    broker.restart();
+    wait_for("reconnect", Duration::from_secs(30), || {
+        Metrics::get(&m.mqtt_connects) >= 2 && m.mqtt_subscribed.load(Ordering::Relaxed)
+    })
+    .await;
+    publish_all(broker.port, batch(40, 100, 200, base)).await;
+    let d = dir.path().to_owned();
+    wait_for("8000 stored", Duration::from_secs(60), || {
+        stored(&d) == 8000
+    })
+    .await;
+    svc.stop().await;
+    assert_eq!(Metrics::get(&m.readings_stored), 8000);
+    assert_eq!(
+        count(&db(dir.path()), "SELECT count(*) FROM readings"),
+        8000
+    );
+}
