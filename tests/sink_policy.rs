@@ -1,0 +1,399 @@
+//! The InfluxDB writer's status policy against a scripted HTTP server, for the answers
+//! no local server produces on demand: 400 (bisect and dead-letter), 401 (keep the data),
+//! 413 (split), 429 with `Retry-After`, 503, and a server that never answers.
+
+use std::io::Read as _;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aq_ingest::clock::SystemClock;
+use aq_ingest::metrics::{Metrics, WriteErrorClass};
+use aq_ingest::model::{Flag, MicrogramsPerCubicMetre, Period, Reading, SiteId, UnixMillis};
+use aq_ingest::sink::influx::{InfluxConfig, InfluxSink};
+use aq_ingest::sink::{line_protocol, schema};
+use aq_ingest::store::{NewReading, Store, StoreConfig};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+
+/// One request as the server saw it.
+#[derive(Debug, Clone)]
+struct Seen {
+    at: Instant,
+    target: String,
+    headers: Vec<(String, String)>,
+    lines: Vec<String>,
+}
+
+/// A response: status, extra headers, body. `None` never answers.
+type Script =
+    Arc<dyn Fn(usize, &Seen) -> Option<(u16, Vec<(&'static str, String)>, String)> + Send + Sync>;
+
+/// Serves HTTP/1.1 with keep-alive; records every request.
+async fn scripted_server(script: Script) -> (String, Arc<Mutex<Vec<Seen>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+    let log = Arc::clone(&seen);
+    tokio::spawn(async move {
+        loop {
+            let Ok((sock, _)) = listener.accept().await else {
+                return;
+            };
+            let script = Arc::clone(&script);
+            let log = Arc::clone(&log);
+            tokio::spawn(async move {
+                let mut r = BufReader::new(sock);
+                loop {
+                    let mut request_line = String::new();
+                    if r.read_line(&mut request_line).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let target = request_line
+                        .split_whitespace()
+                        .nth(1)
+                        .unwrap_or("")
+                        .to_string();
+                    let mut headers = Vec::new();
+                    loop {
+                        let mut h = String::new();
+                        r.read_line(&mut h).await.unwrap();
+                        let h = h.trim_end();
+                        if h.is_empty() {
+                            break;
+                        }
+                        let (k, v) = h.split_once(':').unwrap();
+                        headers.push((k.to_ascii_lowercase(), v.trim().to_string()));
+                    }
+                    let len: usize = headers
+                        .iter()
+                        .find(|h| h.0 == "content-length")
+                        .map_or(0, |h| h.1.parse().unwrap());
+                    let mut body = vec![0; len];
+                    r.read_exact(&mut body).await.unwrap();
+                    if headers
+                        .iter()
+                        .any(|h| h.0 == "content-encoding" && h.1 == "gzip")
+                    {
+                        let mut out = Vec::new();
+                        flate2::read::GzDecoder::new(&body[..])
+                            .read_to_end(&mut out)
+                            .unwrap();
+                        body = out;
+                    }
+                    let text = String::from_utf8(body).unwrap();
+                    let s = Seen {
+                        at: Instant::now(),
+                        target,
+                        headers,
+                        lines: text.lines().map(str::to_owned).collect(),
+                    };
+                    let n = {
+                        let mut l = log.lock().unwrap();
+                        l.push(s.clone());
+                        l.len() - 1
+                    };
+                    let Some((status, extra, body)) = script(n, &s) else {
+                        // Never answer; hold the connection open until the client gives up.
+                        let mut sink = Vec::new();
+                        let _ = r.read_to_end(&mut sink).await;
+                        return;
+                    };
+                    let mut resp =
+                        format!("HTTP/1.1 {status} X\r\nContent-Length: {}\r\n", body.len());
+                    for (k, v) in extra {
+                        resp.push_str(&format!("{k}: {v}\r\n"));
+                    }
+                    resp.push_str("\r\n");
+                    resp.push_str(&body);
+                    if r.get_mut().write_all(resp.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (url, seen)
+}
+
+fn reading(i: usize) -> Reading {
+    Reading {
+        site: SiteId::parse("s1").unwrap(),
+        device: None,
+        ts: UnixMillis(1_470_000_000_000 + i as i64 * 60_000),
+        period: Period::Sample,
+        flag: Flag::Normal,
+        pm25: None,
+        pm10: Some(MicrogramsPerCubicMetre::new(10.0 + i as f64 + 0.5).unwrap()),
+        interval_secs: None,
+    }
+}
+
+/// A store holding `n` readings with their outbox lines; returns the lines.
+fn filled_store(dir: &std::path::Path, n: usize) -> (StoreConfig, Vec<String>) {
+    let cfg = StoreConfig {
+        path: dir.join("aq.db"),
+        ..StoreConfig::default()
+    };
+    let mut s = Store::open(&cfg).unwrap();
+    let batch: Vec<NewReading> = (0..n)
+        .map(|i| {
+            let r = reading(i);
+            let line = line_protocol::encode(&schema::reading_point(&r, "pm")).unwrap();
+            NewReading {
+                reading: r,
+                line: Some(line),
+            }
+        })
+        .collect();
+    let lines = batch
+        .iter()
+        .map(|b| b.line.clone().unwrap().trim_end().to_string())
+        .collect();
+    s.commit_batch_durable(&batch, &[], UnixMillis(0)).unwrap();
+    (cfg, lines)
+}
+
+struct Running {
+    metrics: Arc<Metrics>,
+    nudge: Option<tokio::sync::mpsc::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+    store: StoreConfig,
+}
+
+async fn run_sink(url: &str, extra: &str, store: StoreConfig) -> Running {
+    let cfg: InfluxConfig = toml::from_str(&format!(
+        "url = \"{url}\"\norg = \"erqi\"\nbucket = \"aq\"\ntoken_env = \"AQ_TEST_SINK_TOKEN\"\nflush_interval_secs = 0.0\nretry_min_ms = 10\nretry_max_secs = 1\nrequest_timeout_secs = 1\nshutdown_flush_secs = 1\n{extra}"
+    ))
+    .unwrap();
+    let metrics = Arc::new(Metrics::default());
+    let sink = InfluxSink::new(cfg, &store, Arc::clone(&metrics), Arc::new(SystemClock)).unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let task = tokio::spawn(async move { sink.run(rx).await.unwrap() });
+    Running {
+        metrics,
+        nudge: Some(tx),
+        task,
+        store,
+    }
+}
+
+impl Running {
+    async fn until(&self, what: &str, cond: impl Fn(&Metrics) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !cond(&self.metrics) {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            let _ = self.nudge.as_ref().unwrap().try_send(());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    async fn stop(mut self) -> rusqlite::Connection {
+        drop(self.nudge.take());
+        self.task.await.unwrap();
+        rusqlite::Connection::open(&self.store.path).unwrap()
+    }
+}
+
+fn count(c: &rusqlite::Connection, sql: &str) -> i64 {
+    c.query_row(sql, [], |r| r.get(0)).unwrap()
+}
+
+fn accepted(seen: &Mutex<Vec<Seen>>, ok: impl Fn(&Seen) -> bool) -> Vec<String> {
+    seen.lock()
+        .unwrap()
+        .iter()
+        .filter(|s| ok(s))
+        .flat_map(|s| s.lines.clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn v2_requests_carry_org_bucket_db_token_and_gzip() {
+    std::env::set_var("AQ_TEST_SINK_TOKEN", "s3cret");
+    let dir = tempfile::tempdir().unwrap();
+    let (store, lines) = filled_store(dir.path(), 3);
+    let (url, seen) = scripted_server(Arc::new(|_, _| Some((204, vec![], String::new())))).await;
+    let sink = run_sink(&url, "", store).await;
+    sink.until("3 written", |m| Metrics::get(&m.lines_written) == 3)
+        .await;
+    sink.stop().await;
+    let s = seen.lock().unwrap()[0].clone();
+    assert_eq!(
+        s.target,
+        "/api/v2/write?org=erqi&bucket=aq&precision=ms&db=aq"
+    );
+    let h = |k: &str| s.headers.iter().find(|h| h.0 == k).map(|h| h.1.clone());
+    assert_eq!(h("authorization").as_deref(), Some("Token s3cret"));
+    assert_eq!(h("content-encoding").as_deref(), Some("gzip"));
+    assert_eq!(s.lines, lines);
+}
+
+#[tokio::test]
+async fn refused_line_is_bisected_out_and_dead_lettered_the_rest_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, lines) = filled_store(dir.path(), 16);
+    let poison = lines[11].clone();
+    let p = poison.clone();
+    let (url, seen) = scripted_server(Arc::new(move |_, s: &Seen| {
+        if s.lines.contains(&p) {
+            Some((
+                400,
+                vec![],
+                "{\"code\":\"invalid\",\"message\":\"unable to parse\"}".into(),
+            ))
+        } else {
+            Some((204, vec![], String::new()))
+        }
+    }))
+    .await;
+    let sink = run_sink(&url, "", store).await;
+    sink.until("15 written and 1 dead", |m| {
+        Metrics::get(&m.lines_written) == 15 && Metrics::get(&m.lines_dead_lettered) == 1
+    })
+    .await;
+    let c = sink.stop().await;
+    let ok = accepted(&seen, |s| !s.lines.contains(&poison));
+    let mut want = lines.clone();
+    want.remove(11);
+    assert_eq!(ok, want, "written once each, in commit order");
+    let dead: String = c
+        .query_row("SELECT line FROM dead_letters", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(dead.trim_end(), poison);
+    assert_eq!(count(&c, "SELECT status FROM dead_letters"), 400);
+    assert_eq!(count(&c, "SELECT count(*) FROM outbox"), 0);
+    // Bisection: 1 + 2·log2(16) requests at most.
+    assert!(
+        seen.lock().unwrap().len() <= 9,
+        "{} requests",
+        seen.lock().unwrap().len()
+    );
+}
+
+#[tokio::test]
+async fn unauthorized_keeps_the_data_and_reports_failing_until_fixed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, lines) = filled_store(dir.path(), 10);
+    let fixed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let f = Arc::clone(&fixed);
+    let (url, seen) = scripted_server(Arc::new(move |_, _| {
+        if f.load(Ordering::SeqCst) {
+            Some((204, vec![], String::new()))
+        } else {
+            Some((401, vec![], "{\"code\":\"unauthorized\"}".into()))
+        }
+    }))
+    .await;
+    let sink = run_sink(&url, "", store).await;
+    let m = Arc::clone(&sink.metrics);
+    sink.until("three 401s", |m| m.write_errors(WriteErrorClass::Auth) >= 3)
+        .await;
+    assert!(sink.metrics.sink_failing.load(Ordering::Relaxed));
+    assert_eq!(Metrics::get(&sink.metrics.lines_written), 0);
+    let c = rusqlite::Connection::open(&sink.store.path).unwrap();
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM outbox"),
+        10,
+        "nothing dropped while refused"
+    );
+    fixed.store(true, Ordering::SeqCst);
+    sink.until("all written", |m| Metrics::get(&m.lines_written) == 10)
+        .await;
+    assert!(!sink.metrics.sink_failing.load(Ordering::Relaxed));
+    let c = sink.stop().await;
+    assert_eq!(count(&c, "SELECT count(*) FROM dead_letters"), 0);
+    let s = seen.lock().unwrap();
+    // Every attempt carried the whole batch (nothing dropped); the last one succeeded.
+    assert!(s.iter().all(|r| r.lines == lines));
+    assert_eq!(s.len() as u64, m.write_errors(WriteErrorClass::Auth) + 1);
+}
+
+#[tokio::test]
+async fn too_large_splits_until_the_server_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, lines) = filled_store(dir.path(), 10);
+    let (url, seen) = scripted_server(Arc::new(|_, s: &Seen| {
+        if s.lines.len() > 3 {
+            Some((413, vec![], "{\"code\":\"request too large\"}".into()))
+        } else {
+            Some((204, vec![], String::new()))
+        }
+    }))
+    .await;
+    let sink = run_sink(&url, "", store).await;
+    sink.until("all written", |m| Metrics::get(&m.lines_written) == 10)
+        .await;
+    assert!(sink.metrics.write_errors(WriteErrorClass::TooLarge) >= 1);
+    let c = sink.stop().await;
+    assert_eq!(accepted(&seen, |s| s.lines.len() <= 3), lines);
+    assert_eq!(count(&c, "SELECT count(*) FROM dead_letters"), 0);
+}
+
+#[tokio::test]
+async fn too_many_requests_is_retried_no_sooner_than_retry_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, lines) = filled_store(dir.path(), 5);
+    let (url, seen) = scripted_server(Arc::new(|n, _| {
+        if n == 0 {
+            Some((
+                429,
+                vec![("Retry-After", "1".to_string())],
+                "slow down".into(),
+            ))
+        } else {
+            Some((204, vec![], String::new()))
+        }
+    }))
+    .await;
+    let sink = run_sink(&url, "", store).await;
+    sink.until("all written", |m| Metrics::get(&m.lines_written) == 5)
+        .await;
+    assert_eq!(sink.metrics.write_errors(WriteErrorClass::Throttled), 1);
+    sink.stop().await;
+    let s = seen.lock().unwrap();
+    // The backoff alone would retry after ~10 ms; the server asked for a second.
+    assert!(s[1].at.duration_since(s[0].at) >= Duration::from_millis(990));
+    assert_eq!(s[1].lines, lines);
+}
+
+#[tokio::test]
+async fn unavailable_is_retried_with_backoff_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, lines) = filled_store(dir.path(), 5);
+    let (url, seen) = scripted_server(Arc::new(|n, _| {
+        if n < 3 {
+            Some((503, vec![], "unavailable".into()))
+        } else {
+            Some((204, vec![], String::new()))
+        }
+    }))
+    .await;
+    let sink = run_sink(&url, "", store).await;
+    sink.until("all written", |m| Metrics::get(&m.lines_written) == 5)
+        .await;
+    assert_eq!(sink.metrics.write_errors(WriteErrorClass::Throttled), 3);
+    sink.stop().await;
+    let s = seen.lock().unwrap();
+    assert_eq!(s.len(), 4);
+    assert!(s.iter().all(|r| r.lines == lines));
+}
+
+#[tokio::test]
+async fn a_server_that_never_answers_times_out_and_keeps_the_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, lines) = filled_store(dir.path(), 4);
+    let (url, seen) = scripted_server(Arc::new(|n, _| {
+        if n == 0 {
+            None
+        } else {
+            Some((204, vec![], String::new()))
+        }
+    }))
+    .await;
+    let sink = run_sink(&url, "", store).await;
+    sink.until("all written", |m| Metrics::get(&m.lines_written) == 4)
+        .await;
+    assert_eq!(sink.metrics.write_errors(WriteErrorClass::Timeout), 1);
+    sink.stop().await;
+    assert_eq!(seen.lock().unwrap().last().unwrap().lines, lines);
+}
