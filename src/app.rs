@@ -3,7 +3,7 @@
 //!
 //! Shutdown is by channel closure (only the source watches the shutdown signal):
 //! source stops taking messages → its channel closes → ingest commits what it has and
-//! hands the last acks over → the acknowledger finishes → the source disconnects; the
+//! hands the last acks back → the source writes them and disconnects; the
 //! sink sees ingest's nudge channel close and writes the outbox for at most
 //! `influx.shutdown_flush_secs`, then logs what is still pending.
 
@@ -26,8 +26,8 @@ use crate::source::{mqtt, topic::SiteFilter};
 use crate::store::Store;
 use crate::validate::Policy;
 
-/// Committed batches waiting for acknowledgement. Batches, not messages: with the
-/// default 2000-message batches this holds far more than any broker's in-flight window.
+/// Committed batches waiting for their PUBACKs to be written. Batches, not messages;
+/// the source drains this queue even while it waits on ingest, so it cannot deadlock.
 const ACK_QUEUE_BATCHES: usize = 64;
 
 /// How often old readings and rejects are pruned.
@@ -71,17 +71,17 @@ pub async fn run(
         None => (None, None),
     };
 
+    let (ack_tx, ack_rx) = mpsc::channel(ACK_QUEUE_BATCHES);
     let source = mqtt::start(
         &cfg.mqtt,
         Arc::clone(&clock),
         Arc::clone(&metrics),
+        ack_rx,
         stop_rx.clone(),
     )
     .context("starting the MQTT source")?;
     info!(url = %cfg.mqtt.url, topics = ?cfg.mqtt.topics, client_id = %cfg.mqtt.client_id, "mqtt source started");
 
-    let (ack_tx, ack_rx) = mpsc::channel(ACK_QUEUE_BATCHES);
-    let acker_task = tokio::spawn(source.acker.run(ack_rx));
     let ingest = Ingest {
         store,
         filters,
@@ -115,9 +115,6 @@ pub async fn run(
         Ok(Ok(())) => {}
         Ok(Err(e)) => error!(error = %e, "ingest stopped with an error"),
         Err(e) => error!(error = %e, "ingest task panicked"),
-    }
-    if let Err(e) = acker_task.await {
-        error!(error = %e, "acknowledger panicked");
     }
     if let Err(e) = source.task.await {
         error!(error = %e, "mqtt source panicked");

@@ -21,7 +21,7 @@ use crate::decode::json;
 use crate::metrics::Metrics;
 use crate::reject::{excerpt, RejectReason, Rejection};
 use crate::sink::{line_protocol, schema};
-use crate::source::mqtt::Message;
+use crate::source::mqtt::{AckToken, Message};
 use crate::source::topic::{self, SiteFilter};
 use crate::store::{NewReading, RejectRecord, Store};
 use crate::validate::{self, Policy, DEFAULT_MAX_FUTURE_SECS};
@@ -105,11 +105,12 @@ struct Prepared {
 
 impl Ingest {
     /// Runs until `messages` closes, then returns after the last commit and after the
-    /// last messages have been handed to `acks`.
+    /// last ack tokens have been handed to `acks` (dropping it tells the source that no
+    /// more will come).
     pub async fn run(
         mut self,
         mut messages: mpsc::Receiver<Message>,
-        acks: mpsc::Sender<Vec<Message>>,
+        acks: mpsc::Sender<Vec<AckToken>>,
         sink_nudge: Option<mpsc::Sender<()>>,
     ) -> Result<(), IngestError> {
         let mut log = RejectLog::default();
@@ -156,7 +157,9 @@ impl Ingest {
                     }
                 }
             }
-            if acks.send(batch).await.is_err() {
+            let tokens = batch.iter().map(|m| m.ack).collect();
+            drop(batch);
+            if acks.send(tokens).await.is_err() {
                 // The acknowledger is gone (source stopped): the broker redelivers.
                 warn!("ingest: acknowledger gone; committed messages will be redelivered and ignored as duplicates");
             }
@@ -173,8 +176,8 @@ impl Ingest {
             rejects: Vec::new(),
         };
         for m in batch {
-            let topic = &m.publish.topic;
-            let payload = &m.publish.payload[..];
+            let topic = &m.topic;
+            let payload = &m.payload[..];
             let mut reject = |r: Rejection| {
                 self.metrics.reject(r.reason);
                 log.note(&r, topic);

@@ -83,7 +83,12 @@ fn main() -> ExitCode {
 fn init_logging(cfg: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log.level));
-    let b = tracing_subscriber::fmt().with_env_filter(filter);
+    // Colours only on a terminal: escape codes in a log file break grep and parsers.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr);
     match cfg.log.format {
         LogFormat::Json => b.json().init(),
         LogFormat::Text => b.init(),

@@ -2,13 +2,11 @@
 //! manual acknowledgements sent in receive order only after the ingest stage has
 //! committed the message's readings.
 //!
-//! Three tasks meet here:
-//! - the **poll task** drives rumqttc's event loop. It never awaits the client (rumqtt
-//!   issues #263 and #1025: the client's request channel is drained by this very loop,
-//!   so awaiting it from here deadlocks);
-//! - the ingest stage receives [`Message`]s from the bounded channel this task fills;
-//! - the **ack task** ([`Acker::run`]) receives committed messages back, in order, and
-//!   acknowledges them through the client.
+//! One task, the **poll task**, owns rumqttc's event loop. It never awaits the client
+//! (rumqtt issues #263 and #1025: the client's request channel is drained by this very
+//! loop, so awaiting it from here deadlocks). It hands [`Message`]s to the ingest stage
+//! over a bounded channel and receives the committed ones back as [`AckToken`] batches,
+//! whose PUBACKs it writes itself, one flush per batch.
 //!
 //! Every acknowledgement names the connection it belongs to. After a reconnect the
 //! broker redelivers what was not acknowledged, with the same packet ids; an ack from
@@ -16,17 +14,17 @@
 //! then stored as a duplicate, which changes nothing, and acknowledged).
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::{
-    AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Packet, Publish, QoS,
+    AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Packet, PubAck, Publish, QoS,
     SubscribeReasonCode, TlsConfiguration, Transport,
 };
 use serde::Deserialize;
 use thiserror::Error;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tokio_rustls::rustls;
 use tracing::{debug, error, info, warn};
 
@@ -235,156 +233,131 @@ impl MqttConfig {
     }
 }
 
-/// One received message, with what it takes to acknowledge it.
-#[derive(Debug)]
-pub struct Message {
-    pub publish: Publish,
-    pub received: UnixMillis,
-    /// The connection it arrived on.
+/// What it takes to acknowledge one message: its packet id, QoS and connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AckToken {
+    pub pkid: u16,
+    pub qos: QoS,
+    /// The connection it arrived on; an ack for an older connection is void.
     pub generation: u64,
 }
 
-/// A started source: the messages, and the acknowledger to hand committed ones to.
+/// One received message.
+#[derive(Debug)]
+pub struct Message {
+    pub topic: String,
+    pub payload: bytes::Bytes,
+    pub received: UnixMillis,
+    pub ack: AckToken,
+}
+
+/// A started source.
 pub struct MqttSource {
-    /// Messages in receive order. Closes when the source stops.
+    /// Messages in receive order. Closes when the source stops taking messages.
     pub messages: mpsc::Receiver<Message>,
-    pub acker: Acker,
     /// The poll task; ends after shutdown once the acks are out (or the deadline passed).
     pub task: tokio::task::JoinHandle<()>,
-}
-
-/// Acknowledges committed messages, in the order given.
-pub struct Acker {
-    client: AsyncClient,
-    generation: Arc<AtomicU64>,
-    metrics: Arc<Metrics>,
-    /// Tells the poll task that the last ack has been handed to rumqttc.
-    done: oneshot::Sender<()>,
-}
-
-impl Acker {
-    /// Acknowledges every batch received until the channel closes, then tells the poll
-    /// task it may disconnect.
-    pub async fn run(self, mut committed: mpsc::Receiver<Vec<Message>>) {
-        while let Some(batch) = committed.recv().await {
-            let current = self.generation.load(Ordering::Acquire);
-            let mut n = 0;
-            for m in batch {
-                if m.generation != current || m.publish.qos == QoS::AtMostOnce {
-                    continue;
-                }
-                if self.client.ack(&m.publish).await.is_err() {
-                    // The event loop is gone; the broker will redeliver.
-                    break;
-                }
-                n += 1;
-            }
-            Metrics::add(&self.metrics.messages_acked, n);
-        }
-        let _ = self.done.send(());
-    }
 }
 
 /// How long the poll task keeps the connection up after shutdown for the last acks.
 pub const ACK_DRAIN_DEADLINE: Duration = Duration::from_secs(30);
 
 /// Starts the source: connects (retrying forever with capped exponential backoff and
-/// jitter) and subscribes. Messages flow until `shutdown` turns true.
+/// jitter) and subscribes. Messages flow until `shutdown` turns true. Committed
+/// messages come back on `acks`, in receive order; the source acknowledges them and,
+/// after shutdown, disconnects once `acks` has closed.
 pub fn start(
     cfg: &MqttConfig,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
+    acks: mpsc::Receiver<Vec<AckToken>>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<MqttSource, MqttError> {
     let options = cfg.options()?;
     let cap = cfg.queue_capacity.max(16);
     let (client, eventloop) = AsyncClient::new(options, cap);
     let (tx, rx) = mpsc::channel(cap);
-    let (done_tx, done_rx) = oneshot::channel();
-    let generation = Arc::new(AtomicU64::new(0));
     let poller = Poller {
-        client: client.clone(),
+        client,
         eventloop,
         topics: cfg.topics.clone(),
-        generation: Arc::clone(&generation),
+        generation: 0,
         clock,
-        metrics: Arc::clone(&metrics),
-        tx,
+        metrics,
+        tx: Some(tx),
+        acks,
         backoff: Backoff::new(
             Duration::from_millis(cfg.reconnect_min_ms.max(1)),
             Duration::from_secs(cfg.reconnect_max_secs.max(1)),
         ),
         subscribed_once: false,
     };
-    let task = tokio::spawn(poller.run(shutdown, done_rx));
-    Ok(MqttSource {
-        messages: rx,
-        acker: Acker {
-            client,
-            generation,
-            metrics,
-            done: done_tx,
-        },
-        task,
-    })
+    let task = tokio::spawn(poller.run(shutdown));
+    Ok(MqttSource { messages: rx, task })
 }
 
+/// The task that owns the rumqttc event loop.
+///
+/// Acknowledgements are written here, straight to the connection, one flush per
+/// committed batch: rumqttc's `client.ack` costs a request-channel hop, a wake-up and a
+/// socket write *per message*, which at tens of thousands of messages per second made
+/// the broker and this service spend their time on 4-byte writes. Writing here also
+/// removes the cycle through the client's request channel that can deadlock a manual-ack
+/// consumer under back-pressure: this task drains `acks` even while it waits to hand a
+/// message to the ingest stage.
 struct Poller {
+    /// Used only from spawned tasks (subscribe, disconnect): never awaited here.
     client: AsyncClient,
     eventloop: EventLoop,
     topics: Vec<String>,
-    generation: Arc<AtomicU64>,
+    /// Connection counter: bumped at each CONNACK.
+    generation: u64,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
     /// To the ingest stage; dropped at shutdown, which is how ingest learns to finish.
-    tx: mpsc::Sender<Message>,
+    tx: Option<mpsc::Sender<Message>>,
+    /// Committed batches, in receive order.
+    acks: mpsc::Receiver<Vec<AckToken>>,
     backoff: Backoff,
     subscribed_once: bool,
 }
 
 impl Poller {
-    async fn run(mut self, mut shutdown: watch::Receiver<bool>, acks_done: oneshot::Receiver<()>) {
+    async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        let mut acks_open = true;
         // Phase 1: take messages until shutdown.
-        loop {
-            if *shutdown.borrow() {
-                break;
-            }
-            let ev = tokio::select! {
-                _ = shutdown.changed() => continue,
-                ev = self.eventloop.poll() => ev,
-            };
-            match ev {
-                Ok(Event::Incoming(Packet::Publish(p))) => {
-                    Metrics::add(&self.metrics.messages_received, 1);
-                    let msg = Message {
-                        publish: p,
-                        received: self.clock.now(),
-                        generation: self.generation.load(Ordering::Acquire),
-                    };
-                    // Waiting here is the back-pressure: the broker holds what we do
-                    // not take. Shutdown interrupts the wait; the message is then not
-                    // acknowledged and the broker redelivers it next time.
-                    tokio::select! {
-                        r = self.tx.send(msg) => if r.is_err() { break },
-                        _ = shutdown.changed() => {}
+        while !*shutdown.borrow() {
+            tokio::select! {
+                _ = shutdown.changed() => {}
+                batch = self.acks.recv(), if acks_open => match batch {
+                    Some(b) => self.ack(b).await,
+                    None => acks_open = false,
+                },
+                ev = self.eventloop.poll() => match ev {
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        if !self.forward(p, &mut shutdown).await {
+                            break;
+                        }
                     }
-                }
-                Ok(ev) => self.on_event(ev),
-                Err(e) => {
-                    if !self.on_error(e, &mut shutdown).await {
-                        break;
+                    Ok(ev) => self.on_event(ev),
+                    Err(e) => {
+                        if !self.on_error(e, &mut shutdown).await {
+                            break;
+                        }
                     }
-                }
+                },
             }
         }
-        // Phase 2: no new messages; keep the connection polled so the ack task's last
-        // acknowledgements reach the broker, then disconnect.
-        drop(self.tx);
+        // Phase 2: no new messages; keep the connection polled and write the last
+        // acknowledgements until ingest closes `acks`, then disconnect.
+        self.tx = None;
         let drain = async {
-            let mut acks_done = acks_done;
-            loop {
+            while acks_open {
                 tokio::select! {
-                    _ = &mut acks_done => break,
+                    batch = self.acks.recv() => match batch {
+                        Some(b) => self.ack(b).await,
+                        None => acks_open = false,
+                    },
                     ev = self.eventloop.poll() => {
                         if ev.is_err() {
                             // Disconnected: pending acks are void, redelivery covers them.
@@ -393,7 +366,10 @@ impl Poller {
                     }
                 }
             }
-            let _ = self.client.try_disconnect();
+            let client = self.client.clone();
+            tokio::spawn(async move {
+                let _ = client.disconnect().await;
+            });
             // Poll until the DISCONNECT is written (or the connection ends).
             loop {
                 match self.eventloop.poll().await {
@@ -412,13 +388,80 @@ impl Poller {
             );
         }
         self.metrics.mqtt_connected.store(false, Ordering::Relaxed);
+        self.metrics.mqtt_subscribed.store(false, Ordering::Relaxed);
         info!("mqtt: source stopped");
+    }
+
+    /// Hands a publish to the ingest stage, writing acknowledgements while it waits
+    /// (that wait is the back-pressure: the broker holds what we do not take). False
+    /// when the source should stop: shutdown interrupted the wait (the message is then
+    /// not acknowledged and the broker redelivers it next time) or ingest is gone.
+    async fn forward(&mut self, p: Publish, shutdown: &mut watch::Receiver<bool>) -> bool {
+        Metrics::add(&self.metrics.messages_received, 1);
+        let msg = Message {
+            received: self.clock.now(),
+            ack: AckToken {
+                pkid: p.pkid,
+                qos: p.qos,
+                generation: self.generation,
+            },
+            topic: p.topic,
+            payload: p.payload,
+        };
+        let Some(tx) = self.tx.clone() else {
+            return false;
+        };
+        loop {
+            tokio::select! {
+                permit = tx.reserve() => {
+                    return match permit {
+                        Ok(permit) => {
+                            permit.send(msg);
+                            true
+                        }
+                        Err(_) => false,
+                    };
+                }
+                batch = self.acks.recv() => match batch {
+                    Some(b) => self.ack(b).await,
+                    // Ingest closed its side: it has stopped.
+                    None => return false,
+                },
+                _ = shutdown.changed() => return false,
+            }
+        }
+    }
+
+    /// Writes the PUBACKs of one committed batch and flushes once.
+    async fn ack(&mut self, batch: Vec<AckToken>) {
+        let current = self.generation;
+        let Some(net) = self.eventloop.network.as_mut() else {
+            // Disconnected: the broker redelivers; the copies are stored as duplicates.
+            return;
+        };
+        let mut n = 0;
+        for t in batch {
+            if t.generation != current || t.qos == QoS::AtMostOnce {
+                continue;
+            }
+            if net
+                .write(Packet::PubAck(PubAck::new(t.pkid)))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            n += 1;
+        }
+        if n > 0 && net.flush().await.is_ok() {
+            Metrics::add(&self.metrics.messages_acked, n);
+        }
     }
 
     fn on_event(&mut self, ev: Event) {
         match ev {
             Event::Incoming(Packet::ConnAck(ack)) => {
-                self.generation.fetch_add(1, Ordering::AcqRel);
+                self.generation += 1;
                 self.metrics.mqtt_connected.store(true, Ordering::Relaxed);
                 Metrics::add(&self.metrics.mqtt_connects, 1);
                 self.backoff.reset();
