@@ -16,7 +16,7 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -123,7 +123,7 @@ struct Measured {
 }
 
 /// Waits (from `t0`) until `total` readings are stored, then until the outbox is empty.
-fn measure(db_path: &PathBuf, pid: u32, t0: Instant, total: usize) -> Measured {
+fn measure(db_path: &Path, pid: u32, t0: Instant, total: usize) -> Measured {
     let cpu0 = proc_cpu_secs(pid);
     let c = db(db_path);
     wait_until("all stored", Duration::from_secs(600), || {
