@@ -94,7 +94,8 @@ pub async fn run(
         },
         max_payload_bytes: cfg.mqtt.max_payload_bytes,
         max_batch_messages: cfg.ingest.max_batch_messages,
-        outbox_measurement: cfg.influx.as_ref().map(|i| i.measurement.clone()),
+        batch_gap: Duration::from_millis(cfg.ingest.batch_gap_ms),
+        max_batch_delay: Duration::from_millis(cfg.ingest.max_batch_delay_ms),
         clock: Arc::clone(&clock),
         metrics: Arc::clone(&metrics),
     };
@@ -176,6 +177,7 @@ fn log_stats(m: &Metrics) {
         readings_received = g(&m.readings_received),
         readings_stored = g(&m.readings_stored),
         readings_duplicate = g(&m.readings_duplicate),
+        store_commits = g(&m.store_commits),
         rejected = m.rejected_total(),
         rejected_by_reason = ?m.rejected_by_reason(),
         lines_written = g(&m.lines_written),

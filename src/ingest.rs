@@ -2,9 +2,10 @@
 //! validates them, commits readings and rejects to the store in batches, and only then
 //! hands the messages to the acknowledger, in the same order.
 //!
-//! Batching is natural: while one commit runs, messages queue in the bounded channel,
-//! and the next batch takes all that are waiting (up to `max_batch_messages`). So a
-//! busy stream gets large batches and a quiet one gets low latency, with no timer.
+//! Batching adapts to the stream: a batch takes every queued message and keeps growing
+//! while messages arrive less than `batch_gap_ms` apart, up to `max_batch_messages` or
+//! `max_batch_delay_ms`. A busy stream gets large batches (cheap commits); a quiet one
+//! is committed one short gap after its message arrived.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,11 +20,11 @@ use crate::backoff::Backoff;
 use crate::clock::Clock;
 use crate::decode::json;
 use crate::metrics::Metrics;
+use crate::model::Reading;
 use crate::reject::{excerpt, RejectReason, Rejection};
-use crate::sink::{line_protocol, schema};
 use crate::source::mqtt::{AckToken, Message};
 use crate::source::topic::{self, SiteFilter};
-use crate::store::{NewReading, RejectRecord, Store};
+use crate::store::{RejectRecord, Store};
 use crate::validate::{self, Policy, DEFAULT_MAX_FUTURE_SECS};
 
 /// The `[ingest]` config.
@@ -36,6 +37,19 @@ pub struct IngestConfig {
     /// Readings stamped further ahead of the receive clock are refused.
     #[serde(default = "default_max_future_secs")]
     pub max_future_secs: u64,
+    /// A batch keeps growing while messages arrive less than this far apart…
+    #[serde(default = "default_batch_gap_ms")]
+    pub batch_gap_ms: u64,
+    /// …but is committed at most this long after its first message arrived.
+    #[serde(default = "default_max_batch_delay_ms")]
+    pub max_batch_delay_ms: u64,
+}
+
+fn default_batch_gap_ms() -> u64 {
+    1
+}
+fn default_max_batch_delay_ms() -> u64 {
+    20
 }
 
 fn default_max_batch_messages() -> usize {
@@ -67,8 +81,9 @@ pub struct Ingest {
     pub policy: Policy,
     pub max_payload_bytes: usize,
     pub max_batch_messages: usize,
-    /// The InfluxDB measurement, when a sink wants outbox lines.
-    pub outbox_measurement: Option<String>,
+    /// Batch growth: see [`IngestConfig::batch_gap_ms`] and `max_batch_delay_ms`.
+    pub batch_gap: Duration,
+    pub max_batch_delay: Duration,
     pub clock: Arc<dyn Clock>,
     pub metrics: Arc<Metrics>,
 }
@@ -99,7 +114,7 @@ impl RejectLog {
 
 /// One prepared batch: what to commit.
 struct Prepared {
-    readings: Vec<NewReading>,
+    readings: Vec<Reading>,
     rejects: Vec<RejectRecord>,
 }
 
@@ -116,13 +131,14 @@ impl Ingest {
         let mut log = RejectLog::default();
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
         while let Some(first) = messages.recv().await {
-            let mut batch = vec![first];
-            while batch.len() < self.max_batch_messages {
-                match messages.try_recv() {
-                    Ok(m) => batch.push(m),
-                    Err(_) => break,
-                }
-            }
+            let batch = collect(
+                first,
+                &mut messages,
+                self.max_batch_messages,
+                self.batch_gap,
+                self.max_batch_delay,
+            )
+            .await;
             let now = self.clock.now();
             let prepared = self.prepare(&batch, &mut log);
             let prepared = Arc::new(prepared);
@@ -222,18 +238,45 @@ impl Ingest {
             Metrics::add(&self.metrics.readings_received, observations.len() as u64);
             for obs in observations {
                 match obs.and_then(|o| validate::reading(&site, o, m.received, &self.policy)) {
-                    Ok(reading) => {
-                        let line = self.outbox_measurement.as_deref().and_then(|meas| {
-                            line_protocol::encode(&schema::reading_point(&reading, meas))
-                                .map_err(|e| error!(error = %e, site = %reading.site, "cannot encode a validated reading; it is stored but not forwarded"))
-                                .ok()
-                        });
-                        out.readings.push(NewReading { reading, line });
-                    }
+                    Ok(reading) => out.readings.push(reading),
                     Err(r) => reject(r),
                 }
             }
         }
         out
     }
+}
+
+/// Grows a batch from its first message: takes what is queued, then keeps waiting
+/// while messages arrive less than `batch_gap` apart, up to `max_batch_messages` or
+/// `max_batch_delay`. Each commit rewrites the current page of every site it touches,
+/// so a busy stream is far cheaper in a few large commits; a quiet one waits one gap.
+async fn collect(
+    first: Message,
+    messages: &mut mpsc::Receiver<Message>,
+    max_messages: usize,
+    gap: Duration,
+    max_delay: Duration,
+) -> Vec<Message> {
+    let deadline = tokio::time::Instant::now() + max_delay;
+    let mut batch = vec![first];
+    while batch.len() < max_messages {
+        match messages.try_recv() {
+            Ok(m) => {
+                batch.push(m);
+                continue;
+            }
+            Err(mpsc::error::TryRecvError::Disconnected) => break,
+            Err(mpsc::error::TryRecvError::Empty) => {}
+        }
+        let wait = gap.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+        if wait.is_zero() {
+            break;
+        }
+        match tokio::time::timeout(wait, messages.recv()).await {
+            Ok(Some(m)) => batch.push(m),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    batch
 }

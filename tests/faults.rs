@@ -170,7 +170,7 @@ async fn victoria_metrics_down_under_load_loses_nothing_and_blocks_nobody() {
     })
     .await;
     assert_eq!(Metrics::get(&m.lines_written), 3000);
-    assert_eq!(count(&db(dir.path()), "SELECT count(*) FROM outbox"), 4500);
+    assert_eq!(count(&db(dir.path()), OUTBOX_DEPTH), 4500);
 
     vm.restart();
     wait_for("7500 written", Duration::from_secs(90), || {
@@ -179,7 +179,7 @@ async fn victoria_metrics_down_under_load_loses_nothing_and_blocks_nobody() {
     .await;
     svc.stop().await;
     assert!(!m.sink_failing.load(Ordering::Relaxed));
-    assert_eq!(count(&db(dir.path()), "SELECT count(*) FROM outbox"), 0);
+    assert_eq!(count(&db(dir.path()), OUTBOX_DEPTH), 0);
     let pm10: Vec<_> = vm
         .export("pm")
         .into_iter()

@@ -168,7 +168,7 @@ async fn the_same_readings_published_twice_are_stored_and_forwarded_once() {
     svc.stop().await;
     assert_eq!(Metrics::get(&m.lines_written), 500);
     assert_eq!(count(&db(dir.path()), "SELECT count(*) FROM readings"), 500);
-    assert_eq!(count(&db(dir.path()), "SELECT count(*) FROM outbox"), 0);
+    assert_eq!(count(&db(dir.path()), OUTBOX_DEPTH), 0);
     let pm10 = vm
         .export("pm")
         .into_iter()

@@ -1,9 +1,9 @@
-//! The InfluxDB writer: drains the store's outbox to the v2 (`/api/v2/write`) or v1
-//! (`/write`) API, one gzip batch in flight at a time so that the server's
-//! last-write-wins sees points in commit order. A row leaves the outbox only when the
-//! server has accepted it or refused it line by line (then it is dead-lettered), so an
-//! InfluxDB outage of hours loses nothing and blocks nobody: the ingest keeps committing
-//! and acknowledging, and the outbox waits.
+//! The InfluxDB writer: drains the store's outbox (the readings after this sink's
+//! cursor) to the v2 (`/api/v2/write`) or v1 (`/write`) API, one gzip batch in flight at
+//! a time so that the server's last-write-wins sees points in commit order. The cursor
+//! moves only past what the server accepted or refused line by line (those are
+//! dead-lettered), so an InfluxDB outage of hours loses nothing and blocks nobody: the
+//! ingest keeps committing and acknowledging, and the outbox waits.
 
 use std::io::Write as _;
 use std::sync::atomic::Ordering;
@@ -18,10 +18,21 @@ use tokio::time::Instant;
 use tracing::{error, info, warn};
 
 use super::policy::{classify, Verdict};
+use super::{line_protocol, schema};
 use crate::backoff::Backoff;
 use crate::clock::Clock;
 use crate::metrics::{Metrics, WriteErrorClass};
-use crate::store::{OutboxRow, Store, StoreConfig, StoreError};
+use crate::store::{DeadLetter, Store, StoreConfig, StoreError};
+
+/// This sink's name in the store's cursor table.
+pub const SINK_NAME: &str = "influx";
+
+/// One encoded outbox line.
+#[derive(Debug, Clone)]
+struct OutboxRow {
+    seq: i64,
+    line: String,
+}
 
 /// Which write API the server speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -202,6 +213,8 @@ pub struct InfluxSink {
     max_lines: usize,
     /// Whether the last attempt failed (for logging state changes once, not per retry).
     failing: Option<WriteErrorClass>,
+    /// The highest reading seq delivered or dead-lettered (mirrors the store's cursor).
+    cursor: i64,
 }
 
 impl InfluxSink {
@@ -212,6 +225,7 @@ impl InfluxSink {
         clock: Arc<dyn Clock>,
     ) -> Result<Self, SinkError> {
         let store = Store::open(store_cfg)?;
+        let cursor = store.cursor(SINK_NAME)?;
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(cfg.request_timeout_secs))
             .connect_timeout(Duration::from_secs(cfg.request_timeout_secs.min(5)))
@@ -230,6 +244,7 @@ impl InfluxSink {
             metrics,
             clock,
             failing: None,
+            cursor,
         })
     }
 
@@ -322,13 +337,58 @@ impl InfluxSink {
         Ok(r?)
     }
 
+    /// The next batch: readings after the cursor, encoded, within the line and byte caps
+    /// (always at least one line when any is waiting).
     async fn head(&mut self) -> Result<Vec<OutboxRow>, SinkError> {
-        let (lines, bytes) = (self.max_lines, self.cfg.batch_max_bytes);
-        self.with_store(move |s| s.outbox_head(lines, bytes)).await
+        let (cursor, lines) = (self.cursor, self.max_lines);
+        let pending = self.with_store(move |s| s.pending(cursor, lines)).await?;
+        let mut out = Vec::with_capacity(pending.len());
+        let mut bytes = 0;
+        let mut unencodable = Vec::new();
+        for (seq, reading) in pending {
+            let point = schema::reading_point(&reading, &self.cfg.measurement);
+            match line_protocol::encode(&point) {
+                Ok(line) => {
+                    if !out.is_empty() && bytes + line.len() > self.cfg.batch_max_bytes {
+                        break;
+                    }
+                    bytes += line.len();
+                    out.push(OutboxRow { seq, line });
+                }
+                // Validation makes this unreachable; if it ever happens the reading is
+                // kept in the store and the operator sees it in dead_letters.
+                Err(e) => unencodable.push(DeadLetter {
+                    seq,
+                    status: 0,
+                    reason: e.to_string(),
+                    line: format!("{point:?}"),
+                }),
+            }
+        }
+        if !unencodable.is_empty() && out.is_empty() {
+            let through = unencodable.last().map_or(self.cursor, |d| d.seq);
+            Metrics::add(&self.metrics.lines_dead_lettered, unencodable.len() as u64);
+            self.advance(through, unencodable).await?;
+            return Box::pin(self.head()).await;
+        }
+        if let Some(first_bad) = unencodable.first() {
+            // Deliver the good lines before the bad one; the bad one is handled next time.
+            out.retain(|r| r.seq < first_bad.seq);
+        }
+        Ok(out)
+    }
+
+    async fn advance(&mut self, through: i64, dead: Vec<DeadLetter>) -> Result<(), SinkError> {
+        let now = self.clock.now();
+        self.with_store(move |s| s.advance_durable(SINK_NAME, through, &dead, now))
+            .await?;
+        self.cursor = self.cursor.max(through);
+        Ok(())
     }
 
     async fn update_stats(&mut self) -> Result<(), SinkError> {
-        let (depth, oldest) = self.with_store(|s| s.outbox_stats()).await?;
+        let cursor = self.cursor;
+        let (depth, oldest) = self.with_store(move |s| s.pending_stats(cursor)).await?;
         let age = oldest.map_or(0, |t| ((self.clock.now().0 - t.0).max(0) / 1000) as u64);
         self.metrics.outbox_depth.store(depth, Ordering::Relaxed);
         self.metrics
@@ -337,19 +397,21 @@ impl InfluxSink {
         Ok(())
     }
 
-    /// Sends `rows`, bisecting on refusals and splitting on 413. Removes from the outbox
-    /// what was written or dead-lettered. Returns the delay before the next attempt
-    /// when the server could not take the rest now.
+    /// Sends `rows`, bisecting on refusals and splitting on 413, in commit order. Moves
+    /// the cursor past what was written or dead-lettered. Returns the delay before the
+    /// next attempt when the server could not take the rest now.
     async fn deliver(&mut self, rows: Vec<OutboxRow>) -> Result<Option<Duration>, SinkError> {
         let mut stack = vec![rows];
-        let mut done: Vec<i64> = Vec::new();
-        let mut dead: Vec<(i64, u16, String)> = Vec::new();
+        // Chunks finish strictly in order (left halves first), so everything up to
+        // `through` is done once a chunk is written or dead-lettered.
+        let mut through = self.cursor;
+        let mut dead: Vec<DeadLetter> = Vec::new();
         let mut retry = None;
         while let Some(chunk) = stack.pop() {
             match self.send(&chunk).await {
                 Sent::Verdict(Verdict::Written, _, _) => {
                     Metrics::add(&self.metrics.lines_written, chunk.len() as u64);
-                    done.extend(chunk.iter().map(|r| r.seq));
+                    through = chunk.last().map_or(through, |r| r.seq);
                     self.recovered();
                 }
                 Sent::Verdict(v @ (Verdict::Refused | Verdict::TooLarge), status, body) => {
@@ -364,7 +426,13 @@ impl InfluxSink {
                     if chunk.len() == 1 {
                         warn!(status, reason = %body, line = %chunk[0].line.trim_end(), "influx: server refused a line; dead-lettered");
                         Metrics::add(&self.metrics.lines_dead_lettered, 1);
-                        dead.push((chunk[0].seq, status, body));
+                        through = chunk[0].seq;
+                        dead.push(DeadLetter {
+                            seq: chunk[0].seq,
+                            status,
+                            reason: body,
+                            line: chunk[0].line.clone(),
+                        });
                     } else {
                         let mut left = chunk;
                         let right = left.split_off(left.len() / 2);
@@ -385,10 +453,8 @@ impl InfluxSink {
                 }
             }
         }
-        if !done.is_empty() || !dead.is_empty() {
-            let now = self.clock.now();
-            self.with_store(move |s| s.outbox_done(&done, &dead, now))
-                .await?;
+        if through > self.cursor {
+            self.advance(through, dead).await?;
         }
         Ok(retry)
     }

@@ -3,12 +3,13 @@
 
 /// Each entry moves the schema from version `i` to `i + 1`.
 pub(super) const MIGRATIONS: &[&str] = &[
-    // 1: readings, outbox, dead letters, rejects.
+    // 1: readings (which double as the sink's outbox), sink cursors, dead letters, rejects.
     r#"
-    -- Identity is (site, ts_ms, period): a redelivered reading hits the primary key and
-    -- is ignored. WITHOUT ROWID keeps the table clustered on that key, which is also the
-    -- order every query reads it in.
+    -- Rows are clustered in commit order (seq): inserts append, and the sinks' outbox
+    -- is "readings with seq above my cursor", a cheap range scan with no second copy.
+    -- AUTOINCREMENT: a seq is never reused, even after pruning, so no cursor skips one.
     CREATE TABLE readings (
+        seq           INTEGER PRIMARY KEY AUTOINCREMENT,
         site          TEXT    NOT NULL,
         ts_ms         INTEGER NOT NULL,
         period        INTEGER NOT NULL,  -- 0 sample, 1 hourly mean
@@ -17,16 +18,16 @@ pub(super) const MIGRATIONS: &[&str] = &[
         pm25          REAL,              -- µg/m³
         pm10          REAL,              -- µg/m³
         interval_secs INTEGER,
-        received_ms   INTEGER NOT NULL,
-        PRIMARY KEY (site, ts_ms, period)
-    ) WITHOUT ROWID;
+        received_ms   INTEGER NOT NULL
+    );
+    -- Identity: a redelivered or re-uploaded reading hits this index and is ignored. It
+    -- also serves every per-site time-range query.
+    CREATE UNIQUE INDEX readings_identity ON readings (site, ts_ms, period);
 
-    -- Lines waiting for the InfluxDB sink, in commit order. A row is deleted when the
-    -- server has accepted it (or dead-lettered it), so the table is the sink's queue.
-    CREATE TABLE outbox (
-        seq        INTEGER PRIMARY KEY AUTOINCREMENT,
-        line       TEXT    NOT NULL,
-        created_ms INTEGER NOT NULL
+    -- How far each sink has delivered (or dead-lettered): the highest seq done.
+    CREATE TABLE sink_cursors (
+        sink TEXT    PRIMARY KEY,
+        seq  INTEGER NOT NULL
     );
 
     -- Lines the server refused one by one after bisection; kept for an operator.

@@ -169,7 +169,8 @@ impl Mosquitto {
         std::fs::write(
             &conf,
             format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {dir}/\nmax_queued_messages 1000000\nmax_inflight_messages 1000\nautosave_interval 1\n",
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {dir}/\nmax_queued_messages 1000000\nmax_inflight_messages {inflight}\nautosave_interval 1\n",
+                inflight = std::env::var("AQ_TEST_MOSQUITTO_INFLIGHT").unwrap_or_else(|_| "1000".into()),
                 port = self.port,
                 dir = self.dir.display()
             ),
@@ -493,6 +494,9 @@ pub fn db(dir: &Path) -> rusqlite::Connection {
     c.busy_timeout(Duration::from_secs(30)).unwrap();
     c
 }
+
+/// Readings the InfluxDB sink has not delivered yet.
+pub const OUTBOX_DEPTH: &str = "SELECT count(*) FROM readings WHERE seq > coalesce((SELECT seq FROM sink_cursors WHERE sink = 'influx'), 0)";
 
 pub fn count(c: &rusqlite::Connection, sql: &str) -> i64 {
     c.query_row(sql, [], |r| r.get(0)).unwrap()

@@ -1,0 +1,116 @@
+//! The sinks' outbox: the readings committed after a sink's cursor, in commit order.
+//! A sink reads a page after its cursor, delivers it, and moves the cursor past what the
+//! server accepted or refused line by line (dead letters) in one transaction. Nothing is
+//! copied or deleted: the readings table is the queue.
+
+use rusqlite::{params, OptionalExtension};
+
+use super::{Store, StoreError};
+use crate::model::{DeviceId, Flag, MicrogramsPerCubicMetre, Period, Reading, SiteId, UnixMillis};
+
+/// A line the server refused, to be kept for an operator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub seq: i64,
+    pub status: u16,
+    pub reason: String,
+    pub line: String,
+}
+
+impl Store {
+    /// The sink's cursor: the highest seq it has finished with (0 for a new sink, which
+    /// therefore starts with every stored reading).
+    pub fn cursor(&self, sink: &str) -> Result<i64, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT seq FROM sink_cursors WHERE sink = ?1",
+                [sink],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or(0))
+    }
+
+    /// At most `max_rows` readings after `cursor`, in commit order.
+    pub fn pending(&self, cursor: i64, max_rows: usize) -> Result<Vec<(i64, Reading)>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT seq, site, ts_ms, period, device, flag, pm25, pm10, interval_secs
+             FROM readings WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        )?;
+        let mut rows = stmt.query(params![cursor, max_rows as i64])?;
+        let mut out = Vec::with_capacity(max_rows.min(10_000));
+        while let Some(r) = rows.next()? {
+            let seq: i64 = r.get(0)?;
+            let corrupt = |what: &str| StoreError::Corrupt(format!("reading seq {seq}: {what}"));
+            let site: String = r.get(1)?;
+            let device: Option<String> = r.get(4)?;
+            let flag: String = r.get(5)?;
+            let conc = |v: Option<f64>| {
+                v.map(MicrogramsPerCubicMetre::new)
+                    .transpose()
+                    .map_err(|_| corrupt("concentration"))
+            };
+            let reading = Reading {
+                site: SiteId::parse(&site).map_err(|_| corrupt("site"))?,
+                device: device
+                    .map(|d| DeviceId::parse(&d))
+                    .transpose()
+                    .map_err(|_| corrupt("device"))?,
+                ts: UnixMillis(r.get(2)?),
+                period: Period::from_code(r.get(3)?).ok_or_else(|| corrupt("period"))?,
+                flag: Flag::parse(&flag).ok_or_else(|| corrupt("flag"))?,
+                pm25: conc(r.get(6)?)?,
+                pm10: conc(r.get(7)?)?,
+                interval_secs: r.get(8)?,
+            };
+            out.push((seq, reading));
+        }
+        Ok(out)
+    }
+
+    /// Moves the sink's cursor to `through` and records `dead` letters, in one
+    /// transaction (durable when it returns).
+    pub fn advance_durable(
+        &mut self,
+        sink: &str,
+        through: i64,
+        dead: &[DeadLetter],
+        now: UnixMillis,
+    ) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut dl = tx.prepare_cached(
+                "INSERT INTO dead_letters (at_ms, status, reason, line) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for d in dead {
+                dl.execute(params![now.0, d.status, d.reason, d.line])?;
+            }
+            tx.execute(
+                "INSERT INTO sink_cursors (sink, seq) VALUES (?1, ?2)
+                 ON CONFLICT (sink) DO UPDATE SET seq = max(seq, excluded.seq)",
+                params![sink, through],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// How many readings wait after `cursor`, and when the oldest of them was received.
+    pub fn pending_stats(&self, cursor: i64) -> Result<(u64, Option<UnixMillis>), StoreError> {
+        let n: i64 = self.conn.query_row(
+            "SELECT count(*) FROM readings WHERE seq > ?1",
+            [cursor],
+            |r| r.get(0),
+        )?;
+        let oldest: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT received_ms FROM readings WHERE seq > ?1 ORDER BY seq LIMIT 1",
+                [cursor],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok((n as u64, oldest.map(UnixMillis)))
+    }
+}
