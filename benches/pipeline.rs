@@ -1,26 +1,38 @@
 //! End-to-end throughput benchmark (a load-test command that prints its figures, not a
-//! timed test): `scripts/bench [N]`.
+//! timed test): `scripts/bench [N]` (default 200 000 messages).
 //!
-//! Two scenarios, each measured for (a) a bare rumqttc subscriber that acknowledges and
-//! discards every message (the broker's QoS 1 delivery rate to one subscriber: the
-//! ceiling) and (b) the aq-ingest binary end to end (decode, validate, SQLite commit,
-//! ack after commit, forwarding to VictoriaMetrics over the v2 write API):
-//! - **live**: the subscriber is connected while a publisher sends N QoS 1 messages as
-//!   fast as mosquitto takes them — the same stream for (a) and (b);
-//! - **backlog**: N messages wait in the subscriber's persistent session (the service
-//!   was down) and are drained at reconnect.
+//! For the same stream of N QoS 1 messages it measures (a) mosquitto's bare delivery
+//! rate to one subscriber that discards them (a rumqttc client in its own process that
+//! acknowledges automatically, in batches: the cheapest consumer) and (b)
+//! the aq-ingest binary end to end: decode, validate, SQLite commit, PUBACK after the
+//! commit, forwarding to VictoriaMetrics over the InfluxDB v2 write API. Two scenarios:
+//! - **live**: the subscriber is connected while the publisher sends as fast as the
+//!   broker takes them;
+//! - **backlog**: the stream waits in the subscriber's persistent session (it was down)
+//!   and is drained at reconnect.
 //!
-//! It prints the rates, their ratios, aq-ingest's CPU seconds per 100k readings and its
-//! peak RSS. The broker runs with `max_inflight_messages 1000` (see README).
+//! And two CPU layouts, because on a 2-core machine everything competes for the same
+//! cores:
+//! - **pinned** (the headline): core 0 runs the broker and the publisher, core 1 runs
+//!   the subscriber under test — for (b) aq-ingest *and* VictoriaMetrics. The broker side
+//!   gets the same CPU in (a) and (b), so the ratio says whether the service keeps up
+//!   with what the broker delivers, i.e. whether it is the bottleneck;
+//! - **shared**: no pinning; every process competes for both cores, so (b) also pays
+//!   for the CPU its SQLite commits take from the broker.
+//!
+//! It prints rates, ratios, CPU seconds per 100k readings (aq-ingest, and the broker),
+//! messages per commit and aq-ingest's peak RSS. Environment knobs for experiments:
+//! `AQ_BENCH_PERF=FILE` (profile the service with perf), `AQ_BENCH_NO_SINK=1`,
+//! `AQ_BENCH_DURABILITY=process_crash`.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
 
 use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
 
 const SITES: usize = 238;
 
@@ -28,41 +40,6 @@ fn messages(n: usize, base: i64) -> Vec<(String, Vec<u8>)> {
     (0..n)
         .map(|k| reading_msg(k % SITES, k / SITES, base))
         .collect()
-}
-
-fn bare_client(port: u16, clean: bool) -> (AsyncClient, EventLoop) {
-    let mut o = MqttOptions::new("bench-bare", "127.0.0.1", port);
-    o.set_clean_session(clean)
-        .set_keep_alive(Duration::from_secs(60));
-    o.set_max_packet_size(1 << 20, 1 << 20);
-    AsyncClient::new(o, 1000)
-}
-
-async fn subscribed(c: &AsyncClient, el: &mut EventLoop) {
-    c.subscribe("aq/+/readings", QoS::AtLeastOnce)
-        .await
-        .unwrap();
-    loop {
-        if let Event::Incoming(Packet::SubAck(_)) = el.poll().await.unwrap() {
-            return;
-        }
-    }
-}
-
-async fn leave(c: AsyncClient, mut el: EventLoop) {
-    c.disconnect().await.unwrap();
-    while el.poll().await.is_ok() {}
-}
-
-/// Receives until `n` publishes arrived; returns when the last one did.
-async fn receive(el: &mut EventLoop, n: usize) -> Instant {
-    let mut got = 0;
-    while got < n {
-        if let Event::Incoming(Packet::Publish(_)) = el.poll().await.unwrap() {
-            got += 1;
-        }
-    }
-    Instant::now()
 }
 
 fn proc_cpu_secs(pid: u32) -> f64 {
@@ -89,21 +66,126 @@ fn proc_peak_rss_mib(pid: u32) -> f64 {
     kb / 1024.0
 }
 
-fn spawn_service(dir: &Path, cfg: &Path, run: usize) -> Proc {
+/// A command, on core 1 when pinned.
+fn on_core1(pinned: bool, program: &str) -> Command {
+    if pinned {
+        let mut c = Command::new("taskset");
+        c.args(["-c", "1", program]);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
+/// Pins this process (every thread) to core 0.
+fn pin_self_to_core0() {
+    let ok = Command::new("taskset")
+        .args(["-a", "-p", "-c", "0", &std::process::id().to_string()])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "taskset failed (util-linux); run with AQ_BENCH_LAYOUT=shared"
+    );
+}
+
+/// The bare subscriber: this benchmark binary re-run as `--bare-sub PORT N MODE`, a
+/// rumqttc client that acknowledges (automatically, in batches) and discards every
+/// message. MODE: `live` (clean session), `session` (create the persistent session and
+/// exit), `drain` (resume the persistent session). Prints `subscribed` once it is, and
+/// at the end the seconds from its connection to the N-th message.
+fn bare_sub_main(port: u16, n: usize, mode: &str) {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+    // The same runtime flavour as the service (multi-threaded), for a like-for-like
+    // client side.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let id = if mode == "live" {
+            "bench-live"
+        } else {
+            "bench-bare"
+        };
+        let mut o = MqttOptions::new(id, "127.0.0.1", port);
+        o.set_clean_session(mode == "live")
+            .set_keep_alive(Duration::from_secs(60));
+        o.set_max_packet_size(1 << 20, 1 << 20);
+        let (c, mut el) = AsyncClient::new(o, 100);
+        let mut got = 0;
+        let mut t0 = Instant::now();
+        if mode != "drain" {
+            c.subscribe("aq/+/readings", QoS::AtLeastOnce)
+                .await
+                .unwrap();
+        }
+        loop {
+            match el.poll().await.unwrap() {
+                Event::Incoming(Packet::ConnAck(_)) => {
+                    t0 = Instant::now();
+                    if mode == "drain" {
+                        println!("subscribed");
+                    }
+                }
+                Event::Incoming(Packet::SubAck(_)) => {
+                    println!("subscribed");
+                    if mode == "session" {
+                        c.disconnect().await.unwrap();
+                    }
+                }
+                Event::Outgoing(rumqttc::Outgoing::Disconnect) => return,
+                Event::Incoming(Packet::Publish(_)) => {
+                    got += 1;
+                    if got == n {
+                        println!("{}", t0.elapsed().as_secs_f64());
+                        return;
+                    }
+                }
+                _ => {}
+            }
+        }
+    });
+}
+
+/// Runs the bare subscriber as a process (on core 1 when pinned). `before` runs once it
+/// is subscribed (the publisher, for the live scenario); the result is then the time
+/// from `before` starting to the last message. Without `before`, it is the
+/// subscriber's own time from connection to the last message.
+fn bare_sub(pinned: bool, port: u16, n: usize, mode: &str, before: Option<&dyn Fn()>) -> Duration {
+    use std::io::BufRead;
+    let exe = std::env::current_exe().unwrap();
+    let mut c = on_core1(pinned, exe.to_str().unwrap());
+    c.args(["--bare-sub", &port.to_string(), &n.to_string(), mode]);
+    let mut child = c.stdout(Stdio::piped()).spawn().unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "subscribed");
+    let t0 = Instant::now();
+    if let Some(f) = before {
+        f();
+    }
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    assert!(child.wait().unwrap().success());
+    match before {
+        Some(_) => t0.elapsed(),
+        None => Duration::from_secs_f64(line.trim().parse().unwrap_or(0.0)),
+    }
+}
+
+fn spawn_service(pinned: bool, dir: &Path, cfg: &Path, run: usize) -> Proc {
     let log = dir.join(format!("aq-{run}.log"));
     let f = std::fs::File::create(&log).unwrap();
-    // AQ_BENCH_PERF=FILE profiles the service with `perf record` (figures then include
-    // perf's own overhead; use for finding hot spots, not for the numbers).
     let mut cmd = match std::env::var("AQ_BENCH_PERF") {
         Ok(out) => {
-            let mut c = std::process::Command::new("perf");
+            let mut c = on_core1(pinned, "perf");
             c.args(["record", "-F", "1999", "-g", "-o"])
                 .arg(format!("{out}.{run}"))
                 .arg("--")
                 .arg(env!("CARGO_BIN_EXE_aq-ingest"));
             c
         }
-        Err(_) => std::process::Command::new(env!("CARGO_BIN_EXE_aq-ingest")),
+        Err(_) => on_core1(pinned, env!("CARGO_BIN_EXE_aq-ingest")),
     };
     let child = cmd
         .arg("--config")
@@ -116,25 +198,34 @@ fn spawn_service(dir: &Path, cfg: &Path, run: usize) -> Proc {
     proc_from(child, log)
 }
 
+/// The service's own pid (the child is `taskset`'s exec, so the same pid).
 struct Measured {
     stored: Duration,
     forwarded: Duration,
     cpu_secs: f64,
+    broker_cpu_secs: f64,
 }
 
-/// Waits (from `t0`) until `total` readings are stored, then until the outbox is empty.
-fn measure(db_path: &Path, pid: u32, t0: Instant, total: usize) -> Measured {
-    let cpu0 = proc_cpu_secs(pid);
-    let c = db(db_path);
+/// Waits (from `t0`) until `total` readings are stored, then until the sink's cursor
+/// has reached the last one.
+fn measure(
+    db_dir: &Path,
+    pid: u32,
+    broker: u32,
+    t0: Instant,
+    total: usize,
+    sink: bool,
+) -> Measured {
+    let (cpu0, b0) = (proc_cpu_secs(pid), proc_cpu_secs(broker));
+    let c = db(db_dir);
     // Cheap probes (index lookups, not table scans) so that polling does not steal
     // CPU from the service: with no duplicates in the stream, max(seq) is the count.
     let max_seq = "SELECT coalesce(max(seq), 0) FROM readings";
+    let cursor = "SELECT coalesce((SELECT seq FROM sink_cursors WHERE sink = 'influx'), 0)";
     wait_until("all stored", Duration::from_secs(600), || {
         count(&c, max_seq) as usize >= total
     });
     let stored = t0.elapsed();
-    let cursor = "SELECT coalesce((SELECT seq FROM sink_cursors WHERE sink = 'influx'), 0)";
-    let sink = std::env::var_os("AQ_BENCH_NO_SINK").is_none();
     wait_until("outbox drained", Duration::from_secs(600), || {
         !sink || count(&c, cursor) >= count(&c, max_seq)
     });
@@ -142,6 +233,7 @@ fn measure(db_path: &Path, pid: u32, t0: Instant, total: usize) -> Measured {
         stored,
         forwarded: t0.elapsed(),
         cpu_secs: proc_cpu_secs(pid) - cpu0,
+        broker_cpu_secs: proc_cpu_secs(broker) - b0,
     }
 }
 
@@ -158,127 +250,150 @@ fn rate(n: usize, d: Duration) -> f64 {
     n as f64 / d.as_secs_f64()
 }
 
-fn main() {
-    let n: usize = std::env::args()
-        .skip(1)
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(100_000);
-    let rt = tokio::runtime::Runtime::new().unwrap();
+fn layout(pinned: bool, n: usize, rt: &tokio::runtime::Runtime) {
     let dir = tempfile::tempdir().unwrap();
     let broker = Mosquitto::start(dir.path());
-    let vm = Victoria::start(dir.path());
+    let vm = Victoria::start_on(dir.path(), pinned.then_some(1));
     let base = base_ts_ms() - 30 * 86_400_000;
     let port = broker.port;
-    println!("{n} messages, {SITES} sites, mosquitto max_inflight_messages 1000");
+    let mpid = broker.pid();
 
-    // Live (a): bare subscriber connected while the stream is published.
-    let live_bare = rt.block_on(async {
-        let (c, mut el) = bare_client(port, true);
-        subscribed(&c, &mut el).await;
-        let t0 = Instant::now();
-        let publisher = tokio::spawn(publish_all(port, messages(n, base)));
-        let t1 = receive(&mut el, n).await;
-        publisher.await.unwrap();
-        leave(c, el).await;
-        t1 - t0
-    });
+    // (a) live: the bare subscriber connected while the stream is published.
+    let m0 = proc_cpu_secs(mpid);
+    let publish = || rt.block_on(publish_all(port, messages(n, base)));
+    let live_bare = bare_sub(pinned, port, n, "live", Some(&publish));
+    let live_bare_broker = proc_cpu_secs(mpid) - m0;
 
-    // Backlog (a): the same stream queued in a persistent session, drained at reconnect.
-    let backlog_bare = rt.block_on(async {
-        let (c, mut el) = bare_client(port, false);
-        subscribed(&c, &mut el).await;
-        leave(c, el).await;
-        publish_all(port, messages(n, base + 86_400_000)).await;
-        let (c, mut el) = bare_client(port, false);
-        let t0 = Instant::now();
-        let t1 = receive(&mut el, n).await;
-        // Clean the session away so it stops queueing the next runs' streams.
-        drop(c);
-        let (c, el) = bare_client(port, true);
-        leave(c, el).await;
-        t1 - t0
-    });
+    // (a) backlog: the same stream queued in a persistent session, drained at reconnect.
+    bare_sub(pinned, port, 0, "session", Some(&|| {}));
+    rt.block_on(publish_all(port, messages(n, base + 86_400_000)));
+    let m0 = proc_cpu_secs(mpid);
+    let backlog_bare = bare_sub(pinned, port, n, "drain", None);
+    let backlog_bare_broker = proc_cpu_secs(mpid) - m0;
 
     // (b) aq-ingest.
-    // AQ_BENCH_NO_SINK=1 measures ingest alone (no [influx] section, no outbox).
-    let sink = match std::env::var_os("AQ_BENCH_NO_SINK") {
-        Some(_) => String::new(),
-        None => format!("[influx]\nurl = \"{}\"\nbucket = \"aq\"\n", vm.url()),
+    let sink = std::env::var_os("AQ_BENCH_NO_SINK").is_none();
+    let sink_cfg = if sink {
+        format!("[influx]\nurl = \"{}\"\nbucket = \"aq\"\n", vm.url())
+    } else {
+        String::new()
     };
-    // AQ_BENCH_DURABILITY=process_crash measures without an fsync per commit.
     let durability = std::env::var("AQ_BENCH_DURABILITY").unwrap_or_else(|_| "power_loss".into());
-    println!(
-        "aq-ingest: durability {durability}, sink: {}\n",
-        if sink.is_empty() {
-            "none"
-        } else {
-            "VictoriaMetrics v2"
-        }
-    );
     let cfg = dir.path().join("aq.toml");
-    let db_dir = dir.path().to_path_buf();
     std::fs::write(
         &cfg,
         format!(
-            "[mqtt]\nurl = \"{}\"\nclient_id = \"bench-aq\"\n[store]\npath = \"{}\"\ndurability = \"{durability}\"\n[log]\nstats_interval_secs = 0\n{sink}",
+            "[mqtt]\nurl = \"{}\"\nclient_id = \"bench-aq\"\n[store]\npath = \"{}\"\ndurability = \"{durability}\"\n[log]\nstats_interval_secs = 0\n{sink_cfg}",
             broker.url(),
             dir.path().join("aq.db").display(),
         ),
     )
     .unwrap();
-    let mut svc = spawn_service(dir.path(), &cfg, 0);
+    let mut svc = spawn_service(pinned, dir.path(), &cfg, 0);
     wait_until("aq-ingest subscribed", Duration::from_secs(20), || {
         svc.log_text().contains("mqtt: subscribed")
     });
     let t0 = Instant::now();
     let publisher = rt.spawn(publish_all(port, messages(n, base + 2 * 86_400_000)));
-    let live = measure(&db_dir, svc.pid(), t0, n);
+    let live = measure(dir.path(), svc.pid(), mpid, t0, n, sink);
     rt.block_on(publisher).unwrap();
     unsafe_sigterm(svc.pid());
     assert!(svc.wait().success());
     let live_commits = counter(&svc.log_text(), "store_commits");
 
-    // Backlog (b): the service is down while the stream is queued, then starts.
     rt.block_on(publish_all(port, messages(n, base + 3 * 86_400_000)));
-    let mut svc = spawn_service(dir.path(), &cfg, 1);
+    let mut svc = spawn_service(pinned, dir.path(), &cfg, 1);
     let pid = svc.pid();
     wait_until("aq-ingest connected", Duration::from_secs(20), || {
         svc.log_text().contains("mqtt: connected")
     });
-    let backlog = measure(&db_dir, pid, Instant::now(), 2 * n);
+    let backlog = measure(dir.path(), pid, mpid, Instant::now(), 2 * n, sink);
     let rss = proc_peak_rss_mib(pid);
     unsafe_sigterm(pid);
     assert!(svc.wait().success());
-    let acked = svc.log_text().contains(&format!("messages_acked={n}"));
+    let acked = counter(&svc.log_text(), "messages_acked");
     let backlog_commits = counter(&svc.log_text(), "store_commits");
 
-    for (name, bare, m, commits) in [
-        ("live", live_bare, &live, live_commits),
-        ("backlog", backlog_bare, &backlog, backlog_commits),
+    let per100k = |cpu: f64| cpu * 100_000.0 / n as f64;
+    println!(
+        "{} layout, {n} messages over {SITES} sites, durability {durability}, sink {}:",
+        if pinned {
+            "pinned (broker+publisher on core 0, subscriber+VictoriaMetrics on core 1)"
+        } else {
+            "shared (no pinning)"
+        },
+        if sink {
+            "VictoriaMetrics (v2 API)"
+        } else {
+            "none"
+        }
+    );
+    for (name, bare, bare_broker, m, commits) in [
+        ("live", live_bare, live_bare_broker, &live, live_commits),
+        (
+            "backlog",
+            backlog_bare,
+            backlog_bare_broker,
+            &backlog,
+            backlog_commits,
+        ),
     ] {
         let a = rate(n, bare);
         let s = rate(n, m.stored);
         let f = rate(n, m.forwarded);
-        println!("{name}:");
+        println!("  {name}:");
         println!(
-            "  (a) mosquitto → bare QoS 1 subscriber     {a:>9.0} msg/s  ({:.2} s)",
-            bare.as_secs_f64()
+            "    (a) mosquitto → bare QoS 1 subscriber      {a:>8.0} msg/s ({:.2} s; broker CPU {:.2} s/100k)",
+            bare.as_secs_f64(),
+            per100k(bare_broker)
         );
         println!(
-            "  (b) aq-ingest stored, committed and acked {s:>9.0} msg/s  ({:.2} s)  ratio {:.2}",
+            "    (b) aq-ingest committed and acknowledged   {s:>8.0} msg/s ({:.2} s)  (b)/(a) = {:.2}",
             m.stored.as_secs_f64(),
             s / a
         );
         println!(
-            "      … and forwarded to VictoriaMetrics    {f:>9.0} msg/s  ({:.2} s)  ratio {:.2}",
+            "        … and forwarded to VictoriaMetrics     {f:>8.0} msg/s ({:.2} s)  (b)/(a) = {:.2}",
             m.forwarded.as_secs_f64(),
             f / a
         );
         println!(
-            "      CPU {:.2} s per 100k readings; {commits} commits, {:.0} messages per commit",
-            m.cpu_secs * 100_000.0 / n as f64,
+            "        aq-ingest CPU {:.2} s/100k; broker CPU {:.2} s/100k; {commits} commits, {:.0} messages per commit",
+            per100k(m.cpu_secs),
+            per100k(m.broker_cpu_secs),
             n as f64 / commits.max(1) as f64
         );
     }
-    println!("aq-ingest peak RSS {rss:.1} MiB; backlog run acknowledged all {n}: {acked}");
+    println!("  aq-ingest peak RSS {rss:.1} MiB; backlog run acknowledged {acked} of {n}\n");
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--bare-sub") {
+        bare_sub_main(args[2].parse().unwrap(), args[3].parse().unwrap(), &args[4]);
+        return;
+    }
+    let n: usize = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(200_000);
+    require("taskset");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let layouts: Vec<bool> = match std::env::var("AQ_BENCH_LAYOUT").as_deref() {
+        Ok("shared") => vec![false],
+        Ok("pinned") => vec![true],
+        _ => vec![true, false],
+    };
+    for pinned in layouts {
+        if pinned {
+            pin_self_to_core0();
+        } else {
+            // Undo the pinning for the shared layout.
+            let _ = Command::new("taskset")
+                .args(["-a", "-p", "-c", "0-63", &std::process::id().to_string()])
+                .stdout(Stdio::null())
+                .status();
+        }
+        layout(pinned, n, &rt);
+    }
 }

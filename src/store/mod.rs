@@ -344,7 +344,10 @@ mod tests {
         assert_eq!(s.pending_stats(0).unwrap().0, 3);
         let seqs: Vec<i64> = s.pending(0, 10).unwrap().iter().map(|p| p.0).collect();
         assert_eq!(seqs.len(), 3);
-        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "commit order: {seqs:?}");
+        assert!(
+            seqs.windows(2).all(|w| w[0] < w[1]),
+            "commit order: {seqs:?}"
+        );
         let v: f64 = s
             .conn
             .query_row(

@@ -169,7 +169,7 @@ impl Mosquitto {
         std::fs::write(
             &conf,
             format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {dir}/\nmax_queued_messages 1000000\nmax_inflight_messages {inflight}\nautosave_interval 1\n",
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {dir}/\nmax_queued_messages 1000000\nmax_inflight_messages {inflight}\nautosave_interval 1\nlog_type error\nlog_type warning\nlog_type notice\nlog_type information\nlog_type subscribe\n",
                 inflight = std::env::var("AQ_TEST_MOSQUITTO_INFLIGHT").unwrap_or_else(|_| "1000".into()),
                 port = self.port,
                 dir = self.dir.display()
@@ -193,6 +193,13 @@ impl Mosquitto {
     }
     pub fn url(&self) -> String {
         format!("mqtt://127.0.0.1:{}", self.port)
+    }
+    pub fn pid(&self) -> u32 {
+        self.proc.as_ref().expect("running").pid()
+    }
+    /// The broker's log (connections and subscriptions are logged).
+    pub fn log_text(&self) -> String {
+        self.proc.as_ref().map(|p| p.log_text()).unwrap_or_default()
     }
 }
 
@@ -251,10 +258,15 @@ pub struct Victoria {
     pub port: u16,
     dir: PathBuf,
     proc: Option<Proc>,
+    core: Option<u8>,
 }
 
 impl Victoria {
     pub fn start(dir: &Path) -> Victoria {
+        Self::start_on(dir, None)
+    }
+    /// Starts it pinned to `core` (benchmarks).
+    pub fn start_on(dir: &Path, core: Option<u8>) -> Victoria {
         require("victoria-metrics");
         let dir = dir.join("vm");
         std::fs::create_dir_all(&dir).unwrap();
@@ -262,20 +274,28 @@ impl Victoria {
             port: free_port(),
             dir,
             proc: None,
+            core,
         };
         v.restart();
         v
     }
     pub fn restart(&mut self) {
+        let mut cmd = match self.core {
+            Some(core) => {
+                let mut c = Command::new("taskset");
+                c.args(["-c", &core.to_string(), "victoria-metrics"]);
+                c
+            }
+            None => Command::new("victoria-metrics"),
+        };
         let proc = Proc::spawn(
-            Command::new("victoria-metrics")
-                .arg(format!(
-                    "-storageDataPath={}",
-                    self.dir.join("data").display()
-                ))
-                .arg(format!("-httpListenAddr=127.0.0.1:{}", self.port))
-                .arg("-retentionPeriod=100y")
-                .arg("-search.latencyOffset=0s"),
+            cmd.arg(format!(
+                "-storageDataPath={}",
+                self.dir.join("data").display()
+            ))
+            .arg(format!("-httpListenAddr=127.0.0.1:{}", self.port))
+            .arg("-retentionPeriod=100y")
+            .arg("-search.latencyOffset=0s"),
             self.dir.join("vm.log"),
         );
         let url = format!("{}/health", self.url());
