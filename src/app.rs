@@ -16,6 +16,7 @@ use anyhow::Context as _;
 use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
+use crate::broker;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::ingest::Ingest;
@@ -71,16 +72,34 @@ pub async fn run(
         None => (None, None),
     };
 
+    // With the embedded broker the source connects to it over loopback, through the
+    // same code as to an external broker, with the broker's credentials.
+    let mut mqtt_cfg = cfg.mqtt.clone();
+    if cfg.broker.embedded {
+        broker::start(&cfg.broker)?;
+        mqtt_cfg.url = cfg.broker.client_url();
+        mqtt_cfg.username = cfg.broker.username.clone();
+        mqtt_cfg.password_env = cfg.broker.password_env.clone();
+        info!(listen = %cfg.broker.listen, "embedded MQTT broker listening");
+        let topic = cfg.mqtt.topics[0]
+            .replacen('+', "erqi-001", 1)
+            .replace('#', "x");
+        info!(
+            "publish a reading: mosquitto_pub -h {} -p {} -q 1 -t '{topic}' -m '{{\"ts\":\"2016-08-01T08:58:57+08:00\",\"pm25\":35.2,\"pm10\":80.1}}'",
+            if cfg.broker.listen.ip().is_unspecified() { "127.0.0.1".to_string() } else { cfg.broker.listen.ip().to_string() },
+            cfg.broker.listen.port()
+        );
+    }
     let (ack_tx, ack_rx) = mpsc::channel(ACK_QUEUE_BATCHES);
     let source = mqtt::start(
-        &cfg.mqtt,
+        &mqtt_cfg,
         Arc::clone(&clock),
         Arc::clone(&metrics),
         ack_rx,
         stop_rx.clone(),
     )
     .context("starting the MQTT source")?;
-    info!(url = %cfg.mqtt.url, topics = ?cfg.mqtt.topics, client_id = %cfg.mqtt.client_id, "mqtt source started");
+    info!(url = %mqtt_cfg.url, topics = ?cfg.mqtt.topics, client_id = %cfg.mqtt.client_id, "mqtt source started");
 
     let ingest = Ingest {
         store,

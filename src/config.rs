@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use thiserror::Error;
 
+use crate::broker::BrokerConfig;
 use crate::ingest::IngestConfig;
 use crate::sink::influx::InfluxConfig;
 use crate::source::mqtt::MqttConfig;
@@ -58,6 +59,8 @@ impl Default for LogConfig {
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    #[serde(default)]
+    pub broker: BrokerConfig,
     #[serde(default)]
     pub mqtt: MqttConfig,
     #[serde(default)]
@@ -163,6 +166,7 @@ impl Config {
         if let Some(i) = &self.influx {
             p.extend(i.problems());
         }
+        p.extend(self.broker.problems());
         p
     }
 }
@@ -175,6 +179,9 @@ mod tests {
     fn shipped_default_parses_and_validates() {
         let cfg = Config::load(None).unwrap();
         assert_eq!(cfg.mqtt.topics, vec!["aq/+/readings".to_string()]);
+        // One command on a fresh machine: the defaults need no external broker.
+        assert!(cfg.broker.embedded);
+        assert!(cfg.influx.is_none());
         let file = Config::load(Some(Path::new(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/config/default.toml"

@@ -13,6 +13,7 @@
 //!   ([`sink::policy`]), the line-protocol encoder and the schema. Encoder and policy
 //!   are pure.
 //! - [`app`]: wiring only — channels, tasks, ordered shutdown.
+//! - [`broker`]: the embedded MQTT broker (rumqttd) for single-machine use.
 //! - Shared: [`model`] (domain types), [`reject`], [`metrics`], [`clock`],
 //!   [`backoff`], [`config`].
 //!
@@ -21,6 +22,7 @@
 
 pub mod app;
 pub mod backoff;
+pub mod broker;
 pub mod clock;
 pub mod config;
 pub mod decode;

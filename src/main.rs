@@ -81,8 +81,14 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(cfg: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log.level));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        // rumqttd logs every connection at INFO, and a client that disconnects while its last
+        // packet is routed as an ERROR (harmless); keep it to real warnings.
+        tracing_subscriber::EnvFilter::new(format!(
+            "{},rumqttd=warn,rumqttd::router::routing=off",
+            cfg.log.level
+        ))
+    });
     // Colours only on a terminal: escape codes in a log file break grep and parsers.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let b = tracing_subscriber::fmt()

@@ -508,9 +508,16 @@ pub fn config(dir: &Path, mqtt_url: &str, client_id: &str, influx: Option<&str>)
     Config::parse(&text, "test").unwrap()
 }
 
-/// Opens the service's store read-only for checks.
+/// Opens the service's store for checks: `aq.db` in `dir`, or `aq-ingest.db` (the
+/// shipped default name) when that is the one there.
 pub fn db(dir: &Path) -> rusqlite::Connection {
-    let c = rusqlite::Connection::open(dir.join("aq.db")).unwrap();
+    let default = dir.join("aq-ingest.db");
+    let path = if default.exists() {
+        default
+    } else {
+        dir.join("aq.db")
+    };
+    let c = rusqlite::Connection::open(path).unwrap();
     c.busy_timeout(Duration::from_secs(30)).unwrap();
     c
 }
