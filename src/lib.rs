@@ -12,6 +12,8 @@
 //! - [`sink`]: the InfluxDB writer ([`sink::influx`]), its status policy
 //!   ([`sink::policy`]), the line-protocol encoder and the schema. Encoder and policy
 //!   are pure.
+//! - [`aqi`]: the domain rules — HJ 633 index, GB 3095 validity, district value, the
+//!   good-day target. Pure.
 //! - [`app`]: wiring only — channels, tasks, ordered shutdown.
 //! - [`broker`]: the embedded MQTT broker (rumqttd) for single-machine use.
 //! - Shared: [`model`] (domain types), [`reject`], [`metrics`], [`clock`],
@@ -21,6 +23,7 @@
 //! → model`.
 
 pub mod app;
+pub mod aqi;
 pub mod backoff;
 pub mod broker;
 pub mod clock;
