@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use thiserror::Error;
 
+use crate::aqi::target::TargetConfig;
+use crate::aqi::AqiConfig;
 use crate::broker::BrokerConfig;
 use crate::ingest::IngestConfig;
 use crate::sink::influx::InfluxConfig;
@@ -71,6 +73,11 @@ pub struct Config {
     pub influx: Option<InfluxConfig>,
     #[serde(default)]
     pub log: LogConfig,
+    #[serde(default)]
+    pub aqi: AqiConfig,
+    /// Good-day targets (`[[target]]`).
+    #[serde(default)]
+    pub target: Vec<TargetConfig>,
 }
 
 /// Config failures; `Invalid` lists every problem found.
@@ -167,6 +174,15 @@ impl Config {
             p.extend(i.problems());
         }
         p.extend(self.broker.problems());
+        p.extend(self.aqi.problems());
+        for t in &self.target {
+            p.extend(t.problems());
+        }
+        let mut names: Vec<&str> = self.target.iter().map(|t| t.name.as_str()).collect();
+        names.sort_unstable();
+        if names.windows(2).any(|w| w[0] == w[1]) {
+            p.push("two [[target]] sections share a name".into());
+        }
         p
     }
 }
@@ -182,6 +198,9 @@ mod tests {
         // One command on a fresh machine: the defaults need no external broker.
         assert!(cfg.broker.embedded);
         assert!(cfg.influx.is_none());
+        // The district's target: more than 100 good days in the second half of 2016.
+        let t = &cfg.target[0];
+        assert_eq!((t.required(), t.days()), (101, 184));
         let file = Config::load(Some(Path::new(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/config/default.toml"

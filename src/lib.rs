@@ -14,6 +14,7 @@
 //!   are pure.
 //! - [`aqi`]: the domain rules — HJ 633 index, GB 3095 validity, district value, the
 //!   good-day target. Pure.
+//! - [`report`]: the target report from the store's hourly aggregates.
 //! - [`app`]: wiring only — channels, tasks, ordered shutdown.
 //! - [`broker`]: the embedded MQTT broker (rumqttd) for single-machine use.
 //! - Shared: [`model`] (domain types), [`reject`], [`metrics`], [`clock`],
@@ -33,6 +34,7 @@ pub mod ingest;
 pub mod metrics;
 pub mod model;
 pub mod reject;
+pub mod report;
 pub mod sink;
 pub mod source;
 pub mod store;

@@ -26,6 +26,35 @@ enum Command {
     Serve,
     /// Check the config and print every problem found.
     CheckConfig,
+    /// Print the good-day report from the local store.
+    Report(ReportArgs),
+}
+
+#[derive(clap::Args)]
+struct ReportArgs {
+    /// A configured [[target]] (default: the first one).
+    #[arg(long, conflicts_with_all = ["from", "to"])]
+    target: Option<String>,
+    /// A period instead of a target (inclusive local dates, YYYY-MM-DD).
+    #[arg(long, requires = "to")]
+    from: Option<chrono::NaiveDate>,
+    #[arg(long, requires = "from")]
+    to: Option<chrono::NaiveDate>,
+    /// Report as of this date (default: today).
+    #[arg(long)]
+    as_of: Option<chrono::NaiveDate>,
+    /// One site instead of the district.
+    #[arg(long)]
+    site: Option<String>,
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Format {
+    Table,
+    Json,
+    Csv,
 }
 
 fn config_path(cli: Option<PathBuf>) -> Option<PathBuf> {
@@ -46,6 +75,16 @@ fn main() -> ExitCode {
         }
     };
     match cli.command.unwrap_or(Command::Serve) {
+        Command::Report(args) => match report(&cfg, args) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("aq-ingest report: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::CheckConfig => {
             println!(
                 "config OK ({})",
@@ -78,6 +117,49 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+fn report(cfg: &Config, args: ReportArgs) -> Result<String, String> {
+    use aq_ingest::clock::Clock as _;
+    let zone = cfg.aqi.zone();
+    let as_of = args
+        .as_of
+        .unwrap_or_else(|| zone.date_of(SystemClock.now()));
+    let target = match (&args.target, args.from) {
+        (_, Some(_)) => None,
+        (Some(name), None) => Some(
+            cfg.target
+                .iter()
+                .find(|t| &t.name == name)
+                .cloned()
+                .ok_or_else(|| format!("no [[target]] named {name:?} in the config"))?,
+        ),
+        (None, None) => Some(
+            cfg.target
+                .first()
+                .cloned()
+                .ok_or("no [[target]] in the config; give --from and --to")?,
+        ),
+    };
+    let (from, to) = match (&target, args.from, args.to) {
+        (Some(t), _, _) => (t.from, t.to),
+        (None, Some(f), Some(t)) => (f, t),
+        _ => return Err("give --target, or --from and --to".into()),
+    };
+    let store = aq_ingest::store::Store::open(&cfg.store).map_err(|e| e.to_string())?;
+    let spec = aq_ingest::report::Spec {
+        from,
+        to,
+        as_of,
+        site: args.site,
+        target,
+    };
+    let r = aq_ingest::report::build(&store, &cfg.aqi, spec).map_err(|e| e.to_string())?;
+    Ok(match args.format {
+        Format::Table => r.to_table(),
+        Format::Json => format!("{:#}\n", r.to_json()),
+        Format::Csv => r.to_csv(),
+    })
 }
 
 fn init_logging(cfg: &Config) {

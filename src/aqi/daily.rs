@@ -142,7 +142,10 @@ pub fn site_value(date: NaiveDate, d: Option<&SiteDay>, table: TableSet) -> DayV
             d.pm25.mean,
             d.pm10.mean,
             (d.pm25.valid_hours, d.pm10.valid_hours),
-            (usize::from(d.pm25.mean.is_some()), usize::from(d.pm10.mean.is_some())),
+            (
+                usize::from(d.pm25.mean.is_some()),
+                usize::from(d.pm10.mean.is_some()),
+            ),
         ),
         None => value(date, table, None, None, (0, 0), (0, 0)),
     }
@@ -194,7 +197,10 @@ mod tests {
                 pm10: pm10.map(agg).unwrap_or_default(),
             })
             .collect();
-        *site_days(&hours, Zone::BEIJING, 60).values().next().unwrap()
+        *site_days(&hours, Zone::BEIJING, 60)
+            .values()
+            .next()
+            .unwrap()
     }
 
     fn d() -> NaiveDate {
@@ -204,11 +210,17 @@ mod tests {
     #[test]
     fn good_polluted_and_no_data_days() {
         let t = TableSet::Hj633_2012;
-        assert_eq!(site_value(d(), Some(&day_of(Some(75.4), Some(80.0), 24)), t).class, DayClass::Good);
+        assert_eq!(
+            site_value(d(), Some(&day_of(Some(75.4), Some(80.0), 24)), t).class,
+            DayClass::Good
+        );
         let p = site_value(d(), Some(&day_of(Some(75.5), Some(80.0), 24)), t);
         assert_eq!((p.class, p.aqi.unwrap().value), (DayClass::Polluted, 102));
         // 19 valid hours: no data, never good.
-        assert_eq!(site_value(d(), Some(&day_of(Some(10.0), Some(10.0), 19)), t).class, DayClass::NoData);
+        assert_eq!(
+            site_value(d(), Some(&day_of(Some(10.0), Some(10.0), 19)), t).class,
+            DayClass::NoData
+        );
         // Only PM10 valid: the day rests on it.
         let only10 = site_value(d(), Some(&day_of(None, Some(151.0), 24)), t);
         assert_eq!(only10.class, DayClass::Polluted);
@@ -238,7 +250,10 @@ mod tests {
         let a = day_of(Some(20.0), None, 24);
         let short = day_of(Some(500.0), None, 10);
         // One valid site of the two; two required: no district value.
-        assert_eq!(district_value(d(), &[&a, &short], 2, TableSet::Hj633_2012).class, DayClass::NoData);
+        assert_eq!(
+            district_value(d(), &[&a, &short], 2, TableSet::Hj633_2012).class,
+            DayClass::NoData
+        );
         let v = district_value(d(), &[&a, &short], 1, TableSet::Hj633_2012);
         assert_eq!((v.pm25_ug, v.sites_pm25), (Some(20), 1));
     }

@@ -189,7 +189,15 @@ mod tests {
 
     #[test]
     fn worked_examples_of_the_spec() {
-        for (c, want) in [(35, 50), (36, 52), (75, 100), (76, 102), (115, 150), (500, 500), (600, 500)] {
+        for (c, want) in [
+            (35, 50),
+            (36, 52),
+            (75, 100),
+            (76, 102),
+            (115, 150),
+            (500, 500),
+            (600, 500),
+        ] {
             assert_eq!(i(Pm25, c), want, "PM2.5 {c}");
         }
         for (c, want) in [(7, 7), (50, 50), (149, 100), (150, 100), (151, 101)] {
@@ -211,7 +219,7 @@ mod tests {
         // PM2.5 36..75 maps 50..100 with slope 50/40: 36 → 51.25 → 52.
         assert_eq!(i(Pm25, 36), 52);
         assert_eq!(i(Pm25, 74), 99); // 98.75 → 99
-        // PM10 151..250: slope 1/2: 151 → 100.5 → 101; 152 → 101.
+                                     // PM10 151..250: slope 1/2: 151 → 100.5 → 101; 152 → 101.
         assert_eq!(i(Pm10, 152), 101);
         // PM10 421..500: slope 100/80: 421 → 301.25 → 302.
         assert_eq!(i(Pm10, 421), 302);
@@ -230,7 +238,13 @@ mod tests {
     #[test]
     fn above_the_table_is_capped_and_flagged() {
         let x = iaqi(TableSet::Hj633_2012, Pm25, 501);
-        assert_eq!(x, Iaqi { value: 500, capped: true });
+        assert_eq!(
+            x,
+            Iaqi {
+                value: 500,
+                capped: true
+            }
+        );
         assert!(!iaqi(TableSet::Hj633_2012, Pm10, 600).capped);
         assert!(iaqi(TableSet::Hj633_2012, Pm10, 601).capped);
     }
@@ -240,14 +254,20 @@ mod tests {
         let part = |p, c| (p, iaqi(TableSet::Hj633_2012, p, c));
         // AQI ≤ 50: no primary pollutant.
         let a = aqi(&[part(Pm25, 30), part(Pm10, 40)]).unwrap();
-        assert_eq!((a.value, a.primary.clone(), a.category), (43, vec![], Category::Excellent));
+        assert_eq!(
+            (a.value, a.primary.clone(), a.category),
+            (43, vec![], Category::Excellent)
+        );
         // Ties name both.
         let t = aqi(&[part(Pm25, 75), part(Pm10, 150)]).unwrap();
         assert_eq!(t.value, 100);
         assert_eq!(t.primary, vec![Pm25, Pm10]);
         assert!(t.exceeding.is_empty());
         let e = aqi(&[part(Pm25, 76), part(Pm10, 100)]).unwrap();
-        assert_eq!((e.value, e.primary.clone(), e.exceeding.clone()), (102, vec![Pm25], vec![Pm25]));
+        assert_eq!(
+            (e.value, e.primary.clone(), e.exceeding.clone()),
+            (102, vec![Pm25], vec![Pm25])
+        );
         assert_eq!(e.category, Category::Light);
         assert_eq!(aqi(&[]), None);
     }

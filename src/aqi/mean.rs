@@ -50,13 +50,17 @@ impl Milli {
             acc = match acc.checked_add(*v) {
                 Some(a) => a,
                 None => {
-                    let f: f64 = values.iter().map(|v| v.as_f64()).sum::<f64>() / values.len() as f64;
+                    let f: f64 =
+                        values.iter().map(|v| v.as_f64()).sum::<f64>() / values.len() as f64;
                     return Some(Milli::from_ug(f / 1000.0));
                 }
             };
         }
         let n = values.len() as i128;
-        Some(acc.checked_div_int(n).unwrap_or_else(|| Milli::from_ug(acc.as_f64() / 1000.0 / n as f64)))
+        Some(
+            acc.checked_div_int(n)
+                .unwrap_or_else(|| Milli::from_ug(acc.as_f64() / 1000.0 / n as f64)),
+        )
     }
 
     fn checked_add(self, o: Milli) -> Option<Milli> {
@@ -123,7 +127,12 @@ mod tests {
         let b = [ug(75.7), ug(75.1), ug(75.7)];
         assert_eq!(Milli::mean(&b).unwrap().round_ug(), 76);
         // 1/3 stays exact: (0 + 0 + 1.5) / 3 = 0.5 → 0 (half to even).
-        assert_eq!(Milli::mean(&[ug(0.0), ug(0.0), ug(1.5)]).unwrap().round_ug(), 0);
+        assert_eq!(
+            Milli::mean(&[ug(0.0), ug(0.0), ug(1.5)])
+                .unwrap()
+                .round_ug(),
+            0
+        );
         assert!(Milli::mean(&[]).is_none());
     }
 

@@ -128,7 +128,10 @@ pub fn progress(t: &TargetConfig, days: &[DayValue], as_of: NaiveDate) -> Progre
         .filter(|d| d.date >= t.from && d.date <= last)
         .collect();
     let good = counted.iter().filter(|d| d.class == DayClass::Good).count() as u32;
-    let polluted = counted.iter().filter(|d| d.class == DayClass::Polluted).count() as u32;
+    let polluted = counted
+        .iter()
+        .filter(|d| d.class == DayClass::Polluted)
+        .count() as u32;
     // Days with no value at all are no-data days too.
     let no_data = elapsed - good - polluted;
     let period_days = t.days();
@@ -233,17 +236,32 @@ mod tests {
         let as_of = NaiveDate::from_ymd_opt(2016, 7, 30).unwrap();
         let p = progress(&t, &days(&c), as_of);
         assert_eq!((p.elapsed, p.good, p.polluted, p.no_data), (30, 20, 8, 2));
-        assert_eq!((p.remaining, p.still_needed, p.max_reachable), (154, 81, 174));
+        assert_eq!(
+            (p.remaining, p.still_needed, p.max_reachable),
+            (154, 81, 174)
+        );
         // 20/30 = 0.67 so far ≥ 81/154 = 0.53 needed.
         assert_eq!(p.status, Status::OnTrack);
         // A missing day (no value at all) is a no-data day: drop the last (no-data) day.
         let p = progress(&t, &days(&c[..29]), as_of);
         assert_eq!((p.good, p.polluted, p.no_data), (20, 8, 2));
-        let bad = progress(&t, &days(&[1; 100]), NaiveDate::from_ymd_opt(2016, 10, 8).unwrap());
+        let bad = progress(
+            &t,
+            &days(&[1; 100]),
+            NaiveDate::from_ymd_opt(2016, 10, 8).unwrap(),
+        );
         assert_eq!(bad.status, Status::Unreachable);
-        let risky = progress(&t, &days(&[1; 40]), NaiveDate::from_ymd_opt(2016, 8, 9).unwrap());
+        let risky = progress(
+            &t,
+            &days(&[1; 40]),
+            NaiveDate::from_ymd_opt(2016, 8, 9).unwrap(),
+        );
         assert_eq!(risky.status, Status::AtRisk);
-        let done = progress(&t, &days(&[0; 101]), NaiveDate::from_ymd_opt(2016, 10, 9).unwrap());
+        let done = progress(
+            &t,
+            &days(&[0; 101]),
+            NaiveDate::from_ymd_opt(2016, 10, 9).unwrap(),
+        );
         assert_eq!(done.status, Status::Achieved);
         assert_eq!(done.still_needed, 0);
     }

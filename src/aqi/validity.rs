@@ -124,4 +124,27 @@ mod tests {
         assert_eq!(day(&[h; 19]).valid_hours, 19);
         assert_eq!(day(&[h; 20]).mean.unwrap().round_ug(), 30);
     }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        /// More data never makes an hour or a day less valid.
+        #[test]
+        fn more_data_never_makes_a_day_less_valid(
+            n in 0u32..80, extra in 0u32..80, interval in 1u64..600, hours in 0usize..24, more_hours in 0usize..5,
+        ) {
+            let a = samples(n, interval, 10);
+            let b = samples(n + extra, interval, 10);
+            if a.valid_mean(60).is_some() {
+                prop_assert!(b.valid_mean(60).is_some());
+            }
+            let h = Milli::from_ug(10.0);
+            let d1 = day(&vec![h; hours]);
+            let d2 = day(&vec![h; hours + more_hours]);
+            prop_assert!(d2.valid_hours >= d1.valid_hours);
+            if d1.mean.is_some() {
+                prop_assert!(d2.mean.is_some());
+            }
+        }
+    }
 }

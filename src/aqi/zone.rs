@@ -34,7 +34,9 @@ impl Zone {
             "UTC" | "Etc/UTC" | "Z" => return Ok(Zone { offset_secs: 0 }),
             _ => {}
         }
-        let bad = || format!("time zone {s:?}: use Asia/Shanghai, UTC or a whole-hour offset like +08:00");
+        let bad = || {
+            format!("time zone {s:?}: use Asia/Shanghai, UTC or a whole-hour offset like +08:00")
+        };
         let (sign, rest) = match s.as_bytes().first() {
             Some(b'+') => (1, &s[1..]),
             Some(b'-') => (-1, &s[1..]),
@@ -72,7 +74,13 @@ mod tests {
     fn beijing_days_turn_at_16_utc() {
         let z = Zone::BEIJING;
         let d = |s: &str| NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
-        let t = |s: &str| UnixMillis(chrono::DateTime::parse_from_rfc3339(s).unwrap().timestamp_millis());
+        let t = |s: &str| {
+            UnixMillis(
+                chrono::DateTime::parse_from_rfc3339(s)
+                    .unwrap()
+                    .timestamp_millis(),
+            )
+        };
         assert_eq!(z.date_of(t("2016-07-31T15:59:59.999Z")), d("2016-07-31"));
         assert_eq!(z.date_of(t("2016-07-31T16:00:00Z")), d("2016-08-01"));
         assert_eq!(z.start_of(d("2016-08-01")), t("2016-07-31T16:00:00Z"));

@@ -5,6 +5,7 @@
 //! One writer connection (owned by the ingest stage) and one per sink. WAL mode lets the
 //! sink read while the writer commits; `busy_timeout` serialises their short writes.
 
+mod hourly;
 mod outbox;
 mod schema;
 
@@ -185,8 +186,8 @@ impl Store {
         Ok(())
     }
 
-    /// Commits readings (ignoring those already stored) and rejects in one
-    /// transaction. Durable per [`Durability`] when it returns: only then may the
+    /// Commits readings (ignoring those already stored), the hourly aggregates they
+    /// change and rejects in one transaction. Durable per [`Durability`] when it returns: only then may the
     /// messages they came from be acknowledged. Only the writer connection calls this.
     pub fn commit_batch_durable(
         &mut self,
@@ -202,6 +203,7 @@ impl Store {
                  (site, ts_ms, period, device, flag, pm25, pm10, interval_secs, received_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )?;
+            let mut hours = hourly::Batch::default();
             for r in readings {
                 let changed = ins.execute(params![
                     r.site.as_str(),
@@ -218,8 +220,10 @@ impl Store {
                     out.duplicates += 1;
                 } else {
                     out.stored += 1;
+                    hours.add(r);
                 }
             }
+            hours.apply(&tx)?;
             let mut rej = tx.prepare_cached(
                 "INSERT INTO rejects (at_ms, reason, topic, detail, excerpt)
                  VALUES (?1, ?2, ?3, ?4, ?5)",

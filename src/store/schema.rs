@@ -50,4 +50,43 @@ pub(super) const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX rejects_at ON rejects (at_ms);
     "#,
+    // 2: hourly aggregates per site (UTC hour buckets; every supported time zone is a
+    // whole-hour offset, so they are local hours too), maintained in the same
+    // transaction as the readings, and backfilled from the readings already stored.
+    // Per pollutant: normal-flag samples (count, sum in milli-µg/m³, seconds covered by
+    // samples that state their interval, count of those that do not), and the device's
+    // own normal-flag hourly mean.
+    r#"
+    CREATE TABLE hourly (
+        site    TEXT    NOT NULL,
+        hour_ms INTEGER NOT NULL,
+        n25     INTEGER NOT NULL DEFAULT 0,
+        sum25   INTEGER NOT NULL DEFAULT 0,
+        cov25   INTEGER NOT NULL DEFAULT 0,
+        nd25    INTEGER NOT NULL DEFAULT 0,
+        dev25   INTEGER,
+        n10     INTEGER NOT NULL DEFAULT 0,
+        sum10   INTEGER NOT NULL DEFAULT 0,
+        cov10   INTEGER NOT NULL DEFAULT 0,
+        nd10    INTEGER NOT NULL DEFAULT 0,
+        dev10   INTEGER,
+        PRIMARY KEY (site, hour_ms)
+    ) WITHOUT ROWID;
+    CREATE INDEX hourly_hour ON hourly (hour_ms);
+
+    INSERT INTO hourly (site, hour_ms, n25, sum25, cov25, nd25, dev25, n10, sum10, cov10, nd10, dev10)
+    SELECT site, (ts_ms / 3600000) * 3600000,
+        sum(period = 0 AND flag = 'N' AND pm25 IS NOT NULL),
+        sum(CASE WHEN period = 0 AND flag = 'N' AND pm25 IS NOT NULL THEN CAST(round(pm25 * 1000) AS INTEGER) ELSE 0 END),
+        sum(CASE WHEN period = 0 AND flag = 'N' AND pm25 IS NOT NULL AND interval_secs IS NOT NULL THEN min(interval_secs, 3600) ELSE 0 END),
+        sum(period = 0 AND flag = 'N' AND pm25 IS NOT NULL AND interval_secs IS NULL),
+        max(CASE WHEN period = 1 AND flag = 'N' AND pm25 IS NOT NULL THEN CAST(round(pm25 * 1000) AS INTEGER) END),
+        sum(period = 0 AND flag = 'N' AND pm10 IS NOT NULL),
+        sum(CASE WHEN period = 0 AND flag = 'N' AND pm10 IS NOT NULL THEN CAST(round(pm10 * 1000) AS INTEGER) ELSE 0 END),
+        sum(CASE WHEN period = 0 AND flag = 'N' AND pm10 IS NOT NULL AND interval_secs IS NOT NULL THEN min(interval_secs, 3600) ELSE 0 END),
+        sum(period = 0 AND flag = 'N' AND pm10 IS NOT NULL AND interval_secs IS NULL),
+        max(CASE WHEN period = 1 AND flag = 'N' AND pm10 IS NOT NULL THEN CAST(round(pm10 * 1000) AS INTEGER) END)
+    FROM readings
+    GROUP BY site, ts_ms / 3600000;
+    "#,
 ];
