@@ -146,7 +146,7 @@ fn report(cfg: &Config, args: ReportArgs) -> Result<String, String> {
         (None, Some(f), Some(t)) => (f, t),
         _ => return Err("give --target, or --from and --to".into()),
     };
-    let store = aq_ingest::store::Store::open(&cfg.store).map_err(|e| e.to_string())?;
+    let mut store = aq_ingest::store::Store::open(&cfg.store).map_err(|e| e.to_string())?;
     let spec = aq_ingest::report::Spec {
         from,
         to,
@@ -154,7 +154,7 @@ fn report(cfg: &Config, args: ReportArgs) -> Result<String, String> {
         site: args.site,
         target,
     };
-    let r = aq_ingest::report::build(&store, &cfg.aqi, spec).map_err(|e| e.to_string())?;
+    let r = aq_ingest::report::build(&mut store, &cfg.aqi, spec).map_err(|e| e.to_string())?;
     Ok(match args.format {
         Format::Table => r.to_table(),
         Format::Json => format!("{:#}\n", r.to_json()),

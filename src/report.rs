@@ -1,4 +1,5 @@
-//! The target report, from the store's hourly aggregates: day-by-day values (district,
+//! The target report, from the store's daily values (refreshed from the hourly
+//! aggregates for the days changed since the last report): day-by-day values (district,
 //! or one site) and, for a configured target, the good-day progress. Rendered as a
 //! table an official can read, as JSON, or as CSV.
 
@@ -9,7 +10,7 @@ use chrono::{Duration, NaiveDate};
 use serde_json::{json, Value};
 use thiserror::Error;
 
-use crate::aqi::daily::{district_value, site_days, site_value, DayClass, DayValue, SiteDay};
+use crate::aqi::daily::{district_value, site_value, DayClass, DayValue, SiteDay};
 use crate::aqi::target::{progress, Progress, TargetConfig};
 use crate::aqi::AqiConfig;
 use crate::model::Pollutant;
@@ -54,7 +55,7 @@ pub struct Report {
 pub const MAX_REPORT_DAYS: i64 = 3660;
 
 /// Builds a report.
-pub fn build(store: &Store, aqi: &AqiConfig, spec: Spec) -> Result<Report, ReportError> {
+pub fn build(store: &mut Store, aqi: &AqiConfig, spec: Spec) -> Result<Report, ReportError> {
     if spec.to < spec.from {
         return Err(ReportError::Period {
             from: spec.from,
@@ -68,19 +69,15 @@ pub fn build(store: &Store, aqi: &AqiConfig, spec: Spec) -> Result<Report, Repor
         .min(spec.from + Duration::days(MAX_REPORT_DAYS));
     let mut days = Vec::new();
     if last >= spec.from {
-        let hours = store.hours(
-            zone.start_of(spec.from),
-            zone.start_of(last + Duration::days(1)),
-            spec.site.as_deref(),
-        )?;
+        store.refresh_daily(zone, aqi.default_interval_secs)?;
+        let rows = store.daily(spec.from, last, spec.site.as_deref())?;
         if let Some(site) = &spec.site {
-            if hours.is_empty() && !store.sites()?.contains(site) {
+            if rows.is_empty() && !store.sites()?.contains(site) {
                 return Err(ReportError::UnknownSite(site.clone()));
             }
         }
-        let by_day = site_days(&hours, zone, aqi.default_interval_secs);
         let mut per_date: BTreeMap<NaiveDate, Vec<&SiteDay>> = BTreeMap::new();
-        for ((date, site), d) in &by_day {
+        for (date, site, d) in &rows {
             if spec.site.is_none() && aqi.district_exclude.contains(site) {
                 continue;
             }

@@ -77,6 +77,11 @@ impl Milli {
         Some(Milli::ratio(self.num, self.den.checked_mul(n)?))
     }
 
+    /// The reduced fraction (numerator, denominator), for storage.
+    pub fn parts(self) -> (i128, i128) {
+        (self.num, self.den)
+    }
+
     /// In milli-µg/m³, approximately (for display and JSON).
     pub fn as_f64(self) -> f64 {
         self.num as f64 / self.den as f64

@@ -13,6 +13,7 @@ use crate::aqi::validity::HourAgg;
 use crate::model::{Period, Pollutant, Reading, UnixMillis};
 
 const HOUR_MS: i64 = 3_600_000;
+pub(super) const DAY_MS: i64 = 86_400_000;
 
 /// The longest interval one sample can cover: an hour.
 const MAX_SAMPLE_COVER_SECS: u64 = 3600;
@@ -72,7 +73,14 @@ impl Batch {
                 cov10 = cov10 + excluded.cov10, nd10 = nd10 + excluded.nd10,
                 dev10 = coalesce(excluded.dev10, dev10)",
         )?;
+        let mut dirty =
+            tx.prepare_cached("INSERT OR IGNORE INTO dirty_days (site, utc_day) VALUES (?1, ?2)")?;
+        let mut marked = std::collections::HashSet::new();
         for ((site, hour), [a, b]) in self.hours {
+            let utc_day = hour.div_euclid(DAY_MS);
+            if marked.insert((site.clone(), utc_day)) {
+                dirty.execute(params![site, utc_day])?;
+            }
             up.execute(params![
                 site,
                 hour,
@@ -92,6 +100,26 @@ impl Batch {
     }
 }
 
+/// Reads one `hourly` row selected as
+/// `site, hour_ms, n25, sum25, cov25, nd25, dev25, n10, sum10, cov10, nd10, dev10`.
+pub(super) fn site_hour_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SiteHour> {
+    let agg = |o: usize| -> rusqlite::Result<HourAgg> {
+        Ok(HourAgg {
+            n: r.get(o)?,
+            sum_milli: r.get(o + 1)?,
+            covered_secs: r.get::<_, i64>(o + 2)?.max(0) as u64,
+            n_without_interval: r.get(o + 3)?,
+            device_mean_milli: r.get(o + 4)?,
+        })
+    };
+    Ok(SiteHour {
+        site: r.get(0)?,
+        hour: UnixMillis(r.get(1)?),
+        pm25: agg(2)?,
+        pm10: agg(7)?,
+    })
+}
+
 impl Store {
     /// The hourly aggregates with `from <= hour < to`, for one site or all.
     pub fn hours(
@@ -108,23 +136,7 @@ impl Store {
              FROM hourly WHERE hour_ms >= ?1 AND hour_ms < ?2 AND ?3 IS NULL"
         };
         let mut stmt = self.conn.prepare_cached(sql)?;
-        let rows = stmt.query_map(params![from.0, to.0, site], |r| {
-            let agg = |o: usize| -> rusqlite::Result<HourAgg> {
-                Ok(HourAgg {
-                    n: r.get(o)?,
-                    sum_milli: r.get(o + 1)?,
-                    covered_secs: r.get::<_, i64>(o + 2)?.max(0) as u64,
-                    n_without_interval: r.get(o + 3)?,
-                    device_mean_milli: r.get(o + 4)?,
-                })
-            };
-            Ok(SiteHour {
-                site: r.get(0)?,
-                hour: UnixMillis(r.get(1)?),
-                pm25: agg(2)?,
-                pm10: agg(7)?,
-            })
-        })?;
+        let rows = stmt.query_map(params![from.0, to.0, site], site_hour_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 

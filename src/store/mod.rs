@@ -5,6 +5,7 @@
 //! One writer connection (owned by the ingest stage) and one per sink. WAL mode lets the
 //! sink read while the writer commits; `busy_timeout` serialises their short writes.
 
+mod daily;
 mod hourly;
 mod outbox;
 mod schema;

@@ -89,4 +89,32 @@ pub(super) const MIGRATIONS: &[&str] = &[
     FROM readings
     GROUP BY site, ts_ms / 3600000;
     "#,
+    // 3: daily values per site, a cache refreshed on read. Each commit marks the UTC
+    // days it touched in `dirty_days` (cheap); a report recomputes the local days those
+    // overlap from the hourly aggregates and reads the rest from `site_daily`. The
+    // cache key records the rules the values were computed with (zone, cadence), so a
+    // config change rebuilds it.
+    r#"
+    CREATE TABLE dirty_days (
+        site    TEXT    NOT NULL,
+        utc_day INTEGER NOT NULL,
+        PRIMARY KEY (site, utc_day)
+    ) WITHOUT ROWID;
+    CREATE TABLE site_daily (
+        day   INTEGER NOT NULL,  -- local day number since 1970-01-01
+        site  TEXT    NOT NULL,
+        h25   INTEGER NOT NULL,  -- valid hours
+        num25 INTEGER,           -- valid daily mean, milli-µg/m³, as num / den
+        den25 INTEGER,
+        h10   INTEGER NOT NULL,
+        num10 INTEGER,
+        den10 INTEGER,
+        PRIMARY KEY (day, site)
+    ) WITHOUT ROWID;
+    CREATE TABLE daily_cache_key (
+        id  INTEGER PRIMARY KEY CHECK (id = 1),
+        key TEXT NOT NULL
+    );
+    INSERT INTO dirty_days SELECT DISTINCT site, hour_ms / 86400000 FROM hourly;
+    "#,
 ];
