@@ -19,6 +19,7 @@ use tracing::{error, info, warn};
 use crate::broker;
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::derived::Derived;
 use crate::ingest::Ingest;
 use crate::metrics::Metrics;
 use crate::model::UnixMillis;
@@ -43,7 +44,16 @@ pub async fn run(
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let store = Store::open(&cfg.store).context("opening the store")?;
+    let mut store = Store::open(&cfg.store).context("opening the store")?;
+    // The derived series go with the readings when a sink wants them.
+    let derived = cfg
+        .influx
+        .as_ref()
+        .filter(|i| i.derived)
+        .map(|i| Derived::new(&i.measurement, &cfg.aqi));
+    if let Some(d) = derived.clone() {
+        store.emit_hourly_with(Box::new(move |h| d.hour_line(h)));
+    }
     info!(path = %cfg.store.path.display(), "store open");
     let filters = cfg
         .mqtt
@@ -122,6 +132,7 @@ pub async fn run(
 
     let housekeeping = tokio::spawn(housekeeping(
         cfg.clone(),
+        derived,
         Arc::clone(&clock),
         Arc::clone(&metrics),
         stop_rx,
@@ -155,6 +166,7 @@ pub async fn run(
 /// Periodic counters in the log and retention pruning, until shutdown.
 async fn housekeeping(
     cfg: Config,
+    derived: Option<Derived>,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
     mut stop: watch::Receiver<bool>,
@@ -165,11 +177,30 @@ async fn housekeeping(
     };
     let mut stats = tokio::time::interval(stats_every);
     let mut prune = tokio::time::interval(PRUNE_INTERVAL);
+    let daily_every = cfg
+        .influx
+        .as_ref()
+        .map_or(u64::MAX / 4, |i| i.derived_daily_interval_secs);
+    let mut daily = tokio::time::interval(Duration::from_secs(daily_every));
     stats.tick().await;
     loop {
         tokio::select! {
             _ = stop.changed() => return,
             _ = stats.tick() => log_stats(&metrics),
+            _ = daily.tick(), if derived.is_some() => {
+                let (store_cfg, d, now) = (cfg.store.clone(), derived.clone().expect("guarded"), clock.now());
+                let r = tokio::task::spawn_blocking(move || {
+                    let mut s = Store::open(&store_cfg)?;
+                    s.refresh_daily(d.zone, d.default_interval_secs)?;
+                    s.emit_derived_days(now, |pending, rows| d.day_lines(pending, rows))
+                })
+                .await;
+                match r {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => warn!(error = %e, "daily derived series failed; retried at the next interval"),
+                    Err(e) => warn!(error = %e, "daily derived task failed"),
+                }
+            }
             _ = prune.tick() => {
                 let store_cfg = cfg.store.clone();
                 // Retention 0 keeps every reading; rejects are still capped.

@@ -14,6 +14,7 @@
 //!   are pure.
 //! - [`aqi`]: the domain rules — HJ 633 index, GB 3095 validity, district value, the
 //!   good-day target. Pure.
+//! - [`derived`]: hourly and daily derived series (lines) for InfluxDB.
 //! - [`report`]: the target report from the store's hourly aggregates.
 //! - [`app`]: wiring only — channels, tasks, ordered shutdown.
 //! - [`broker`]: the embedded MQTT broker (rumqttd) for single-machine use.
@@ -30,6 +31,7 @@ pub mod broker;
 pub mod clock;
 pub mod config;
 pub mod decode;
+pub mod derived;
 pub mod ingest;
 pub mod metrics;
 pub mod model;

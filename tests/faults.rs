@@ -138,7 +138,7 @@ async fn victoria_metrics_down_under_load_loses_nothing_and_blocks_nobody() {
     let broker = Mosquitto::start(dir.path());
     let mut vm = Victoria::start(dir.path());
     let influx = format!(
-        "[influx]\nurl = \"{}\"\nbucket = \"aq\"\nflush_interval_secs = 0.1\nretry_min_ms = 20\nretry_max_secs = 1\nrequest_timeout_secs = 2\n",
+        "[influx]\nurl = \"{}\"\nbucket = \"aq\"\nflush_interval_secs = 0.1\nretry_min_ms = 20\nretry_max_secs = 1\nrequest_timeout_secs = 2\nderived = false\n",
         vm.url()
     );
     let svc = Service::start(config(

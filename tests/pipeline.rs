@@ -58,7 +58,7 @@ async fn ten_thousand_readings_land_exactly_once_in_sqlite_and_victoria_metrics(
     let dir = tempfile::tempdir().unwrap();
     let broker = Mosquitto::start(dir.path());
     let vm = Victoria::start(dir.path());
-    let influx = format!("[influx]\nurl = \"{}\"\napi = \"v2\"\norg = \"erqi\"\nbucket = \"aq\"\nflush_interval_secs = 0.2\n", vm.url());
+    let influx = format!("[influx]\nurl = \"{}\"\napi = \"v2\"\norg = \"erqi\"\nbucket = \"aq\"\nflush_interval_secs = 0.2\nderived = false\n", vm.url());
     let svc = Service::start(config(dir.path(), &broker.url(), "t-vm", Some(&influx))).await;
     let base = base_ts_ms();
     publish_all(broker.port, all_messages(base)).await;
@@ -99,7 +99,7 @@ async fn ten_thousand_readings_land_in_influxdb_1_6_over_the_v1_api() {
     let broker = Mosquitto::start(dir.path());
     let influx = Influx1::start(dir.path(), "aq");
     let sink = format!(
-        "[influx]\nurl = \"{}\"\napi = \"v1\"\ndatabase = \"aq\"\nflush_interval_secs = 0.2\n",
+        "[influx]\nurl = \"{}\"\napi = \"v1\"\ndatabase = \"aq\"\nflush_interval_secs = 0.2\nderived = false\n",
         influx.url()
     );
     let svc = Service::start(config(dir.path(), &broker.url(), "t-influx", Some(&sink))).await;
@@ -132,7 +132,7 @@ async fn the_same_readings_published_twice_are_stored_and_forwarded_once() {
     let broker = Mosquitto::start(dir.path());
     let vm = Victoria::start(dir.path());
     let influx = format!(
-        "[influx]\nurl = \"{}\"\nbucket = \"aq\"\nflush_interval_secs = 0.1\n",
+        "[influx]\nurl = \"{}\"\nbucket = \"aq\"\nflush_interval_secs = 0.1\nderived = false\n",
         vm.url()
     );
     let svc = Service::start(config(dir.path(), &broker.url(), "t-dup", Some(&influx))).await;

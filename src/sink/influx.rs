@@ -34,6 +34,15 @@ struct OutboxRow {
     line: String,
 }
 
+/// Which outbox a batch comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outbox {
+    /// Readings after the cursor.
+    Readings,
+    /// The derived-series lines (hourly and daily values).
+    Derived,
+}
+
 /// Which write API the server speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -98,6 +107,16 @@ pub struct InfluxConfig {
     /// At shutdown, keep writing the outbox for at most this long.
     #[serde(default = "default_shutdown_flush_secs")]
     pub shutdown_flush_secs: u64,
+    /// Also write the derived series (`{measurement}_hourly`, `{measurement}_daily`).
+    #[serde(default = "default_true")]
+    pub derived: bool,
+    /// How often the daily derived values are recomputed for the days that changed.
+    #[serde(default = "default_derived_daily_interval_secs")]
+    pub derived_daily_interval_secs: u64,
+}
+
+fn default_derived_daily_interval_secs() -> u64 {
+    60
 }
 
 fn default_token_env() -> String {
@@ -165,6 +184,9 @@ impl InfluxConfig {
         }
         if !(self.flush_interval_secs.is_finite() && self.flush_interval_secs >= 0.0) {
             p.push("influx.flush_interval_secs must be ≥ 0".into());
+        }
+        if self.derived_daily_interval_secs == 0 {
+            p.push("influx.derived_daily_interval_secs must be ≥ 1".into());
         }
         if self.request_timeout_secs == 0 {
             p.push("influx.request_timeout_secs must be ≥ 1".into());
@@ -268,7 +290,7 @@ impl InfluxSink {
                     break;
                 }
             }
-            let rows = self.head().await?;
+            let (rows, outbox) = self.head().await?;
             let full = rows.len() >= self.max_lines;
             if rows.is_empty() || (!full && open && last_send.elapsed() < flush_interval) {
                 if !open {
@@ -276,8 +298,10 @@ impl InfluxSink {
                 }
                 // Wait for more rows, but no longer than the flush interval after the
                 // last send (or a long idle tick when nothing is waiting).
+                // Idle: look again after a flush interval (the derived series are written
+                // by a timer that does not nudge).
                 let wait = if rows.is_empty() {
-                    Duration::from_secs(5)
+                    flush_interval.max(Duration::from_millis(100))
                 } else {
                     flush_interval.saturating_sub(last_send.elapsed())
                 };
@@ -293,7 +317,7 @@ impl InfluxSink {
                 continue;
             }
             last_send = Instant::now();
-            let retry = self.deliver(rows).await?;
+            let retry = self.deliver(rows, outbox).await?;
             if let Some(delay) = retry {
                 let until = Instant::now() + delay;
                 let until = shutdown_deadline.map_or(until, |d| until.min(d));
@@ -337,9 +361,29 @@ impl InfluxSink {
         Ok(r?)
     }
 
-    /// The next batch: readings after the cursor, encoded, within the line and byte caps
-    /// (always at least one line when any is waiting).
-    async fn head(&mut self) -> Result<Vec<OutboxRow>, SinkError> {
+    /// The next batch: derived lines first (few, and analysts' daily figures), then
+    /// readings after the cursor.
+    async fn head(&mut self) -> Result<(Vec<OutboxRow>, Outbox), SinkError> {
+        let lines = self.max_lines;
+        let derived = self.with_store(move |s| s.derived_head(lines)).await?;
+        if !derived.is_empty() {
+            let mut bytes = 0;
+            let mut rows = Vec::with_capacity(derived.len());
+            for (seq, line) in derived {
+                if !rows.is_empty() && bytes + line.len() > self.cfg.batch_max_bytes {
+                    break;
+                }
+                bytes += line.len();
+                rows.push(OutboxRow { seq, line });
+            }
+            return Ok((rows, Outbox::Derived));
+        }
+        Ok((self.readings_head().await?, Outbox::Readings))
+    }
+
+    /// Readings after the cursor, encoded, within the line and byte caps (always at
+    /// least one line when any is waiting).
+    async fn readings_head(&mut self) -> Result<Vec<OutboxRow>, SinkError> {
         let (cursor, lines) = (self.cursor, self.max_lines);
         let pending = self.with_store(move |s| s.pending(cursor, lines)).await?;
         let mut out = Vec::with_capacity(pending.len());
@@ -369,7 +413,7 @@ impl InfluxSink {
             let through = unencodable.last().map_or(self.cursor, |d| d.seq);
             Metrics::add(&self.metrics.lines_dead_lettered, unencodable.len() as u64);
             self.advance(through, unencodable).await?;
-            return Box::pin(self.head()).await;
+            return Box::pin(self.readings_head()).await;
         }
         if let Some(first_bad) = unencodable.first() {
             // Deliver the good lines before the bad one; the bad one is handled next time.
@@ -400,11 +444,19 @@ impl InfluxSink {
     /// Sends `rows`, bisecting on refusals and splitting on 413, in commit order. Moves
     /// the cursor past what was written or dead-lettered. Returns the delay before the
     /// next attempt when the server could not take the rest now.
-    async fn deliver(&mut self, rows: Vec<OutboxRow>) -> Result<Option<Duration>, SinkError> {
+    async fn deliver(
+        &mut self,
+        rows: Vec<OutboxRow>,
+        outbox: Outbox,
+    ) -> Result<Option<Duration>, SinkError> {
         let mut stack = vec![rows];
         // Chunks finish strictly in order (left halves first), so everything up to
         // `through` is done once a chunk is written or dead-lettered.
-        let mut through = self.cursor;
+        let start = match outbox {
+            Outbox::Readings => self.cursor,
+            Outbox::Derived => 0,
+        };
+        let mut through = start;
         let mut dead: Vec<DeadLetter> = Vec::new();
         let mut retry = None;
         while let Some(chunk) = stack.pop() {
@@ -453,8 +505,15 @@ impl InfluxSink {
                 }
             }
         }
-        if through > self.cursor {
-            self.advance(through, dead).await?;
+        if through > start {
+            match outbox {
+                Outbox::Readings => self.advance(through, dead).await?,
+                Outbox::Derived => {
+                    let now = self.clock.now();
+                    self.with_store(move |s| s.derived_done_durable(through, &dead, now))
+                        .await?;
+                }
+            }
         }
         Ok(retry)
     }

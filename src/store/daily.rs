@@ -33,6 +33,32 @@ fn store_parts(m: Milli) -> (i64, i64) {
     }
 }
 
+/// Cached site-days grouped by date.
+pub type DayRows = std::collections::BTreeMap<NaiveDate, Vec<(String, SiteDay)>>;
+
+/// Reads one `site_daily` row selected as `day, site, h25, num25, den25, h10, num10, den10`.
+fn daily_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(NaiveDate, String, SiteDay)> {
+    let agg = |o: usize| -> rusqlite::Result<DayAgg> {
+        let num: Option<i64> = r.get(o + 1)?;
+        let den: Option<i64> = r.get(o + 2)?;
+        Ok(DayAgg {
+            valid_hours: r.get::<_, i64>(o)? as usize,
+            mean: match (num, den) {
+                (Some(n), Some(d)) if d > 0 => Some(Milli::ratio(i128::from(n), i128::from(d))),
+                _ => None,
+            },
+        })
+    };
+    Ok((
+        epoch() + Duration::days(r.get(0)?),
+        r.get::<_, String>(1)?,
+        SiteDay {
+            pm25: agg(2)?,
+            pm10: agg(5)?,
+        },
+    ))
+}
+
 impl Store {
     /// Recomputes the daily values that commits have touched since the last refresh (all
     /// of them when the rules changed). Returns how many site-days were recomputed.
@@ -91,6 +117,9 @@ impl Store {
                  ON CONFLICT (day, site) DO UPDATE SET h25 = excluded.h25, num25 = excluded.num25,
                     den25 = excluded.den25, h10 = excluded.h10, num10 = excluded.num10, den10 = excluded.den10",
             )?;
+            let mut pending = tx.prepare_cached(
+                "INSERT OR IGNORE INTO derived_pending (day, site) VALUES (?1, ?2)",
+            )?;
             for (site, date) in &touched {
                 let from = zone.start_of(*date);
                 let to = zone.start_of(*date + Duration::days(1));
@@ -113,6 +142,8 @@ impl Store {
                     b.map(|x| x.0),
                     b.map(|x| x.1),
                 ])?;
+                // The sinks' derived series follow every recomputed day that has data.
+                pending.execute(params![day_number(*date), site])?;
             }
             let mut del =
                 tx.prepare_cached("DELETE FROM dirty_days WHERE site = ?1 AND utc_day = ?2")?;
@@ -122,6 +153,59 @@ impl Store {
         }
         tx.commit()?;
         Ok(touched.len())
+    }
+
+    /// Emits the derived daily series: in one transaction, hands the site-days
+    /// recomputed since the last call (and every cached site-day of their dates, for the
+    /// district values) to `make`, stores the lines it returns in the derived outbox,
+    /// and clears the pending marks. Returns the number of lines.
+    pub fn emit_derived_days(
+        &mut self,
+        now: UnixMillis,
+        make: impl FnOnce(&[(NaiveDate, String)], &DayRows) -> Vec<String>,
+    ) -> Result<usize, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let pending: Vec<(NaiveDate, String)> = {
+            let mut stmt = tx.prepare("SELECT day, site FROM derived_pending")?;
+            let rows = stmt.query_map([], |r| {
+                Ok((epoch() + Duration::days(r.get(0)?), r.get::<_, String>(1)?))
+            })?;
+            rows.collect::<Result<_, _>>()?
+        };
+        if pending.is_empty() {
+            return Ok(0);
+        }
+        let mut by_date = DayRows::new();
+        {
+            let dates: BTreeSet<NaiveDate> = pending.iter().map(|p| p.0).collect();
+            let mut stmt = tx.prepare_cached(
+                "SELECT day, site, h25, num25, den25, h10, num10, den10 FROM site_daily WHERE day = ?1",
+            )?;
+            for d in dates {
+                let rows = stmt.query_map([day_number(d)], daily_row)?;
+                for row in rows {
+                    let (date, site, day) = row?;
+                    by_date.entry(date).or_default().push((site, day));
+                }
+            }
+        }
+        let lines = make(&pending, &by_date);
+        {
+            let mut ins =
+                tx.prepare_cached("INSERT INTO derived_outbox (line, created_ms) VALUES (?1, ?2)")?;
+            for l in &lines {
+                ins.execute(params![l, now.0])?;
+            }
+            let mut del =
+                tx.prepare_cached("DELETE FROM derived_pending WHERE day = ?1 AND site = ?2")?;
+            for (d, site) in &pending {
+                del.execute(params![day_number(*d), site])?;
+            }
+        }
+        tx.commit()?;
+        Ok(lines.len())
     }
 
     /// Cached daily values for `from..=to`, for one site or all: (date, site, day).
@@ -136,29 +220,7 @@ impl Store {
             "SELECT day, site, h25, num25, den25, h10, num10, den10 FROM site_daily
              WHERE day >= ?1 AND day <= ?2 AND (?3 IS NULL OR site = ?3) ORDER BY day, site",
         )?;
-        let rows = stmt.query_map(params![day_number(from), day_number(to), site], |r| {
-            let agg = |o: usize| -> rusqlite::Result<DayAgg> {
-                let num: Option<i64> = r.get(o + 1)?;
-                let den: Option<i64> = r.get(o + 2)?;
-                Ok(DayAgg {
-                    valid_hours: r.get::<_, i64>(o)? as usize,
-                    mean: match (num, den) {
-                        (Some(n), Some(d)) if d > 0 => {
-                            Some(Milli::ratio(i128::from(n), i128::from(d)))
-                        }
-                        _ => None,
-                    },
-                })
-            };
-            Ok((
-                epoch() + Duration::days(r.get(0)?),
-                r.get::<_, String>(1)?,
-                SiteDay {
-                    pm25: agg(2)?,
-                    pm10: agg(5)?,
-                },
-            ))
-        })?;
+        let rows = stmt.query_map(params![day_number(from), day_number(to), site], daily_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 }

@@ -61,7 +61,12 @@ impl Batch {
         }
     }
 
-    pub(super) fn apply(self, tx: &Transaction<'_>) -> Result<(), StoreError> {
+    pub(super) fn apply(
+        self,
+        tx: &Transaction<'_>,
+        lines: Option<&super::HourlyLines>,
+        now: UnixMillis,
+    ) -> Result<(), StoreError> {
         let mut up = tx.prepare_cached(
             "INSERT INTO hourly (site, hour_ms, n25, sum25, cov25, nd25, dev25, n10, sum10, cov10, nd10, dev10)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
@@ -71,8 +76,11 @@ impl Batch {
                 dev25 = coalesce(excluded.dev25, dev25),
                 n10 = n10 + excluded.n10, sum10 = sum10 + excluded.sum10,
                 cov10 = cov10 + excluded.cov10, nd10 = nd10 + excluded.nd10,
-                dev10 = coalesce(excluded.dev10, dev10)",
+                dev10 = coalesce(excluded.dev10, dev10)
+             RETURNING site, hour_ms, n25, sum25, cov25, nd25, dev25, n10, sum10, cov10, nd10, dev10",
         )?;
+        let mut derived =
+            tx.prepare_cached("INSERT INTO derived_outbox (line, created_ms) VALUES (?1, ?2)")?;
         let mut dirty =
             tx.prepare_cached("INSERT OR IGNORE INTO dirty_days (site, utc_day) VALUES (?1, ?2)")?;
         let mut marked = std::collections::HashSet::new();
@@ -81,20 +89,26 @@ impl Batch {
             if marked.insert((site.clone(), utc_day)) {
                 dirty.execute(params![site, utc_day])?;
             }
-            up.execute(params![
-                site,
-                hour,
-                a.n,
-                a.sum_milli,
-                a.covered_secs as i64,
-                a.n_without_interval,
-                a.device_mean_milli,
-                b.n,
-                b.sum_milli,
-                b.covered_secs as i64,
-                b.n_without_interval,
-                b.device_mean_milli,
-            ])?;
+            let after = up.query_row(
+                params![
+                    site,
+                    hour,
+                    a.n,
+                    a.sum_milli,
+                    a.covered_secs as i64,
+                    a.n_without_interval,
+                    a.device_mean_milli,
+                    b.n,
+                    b.sum_milli,
+                    b.covered_secs as i64,
+                    b.n_without_interval,
+                    b.device_mean_milli,
+                ],
+                site_hour_row,
+            )?;
+            if let Some(line) = lines.and_then(|f| f(&after)) {
+                derived.execute(params![line, now.0])?;
+            }
         }
         Ok(())
     }

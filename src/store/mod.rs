@@ -10,6 +10,7 @@ mod hourly;
 mod outbox;
 mod schema;
 
+pub use daily::DayRows;
 pub use outbox::DeadLetter;
 
 use std::path::{Path, PathBuf};
@@ -125,7 +126,13 @@ pub struct CommitOutcome {
 /// A handle on the store: one SQLite connection.
 pub struct Store {
     conn: Connection,
+    /// When set, each commit also emits the hourly derived series of the hours it
+    /// changed (see [`Store::emit_hourly_with`]).
+    hourly_lines: Option<HourlyLines>,
 }
+
+/// Turns a site-hour's aggregate into derived-series lines.
+pub type HourlyLines = Box<dyn Fn(&crate::aqi::daily::SiteHour) -> Option<String> + Send>;
 
 impl Store {
     /// Opens (creating when missing) the store and applies pending migrations.
@@ -158,9 +165,18 @@ impl Store {
             .map_err(open_err)?;
         conn.pragma_update(None, "wal_autocheckpoint", WAL_CHECKPOINT_PAGES)
             .map_err(open_err)?;
-        let mut store = Store { conn };
+        let mut store = Store {
+            conn,
+            hourly_lines: None,
+        };
         store.migrate()?;
         Ok(store)
+    }
+
+    /// Emits a derived line for every site-hour a commit changes, computed by `f` from
+    /// the hour's aggregate after the commit's additions, in the same transaction.
+    pub fn emit_hourly_with(&mut self, f: HourlyLines) {
+        self.hourly_lines = Some(f);
     }
 
     /// The database file.
@@ -224,7 +240,7 @@ impl Store {
                     hours.add(r);
                 }
             }
-            hours.apply(&tx)?;
+            hours.apply(&tx, self.hourly_lines.as_ref(), now)?;
             let mut rej = tx.prepare_cached(
                 "INSERT INTO rejects (at_ms, reason, topic, detail, excerpt)
                  VALUES (?1, ?2, ?3, ?4, ?5)",

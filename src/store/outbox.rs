@@ -96,10 +96,11 @@ impl Store {
         Ok(())
     }
 
-    /// How many readings wait after `cursor`, and when the oldest of them was received.
+    /// How many readings (and derived lines) wait after `cursor`, and when the oldest
+    /// reading of them was received.
     pub fn pending_stats(&self, cursor: i64) -> Result<(u64, Option<UnixMillis>), StoreError> {
         let n: i64 = self.conn.query_row(
-            "SELECT count(*) FROM readings WHERE seq > ?1",
+            "SELECT (SELECT count(*) FROM readings WHERE seq > ?1) + (SELECT count(*) FROM derived_outbox)",
             [cursor],
             |r| r.get(0),
         )?;
@@ -112,5 +113,36 @@ impl Store {
             )
             .optional()?;
         Ok((n as u64, oldest.map(UnixMillis)))
+    }
+
+    /// The oldest derived-series lines, at most `max_rows`.
+    pub fn derived_head(&self, max_rows: usize) -> Result<Vec<(i64, String)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT seq, line FROM derived_outbox ORDER BY seq LIMIT ?1")?;
+        let rows = stmt.query_map([max_rows as i64], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Removes the derived lines through `through` (delivered or dead) and records the
+    /// dead letters, in one transaction.
+    pub fn derived_done_durable(
+        &mut self,
+        through: i64,
+        dead: &[DeadLetter],
+        now: UnixMillis,
+    ) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut dl = tx.prepare_cached(
+                "INSERT INTO dead_letters (at_ms, status, reason, line) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for d in dead {
+                dl.execute(params![now.0, d.status, d.reason, d.line])?;
+            }
+            tx.execute("DELETE FROM derived_outbox WHERE seq <= ?1", [through])?;
+        }
+        tx.commit()?;
+        Ok(())
     }
 }

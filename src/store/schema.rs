@@ -117,4 +117,19 @@ pub(super) const MIGRATIONS: &[&str] = &[
     );
     INSERT INTO dirty_days SELECT DISTINCT site, hour_ms / 86400000 FROM hourly;
     "#,
+    // 4: derived series for the sinks: hourly means (emitted with each commit) and
+    // daily values (emitted for the site-days each refresh recomputed). Lines carry
+    // deterministic timestamps, so a re-emitted value overwrites in InfluxDB.
+    r#"
+    CREATE TABLE derived_pending (
+        day  INTEGER NOT NULL,
+        site TEXT    NOT NULL,
+        PRIMARY KEY (day, site)
+    ) WITHOUT ROWID;
+    CREATE TABLE derived_outbox (
+        seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+        line       TEXT    NOT NULL,
+        created_ms INTEGER NOT NULL
+    );
+    "#,
 ];

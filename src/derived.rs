@@ -1,0 +1,260 @@
+//! Derived series for InfluxDB: hourly means per site (with validity) and daily values
+//! per site and for the district (means, AQI, category, good, valid). Pure builders of
+//! line-protocol lines; the store decides when (hours with each commit, days after each
+//! daily refresh). Timestamps are the start of the local hour or day, so a recomputed
+//! value overwrites the old point instead of adding one.
+//!
+//! Measurements (with the default `influx.measurement = "pm"`):
+//! - `pm_hourly`, tag `site`; fields `pm2_5`, `pm10` (µg/m³, the hour's mean),
+//!   `pm2_5_valid`, `pm10_valid` (bool), `pm2_5_samples`, `pm10_samples` (int);
+//! - `pm_daily`, tag `scope` = `site` (with tag `site`) or `district`; fields `pm2_5`,
+//!   `pm10` (daily mean, unrounded), `pm2_5_ug`, `pm10_ug` (the rounded values indexed),
+//!   `aqi` (int), `category` (string), `class` (`good`/`polluted`/`no_data`), `good`,
+//!   `valid` (bool), `valid_hours_pm2_5`, `valid_hours_pm10`, `sites_pm2_5`,
+//!   `sites_pm10` (int).
+
+use chrono::NaiveDate;
+
+use crate::aqi::daily::{district_value, site_value, DayClass, DayValue, SiteHour};
+use crate::aqi::index::TableSet;
+use crate::aqi::zone::Zone;
+use crate::aqi::AqiConfig;
+use crate::sink::line_protocol::{encode, FieldValue, Point};
+use crate::store::DayRows;
+
+/// What the builders need from the config.
+#[derive(Debug, Clone)]
+pub struct Derived {
+    pub measurement: String,
+    pub zone: Zone,
+    pub table: TableSet,
+    pub default_interval_secs: u32,
+    pub min_sites: usize,
+    pub exclude: Vec<String>,
+}
+
+impl Derived {
+    pub fn new(measurement: &str, aqi: &AqiConfig) -> Derived {
+        Derived {
+            measurement: measurement.to_owned(),
+            zone: aqi.zone(),
+            table: aqi.table_set,
+            default_interval_secs: aqi.default_interval_secs,
+            min_sites: aqi.district_min_sites,
+            exclude: aqi.district_exclude.clone(),
+        }
+    }
+
+    /// The hourly line of a site-hour (None when it has no normal-flag data at all).
+    pub fn hour_line(&self, h: &SiteHour) -> Option<String> {
+        let mut fields = Vec::new();
+        for (name, agg) in [("pm2_5", &h.pm25), ("pm10", &h.pm10)] {
+            if agg.n == 0 && agg.device_mean_milli.is_none() {
+                continue;
+            }
+            let valid = agg.valid_mean(self.default_interval_secs);
+            let mean = valid.map(|m| m.as_ug()).unwrap_or_else(|| {
+                if agg.n > 0 {
+                    agg.sum_milli as f64 / f64::from(agg.n) / 1000.0
+                } else {
+                    0.0
+                }
+            });
+            fields.push((name.to_owned(), FieldValue::Float(mean)));
+            fields.push((format!("{name}_valid"), FieldValue::Bool(valid.is_some())));
+            fields.push((
+                format!("{name}_samples"),
+                FieldValue::Integer(i64::from(agg.n)),
+            ));
+        }
+        if fields.is_empty() {
+            return None;
+        }
+        encode(&Point {
+            measurement: format!("{}_hourly", self.measurement),
+            tags: vec![("site".into(), h.site.clone())],
+            fields,
+            ts_ms: h.hour.0,
+        })
+        .ok()
+    }
+
+    /// Lines for the recomputed site-days and for the district on each of their dates.
+    pub fn day_lines(&self, pending: &[(NaiveDate, String)], rows: &DayRows) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut dates: Vec<NaiveDate> = Vec::new();
+        for (date, site) in pending {
+            let day = rows
+                .get(date)
+                .and_then(|v| v.iter().find(|(s, _)| s == site))
+                .map(|(_, d)| d);
+            let v = site_value(*date, day, self.table);
+            out.extend(self.day_line(&v, Some(site)));
+            if !dates.contains(date) {
+                dates.push(*date);
+            }
+        }
+        for date in dates {
+            let sites: Vec<_> = rows
+                .get(&date)
+                .map(|v| {
+                    v.iter()
+                        .filter(|(s, _)| !self.exclude.contains(s))
+                        .map(|(_, d)| d)
+                        .collect()
+                })
+                .unwrap_or_default();
+            let v = district_value(date, &sites, self.min_sites, self.table);
+            out.extend(self.day_line(&v, None));
+        }
+        out
+    }
+
+    fn day_line(&self, v: &DayValue, site: Option<&str>) -> Option<String> {
+        let mut tags = vec![(
+            "scope".to_owned(),
+            if site.is_some() { "site" } else { "district" }.to_owned(),
+        )];
+        if let Some(s) = site {
+            tags.push(("site".into(), s.to_owned()));
+        }
+        let mut fields = Vec::new();
+        let int = |n: usize| FieldValue::Integer(n as i64);
+        if let Some(m) = v.pm25 {
+            fields.push(("pm2_5".to_owned(), FieldValue::Float(m.as_ug())));
+        }
+        if let Some(m) = v.pm10 {
+            fields.push(("pm10".to_owned(), FieldValue::Float(m.as_ug())));
+        }
+        if let Some(c) = v.pm25_ug {
+            fields.push(("pm2_5_ug".to_owned(), FieldValue::Integer(i64::from(c))));
+        }
+        if let Some(c) = v.pm10_ug {
+            fields.push(("pm10_ug".to_owned(), FieldValue::Integer(i64::from(c))));
+        }
+        if let Some(a) = &v.aqi {
+            fields.push(("aqi".to_owned(), FieldValue::Integer(i64::from(a.value))));
+            fields.push((
+                "category".to_owned(),
+                FieldValue::Str(a.category.en().to_owned()),
+            ));
+        }
+        let class = match v.class {
+            DayClass::Good => "good",
+            DayClass::Polluted => "polluted",
+            DayClass::NoData => "no_data",
+        };
+        fields.push(("class".to_owned(), FieldValue::Str(class.to_owned())));
+        fields.push((
+            "good".to_owned(),
+            FieldValue::Bool(v.class == DayClass::Good),
+        ));
+        fields.push((
+            "valid".to_owned(),
+            FieldValue::Bool(v.class != DayClass::NoData),
+        ));
+        fields.push(("valid_hours_pm2_5".to_owned(), int(v.valid_hours_pm25)));
+        fields.push(("valid_hours_pm10".to_owned(), int(v.valid_hours_pm10)));
+        fields.push(("sites_pm2_5".to_owned(), int(v.sites_pm25)));
+        fields.push(("sites_pm10".to_owned(), int(v.sites_pm10)));
+        encode(&Point {
+            measurement: format!("{}_daily", self.measurement),
+            tags,
+            fields,
+            ts_ms: self.zone.start_of(v.date).0,
+        })
+        .ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aqi::validity::HourAgg;
+    use crate::model::UnixMillis;
+
+    #[test]
+    fn hourly_lines_say_whether_the_hour_is_valid() {
+        let d = Derived::new("pm", &AqiConfig::default());
+        let h = SiteHour {
+            site: "s1".into(),
+            hour: UnixMillis(1_470_013_200_000),
+            pm25: HourAgg::default(),
+            pm10: HourAgg {
+                n: 44,
+                sum_milli: 44 * 80_000,
+                covered_secs: 44 * 60,
+                ..HourAgg::default()
+            },
+        };
+        assert_eq!(
+            d.hour_line(&h).unwrap(),
+            "pm_hourly,site=s1 pm10=80,pm10_valid=false,pm10_samples=44i 1470013200000\n"
+        );
+        let empty = SiteHour {
+            pm10: HourAgg::default(),
+            ..h
+        };
+        assert!(d.hour_line(&empty).is_none());
+    }
+}
+
+#[cfg(test)]
+mod store_tests {
+    use super::*;
+    use crate::model::{Flag, MicrogramsPerCubicMetre, Period, Reading, SiteId, UnixMillis};
+    use crate::store::{Store, StoreConfig};
+
+    #[test]
+    fn a_refresh_emits_site_and_district_days() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&StoreConfig {
+            path: dir.path().join("aq.db"),
+            ..StoreConfig::default()
+        })
+        .unwrap();
+        let d = Derived::new("pm", &AqiConfig::default());
+        let day_start = d
+            .zone
+            .start_of(NaiveDate::from_ymd_opt(2016, 8, 1).unwrap());
+        let readings: Vec<Reading> = (0..24)
+            .map(|h| Reading {
+                site: SiteId::parse("a").unwrap(),
+                device: None,
+                ts: UnixMillis(day_start.0 + h * 3_600_000),
+                period: Period::Hour,
+                flag: Flag::Normal,
+                pm25: Some(MicrogramsPerCubicMetre::new(30.0).unwrap()),
+                pm10: None,
+                interval_secs: None,
+            })
+            .collect();
+        s.commit_batch_durable(&readings, &[], UnixMillis(0))
+            .unwrap();
+        s.refresh_daily(d.zone, 60).unwrap();
+        let n = s
+            .emit_derived_days(UnixMillis(0), |p, rows| d.day_lines(p, rows))
+            .unwrap();
+        assert_eq!(n, 2, "one site line and one district line");
+        let lines: Vec<String> = s
+            .derived_head(10)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.1)
+            .collect();
+        assert!(
+            lines[0].starts_with("pm_daily,scope=site,site=a pm2_5=30,pm2_5_ug=30i,aqi=43i"),
+            "{lines:?}"
+        );
+        assert!(
+            lines[1].starts_with("pm_daily,scope=district pm2_5=30,"),
+            "{lines:?}"
+        );
+        // Nothing pending any more.
+        assert_eq!(
+            s.emit_derived_days(UnixMillis(0), |p, rows| d.day_lines(p, rows))
+                .unwrap(),
+            0
+        );
+    }
+}

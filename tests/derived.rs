@@ -1,0 +1,102 @@
+//! Derived series in a real InfluxDB 1.6: hourly means per site and daily values per
+//! site and for the district, stamped at the start of the local hour/day, so that a
+//! late backlog re-emits the day and the new value overwrites the old point.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aq_ingest::metrics::Metrics;
+use common::*;
+
+/// Hourly means for `site` on 2016-08-01 (Beijing), hours `hrs`.
+fn hours(site: &str, pm25: f64, hrs: std::ops::Range<u32>) -> (String, Vec<u8>) {
+    let items: Vec<String> = hrs
+        .map(|h| format!(r#"{{"ts":"2016-08-01T{h:02}:00:00+08:00","pm25":{pm25},"pm10":60,"period":"hour"}}"#))
+        .collect();
+    (
+        format!("aq/{site}/readings"),
+        format!("[{}]", items.join(",")).into_bytes(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daily_values_reach_influxdb_and_late_data_overwrites_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(dir.path());
+    let influx = Influx1::start(dir.path(), "aq");
+    let sink = format!(
+        "[influx]\nurl = \"{}\"\napi = \"v1\"\ndatabase = \"aq\"\nflush_interval_secs = 0.1\nderived_daily_interval_secs = 1\n",
+        influx.url()
+    );
+    let svc = Service::start(config(dir.path(), &broker.url(), "t-derived", Some(&sink))).await;
+    let m = Arc::clone(&svc.metrics);
+
+    // 19 hours at each site: no valid day yet.
+    publish_all(
+        broker.port,
+        vec![hours("a", 30.0, 0..19), hours("b", 41.0, 0..19)],
+    )
+    .await;
+    let district = |field: &str| {
+        let rows = influx.query(
+            "aq",
+            &format!("SELECT {field} FROM pm_daily WHERE scope = 'district' AND time = '2016-07-31T16:00:00Z'"),
+        );
+        rows.first().map(|r| r[1].clone())
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while district("class").is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no district line in InfluxDB: {:?} {:?}",
+            influx.query("aq", "SHOW MEASUREMENTS"),
+            influx.query("aq", "SELECT * FROM pm_daily")
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(district("class").unwrap(), "no_data");
+    assert_eq!(district("valid").unwrap(), false);
+    let hourly = influx.query("aq", "SELECT count(pm2_5) FROM pm_hourly WHERE site = 'a'");
+    assert_eq!(hourly[0][1], 19);
+
+    // The late backlog completes the day: PM2.5 (30 + 41) / 2 = 35.5 → 36 (IAQI 52);
+    // PM10 60 (IAQI 55) is the larger.
+    publish_all(
+        broker.port,
+        vec![hours("a", 30.0, 19..24), hours("b", 41.0, 19..24)],
+    )
+    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while district("class").as_ref().and_then(|v| v.as_str()) != Some("good") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the district day was not re-emitted"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(district("aqi").unwrap(), 55);
+    assert_eq!(district("pm2_5_ug").unwrap(), 36);
+    assert_eq!(district("sites_pm2_5").unwrap(), 2);
+    // Overwritten, not added: one district point for the day, one per site.
+    let n = influx.query(
+        "aq",
+        "SELECT count(class) FROM pm_daily WHERE scope = 'district'",
+    );
+    assert_eq!(n[0][1], 1);
+    let a = influx.query(
+        "aq",
+        "SELECT aqi, pm2_5_ug, valid_hours_pm2_5 FROM pm_daily WHERE site = 'a'",
+    );
+    assert_eq!(
+        (a.len(), a[0][1].clone(), a[0][2].clone(), a[0][3].clone()),
+        (1, 55.into(), 30.into(), 24.into())
+    );
+    // Stamped at the start of the Beijing day.
+    assert_eq!(a[0][0], "2016-07-31T16:00:00Z");
+    let hourly = influx.query("aq", "SELECT count(pm2_5) FROM pm_hourly WHERE site = 'b'");
+    assert_eq!(hourly[0][1], 24);
+    assert!(Metrics::get(&m.lines_written) >= 48);
+    svc.stop().await;
+}
