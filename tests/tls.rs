@@ -1,0 +1,161 @@
+//! MQTT over TLS (rustls with ring): the service connects to a real mosquitto TLS
+//! listener that requires client certificates, trusting a custom CA, and stores what a
+//! device publishes.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aq_ingest::config::Config;
+use aq_ingest::metrics::Metrics;
+use common::*;
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let st = Command::new(require("openssl"))
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, all signed by it.
+fn make_pki(dir: &Path) {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509"];
+    ca.extend(ec);
+    ca.extend([
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=aq-test-ca",
+    ]);
+    openssl(dir, &ca);
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("client.ext"),
+        "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
+    )
+    .unwrap();
+    for who in ["server", "client"] {
+        let mut req = vec!["req"];
+        req.extend(ec);
+        let key = format!("{who}.key");
+        let csr = format!("{who}.csr");
+        let subj = format!("/CN=aq-{who}");
+        req.extend(["-keyout", &key, "-out", &csr, "-subj", &subj]);
+        openssl(dir, &req);
+        let pem = format!("{who}.pem");
+        let ext = format!("{who}.ext");
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &pem,
+                "-days",
+                "2",
+                "-extfile",
+                &ext,
+            ],
+        );
+    }
+    // mosquitto started as root drops to its own user, which must read these test keys.
+    use std::os::unix::fs::PermissionsExt;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let p = entry.unwrap().path();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let mut d = dir.to_path_buf();
+    while d.pop() && d.starts_with(std::env::temp_dir()) && d != std::env::temp_dir() {
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtts_with_a_custom_ca_and_a_client_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = dir.path().join("pki");
+    std::fs::create_dir_all(&pki).unwrap();
+    make_pki(&pki);
+
+    // mosquitto with a plain listener (for the device) and a TLS one requiring client
+    // certificates (for the service).
+    let plain = free_port();
+    let tls = free_port();
+    let conf = dir.path().join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "per_listener_settings false\nallow_anonymous true\nlistener {plain} 127.0.0.1\nlistener {tls} 127.0.0.1\ncafile {p}/ca.pem\ncertfile {p}/server.pem\nkeyfile {p}/server.key\nrequire_certificate true\n",
+            p = pki.display()
+        ),
+    )
+    .unwrap();
+    require("mosquitto");
+    let log = dir.path().join("mosquitto.log");
+    let f = std::fs::File::create(&log).unwrap();
+    let child = Command::new("mosquitto")
+        .arg("-c")
+        .arg(&conf)
+        .stdout(f.try_clone().unwrap())
+        .stderr(f)
+        .spawn()
+        .unwrap();
+    let broker = proc_from(child, log);
+    wait_until("mosquitto TLS listener", Duration::from_secs(10), || {
+        assert!(
+            !broker.log_text().contains("Error"),
+            "mosquitto: {}",
+            broker.log_text()
+        );
+        std::net::TcpStream::connect(("127.0.0.1", tls)).is_ok()
+    });
+
+    let text = format!(
+        "[mqtt]\nurl = \"mqtts://127.0.0.1:{tls}\"\nclient_id = \"t-tls\"\ntls_ca_file = \"{p}/ca.pem\"\ntls_client_cert_file = \"{p}/client.pem\"\ntls_client_key_file = \"{p}/client.key\"\n[store]\npath = \"{}\"\n[log]\nstats_interval_secs = 0\n",
+        dir.path().join("aq.db").display(),
+        p = pki.display()
+    );
+    let cfg = Config::parse(&text, "test").unwrap();
+    let svc = Service::start(cfg).await;
+    let m = Arc::clone(&svc.metrics);
+    let base = base_ts_ms();
+    publish_all(plain, (0..20).map(|i| reading_msg(1, i, base)).collect()).await;
+    wait_for("20 readings over TLS", Duration::from_secs(30), || {
+        Metrics::get(&m.readings_stored) == 20
+    })
+    .await;
+    svc.stop().await;
+    assert_eq!(count(&db(dir.path()), "SELECT count(*) FROM readings"), 20);
+}
