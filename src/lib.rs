@@ -16,6 +16,7 @@
 //!   good-day target. Pure.
 //! - [`derived`]: hourly and daily derived series (lines) for InfluxDB.
 //! - [`report`]: the target report from the store's hourly aggregates.
+//! - [`sim`]: the device simulator (demo, load tests).
 //! - [`app`]: wiring only — channels, tasks, ordered shutdown.
 //! - [`broker`]: the embedded MQTT broker (rumqttd) for single-machine use.
 //! - Shared: [`model`] (domain types), [`reject`], [`metrics`], [`clock`],
@@ -37,6 +38,7 @@ pub mod metrics;
 pub mod model;
 pub mod reject;
 pub mod report;
+pub mod sim;
 pub mod sink;
 pub mod source;
 pub mod store;

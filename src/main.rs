@@ -28,6 +28,47 @@ enum Command {
     CheckConfig,
     /// Print the good-day report from the local store.
     Report(ReportArgs),
+    /// Publish simulated site readings to an MQTT broker.
+    Simulate(SimulateArgs),
+    /// Run the service with the simulator in-process: a half year of district data in
+    /// `data/demo.db`, then the target report; the service keeps running (Ctrl-C stops).
+    Demo(DemoArgs),
+}
+
+#[derive(clap::Args)]
+struct SimulateArgs {
+    /// mqtt://host:port
+    #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
+    broker: String,
+    #[arg(long, default_value_t = 10)]
+    sites: usize,
+    #[arg(long, default_value_t = 60)]
+    interval_secs: u32,
+    /// Historical mode: the first local date to replay (live mode without it).
+    #[arg(long)]
+    from: Option<chrono::NaiveDate>,
+    /// Days to replay (historical) or to run (live).
+    #[arg(long, default_value_t = 1)]
+    days: u32,
+    /// Historical mode: simulated seconds per real second (default: as fast as possible).
+    #[arg(long)]
+    speed: Option<f64>,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// At most this many messages per second.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Readings per message (a device's batch upload).
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+}
+
+#[derive(clap::Args)]
+struct DemoArgs {
+    #[arg(long, default_value_t = 10)]
+    sites: usize,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
 }
 
 #[derive(clap::Args)]
@@ -75,6 +116,35 @@ fn main() -> ExitCode {
         }
     };
     match cli.command.unwrap_or(Command::Serve) {
+        Command::Simulate(args) => {
+            init_logging(&cfg);
+            match tokio::runtime::Runtime::new()
+                .map_err(|e| e.to_string())
+                .and_then(|rt| rt.block_on(simulate(&cfg, args)))
+            {
+                Ok(n) => {
+                    println!("published {n} messages");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("aq-ingest simulate: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Demo(args) => {
+            init_logging(&cfg);
+            match tokio::runtime::Runtime::new()
+                .map_err(|e| e.to_string())
+                .and_then(|rt| rt.block_on(demo(cfg, args)))
+            {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("aq-ingest demo: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Report(args) => match report(&cfg, args) {
             Ok(text) => {
                 print!("{text}");
@@ -117,6 +187,166 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+fn broker_addr(url: &str) -> Result<(String, u16), String> {
+    let m = aq_ingest::source::mqtt::MqttConfig {
+        url: url.to_owned(),
+        ..Default::default()
+    };
+    let a = m.broker().map_err(|e| e.to_string())?;
+    if a.tls {
+        return Err("the simulator speaks plain MQTT (mqtt://)".into());
+    }
+    Ok((a.host, a.port))
+}
+
+async fn simulate(cfg: &Config, a: SimulateArgs) -> Result<u64, String> {
+    use aq_ingest::sim::{publish_history, Replay, Simulator};
+    let (host, port) = broker_addr(&a.broker)?;
+    let sim = Simulator {
+        sites: a.sites,
+        interval_secs: a.interval_secs.max(1),
+        seed: a.seed,
+        zone: cfg.aqi.zone(),
+    };
+    match a.from {
+        Some(from) => publish_history(
+            &sim,
+            &host,
+            port,
+            &Replay {
+                from,
+                days: a.days,
+                batch: a.batch,
+                rate: a.rate,
+                speed: a.speed,
+            },
+        )
+        .await
+        .map_err(|e| e.to_string()),
+        None => simulate_live(&sim, &host, port, a.days).await,
+    }
+}
+
+/// Live mode: every interval, one reading per site stamped with the current slot.
+async fn simulate_live(
+    sim: &aq_ingest::sim::Simulator,
+    host: &str,
+    port: u16,
+    days: u32,
+) -> Result<u64, String> {
+    use aq_ingest::clock::Clock as _;
+    use rumqttc::{AsyncClient, MqttOptions, QoS};
+    let mut o = MqttOptions::new(format!("aq-sim-live-{}", sim.seed), host, port);
+    o.set_keep_alive(std::time::Duration::from_secs(30));
+    let (client, mut el) = AsyncClient::new(o, 1000);
+    // Drive the connection; rumqttc reconnects on the next poll after an error.
+    tokio::spawn(async move {
+        loop {
+            if el.poll().await.is_err() {
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        }
+    });
+    let step = i64::from(sim.interval_secs) * 1000;
+    let end = SystemClock.now().0 + i64::from(days) * 86_400_000;
+    let mut sent = 0u64;
+    loop {
+        let now = SystemClock.now().0;
+        let slot = (now / step + 1) * step;
+        if slot > end {
+            return Ok(sent);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis((slot - now) as u64)).await;
+        let date = sim.zone.date_of(aq_ingest::model::UnixMillis(slot));
+        for s in 0..sim.sites {
+            let day = sim.site_day(s, date);
+            if let Some(r) = day.iter().find(|r| r.ts.0 == slot) {
+                let topic = format!("aq/{}/readings", aq_ingest::sim::Simulator::site_id(s));
+                client
+                    .publish(
+                        topic,
+                        QoS::AtLeastOnce,
+                        false,
+                        sim.payload(std::slice::from_ref(r)),
+                    )
+                    .await
+                    .map_err(|e| e.to_string())?;
+                sent += 1;
+            }
+        }
+    }
+}
+
+async fn demo(mut cfg: Config, a: DemoArgs) -> Result<(), String> {
+    use aq_ingest::sim::{publish_history, Replay, Simulator};
+    use std::sync::atomic::Ordering;
+    cfg.store.path = std::path::PathBuf::from("data/demo.db");
+    cfg.broker.embedded = true;
+    let target = cfg
+        .target
+        .first()
+        .cloned()
+        .ok_or("the config has no [[target]]")?;
+    let metrics = Arc::new(Metrics::default());
+    let (host, port) = broker_addr(&cfg.broker.client_url())?;
+    let run = tokio::spawn(aq_ingest::app::run(
+        cfg.clone(),
+        Arc::new(SystemClock),
+        Arc::clone(&metrics),
+        shutdown_signal(),
+    ));
+    while !metrics.mqtt_subscribed.load(Ordering::Relaxed) {
+        if run.is_finished() {
+            return Err(match run.await {
+                Ok(Err(e)) => format!("{e:#}"),
+                _ => "the service stopped".into(),
+            });
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let sim = Simulator {
+        sites: a.sites,
+        interval_secs: 300,
+        seed: a.seed,
+        zone: cfg.aqi.zone(),
+    };
+    let t0 = std::time::Instant::now();
+    let replay = Replay {
+        from: target.from,
+        days: target.days(),
+        batch: 12,
+        rate: None,
+        speed: None,
+    };
+    let before = Metrics::get(&metrics.messages_acked);
+    let sent = publish_history(&sim, &host, port, &replay)
+        .await
+        .map_err(|e| e.to_string())?;
+    while Metrics::get(&metrics.messages_acked) < before + sent {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    tracing::info!(
+        messages = sent,
+        readings = Metrics::get(&metrics.readings_stored),
+        secs = t0.elapsed().as_secs(),
+        "demo: half year replayed"
+    );
+    let mut store = aq_ingest::store::Store::open(&cfg.store).map_err(|e| e.to_string())?;
+    let spec = aq_ingest::report::Spec {
+        from: target.from,
+        to: target.to,
+        as_of: target.to,
+        site: None,
+        target: Some(target),
+    };
+    let r = aq_ingest::report::build(&mut store, &cfg.aqi, spec).map_err(|e| e.to_string())?;
+    println!("{}", r.to_table());
+    println!("The service keeps running on the demo data (data/demo.db); Ctrl-C stops it.");
+    run.await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("{e:#}"))
 }
 
 fn report(cfg: &Config, args: ReportArgs) -> Result<String, String> {
