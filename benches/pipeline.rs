@@ -283,7 +283,7 @@ fn layout(pinned: bool, n: usize, rt: &tokio::runtime::Runtime) {
     std::fs::write(
         &cfg,
         format!(
-            "[mqtt]\nurl = \"{}\"\nclient_id = \"bench-aq\"\n[store]\npath = \"{}\"\ndurability = \"{durability}\"\n[log]\nstats_interval_secs = 0\n{sink_cfg}",
+            "[mqtt]\nurl = \"{}\"\nclient_id = \"bench-aq\"\n[store]\npath = \"{}\"\ndurability = \"{durability}\"\n[log]\nstats_interval_secs = 0\n[api]\nenabled = false\n{sink_cfg}",
             broker.url(),
             dir.path().join("aq.db").display(),
         ),

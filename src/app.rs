@@ -16,6 +16,7 @@ use anyhow::Context as _;
 use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
+use crate::api;
 use crate::broker;
 use crate::clock::Clock;
 use crate::config::Config;
@@ -130,6 +131,31 @@ pub async fn run(
     };
     let ingest_task = tokio::spawn(ingest.run(source.messages, ack_tx, nudge_tx));
 
+    // The HTTP API and dashboard, with their own store connection.
+    let api_task = if cfg.api.enabled {
+        let listener = tokio::net::TcpListener::bind(cfg.api.listen)
+            .await
+            .with_context(|| {
+                format!(
+                    "the API cannot listen on {} (set [api] listen)",
+                    cfg.api.listen
+                )
+            })?;
+        info!(listen = %cfg.api.listen, "HTTP API and dashboard: http://{}/", cfg.api.listen);
+        let app = api::router(
+            cfg.clone(),
+            Store::open(&cfg.store).context("opening the store for the API")?,
+            Arc::clone(&metrics),
+            Arc::clone(&clock),
+        );
+        let mut stop = stop_rx.clone();
+        Some(tokio::spawn(api::serve(listener, app, async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })))
+    } else {
+        None
+    };
+
     let housekeeping = tokio::spawn(housekeeping(
         cfg.clone(),
         derived,
@@ -158,6 +184,13 @@ pub async fn run(
         }
     }
     let _ = housekeeping.await;
+    if let Some(t) = api_task {
+        match t.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => error!(error = %e, "HTTP API stopped with an error"),
+            Err(e) => error!(error = %e, "HTTP API panicked"),
+        }
+    }
     log_stats(&metrics);
     info!("stopped");
     Ok(())

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use thiserror::Error;
 
+use crate::api::ApiConfig;
 use crate::aqi::target::TargetConfig;
 use crate::aqi::AqiConfig;
 use crate::broker::BrokerConfig;
@@ -75,6 +76,8 @@ pub struct Config {
     pub log: LogConfig,
     #[serde(default)]
     pub aqi: AqiConfig,
+    #[serde(default)]
+    pub api: ApiConfig,
     /// Good-day targets (`[[target]]`).
     #[serde(default)]
     pub target: Vec<TargetConfig>,

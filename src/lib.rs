@@ -17,6 +17,7 @@
 //! - [`derived`]: hourly and daily derived series (lines) for InfluxDB.
 //! - [`report`]: the target report from the store's hourly aggregates.
 //! - [`sim`]: the device simulator (demo, load tests).
+//! - [`api`]: the read-only HTTP API and the dashboard (axum).
 //! - [`app`]: wiring only — channels, tasks, ordered shutdown.
 //! - [`broker`]: the embedded MQTT broker (rumqttd) for single-machine use.
 //! - Shared: [`model`] (domain types), [`reject`], [`metrics`], [`clock`],
@@ -25,6 +26,7 @@
 //! Dependencies point one way: `app → ingest → (source, decode, validate, store, sink)
 //! → model`.
 
+pub mod api;
 pub mod app;
 pub mod aqi;
 pub mod backoff;

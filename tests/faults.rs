@@ -51,7 +51,7 @@ async fn sigkill_at_three_points_loses_nothing_and_stores_nothing_twice() {
     std::fs::write(
         &cfg,
         format!(
-            "[mqtt]\nurl = \"{}\"\nclient_id = \"t-kill\"\nreconnect_min_ms = 50\nreconnect_max_secs = 1\n[store]\npath = \"{}\"\n[log]\nstats_interval_secs = 0\n",
+            "[mqtt]\nurl = \"{}\"\nclient_id = \"t-kill\"\nreconnect_min_ms = 50\nreconnect_max_secs = 1\n[store]\npath = \"{}\"\n[log]\nstats_interval_secs = 0\n[api]\nenabled = false\n",
             broker.url(),
             dir.path().join("aq.db").display()
         ),

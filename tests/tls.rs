@@ -143,7 +143,7 @@ async fn mqtts_with_a_custom_ca_and_a_client_certificate() {
     });
 
     let text = format!(
-        "[mqtt]\nurl = \"mqtts://127.0.0.1:{tls}\"\nclient_id = \"t-tls\"\ntls_ca_file = \"{p}/ca.pem\"\ntls_client_cert_file = \"{p}/client.pem\"\ntls_client_key_file = \"{p}/client.key\"\n[store]\npath = \"{}\"\n[log]\nstats_interval_secs = 0\n",
+        "[mqtt]\nurl = \"mqtts://127.0.0.1:{tls}\"\nclient_id = \"t-tls\"\ntls_ca_file = \"{p}/ca.pem\"\ntls_client_cert_file = \"{p}/client.pem\"\ntls_client_key_file = \"{p}/client.key\"\n[store]\npath = \"{}\"\n[log]\nstats_interval_secs = 0\n[api]\nenabled = false\n",
         dir.path().join("aq.db").display(),
         p = pki.display()
     );

@@ -8,6 +8,7 @@
 mod daily;
 mod hourly;
 mod outbox;
+mod queries;
 mod schema;
 
 pub use daily::DayRows;

@@ -501,8 +501,9 @@ impl Service {
 /// A config for tests: the given broker, a store in `dir`, quiet logs.
 pub fn config(dir: &Path, mqtt_url: &str, client_id: &str, influx: Option<&str>) -> Config {
     let text = format!(
-        "[mqtt]\nurl = \"{mqtt_url}\"\nclient_id = \"{client_id}\"\nreconnect_min_ms = 50\nreconnect_max_secs = 1\n[store]\npath = \"{}\"\ndurability = \"process_crash\"\n[log]\nstats_interval_secs = 0\n{}",
+        "[mqtt]\nurl = \"{mqtt_url}\"\nclient_id = \"{client_id}\"\nreconnect_min_ms = 50\nreconnect_max_secs = 1\n[store]\npath = \"{}\"\ndurability = \"process_crash\"\n[log]\nstats_interval_secs = 0\n[api]\nlisten = \"127.0.0.1:{}\"\n{}",
         dir.join("aq.db").display(),
+        free_port(),
         influx.unwrap_or("")
     );
     Config::parse(&text, "test").unwrap()

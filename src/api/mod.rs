@@ -1,0 +1,205 @@
+//! The read-only HTTP API for analysts and the dashboard (axum): the stored series, the
+//! district's daily values, the target reports, the daily supervision bulletin, and the
+//! service's own health and metrics. One file per route group; [`error`] is the one
+//! error type every route answers with.
+
+pub mod error;
+mod health;
+mod openapi;
+mod routes;
+
+pub use openapi::PATHS;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use serde::Deserialize;
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::store::Store;
+use error::ApiError;
+
+/// The `[api]` config.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Serve the API and dashboard.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// When this environment variable is set, every route but `/healthz` needs
+    /// `Authorization: Bearer <its value>`.
+    #[serde(default = "default_token_env")]
+    pub token_env: String,
+    /// A site with no reading for this long is offline.
+    #[serde(default = "default_offline_after_secs")]
+    pub offline_after_secs: u64,
+    /// Hourly PM10 above this (µg/m³) is an alert in the bulletin.
+    #[serde(default = "default_alert_pm10")]
+    pub hourly_alert_pm10_ug: f64,
+    /// Longest period a daily query may ask for.
+    #[serde(default = "default_max_range_days")]
+    pub max_range_days: i64,
+    /// Longest period a raw or hourly series query may ask for.
+    #[serde(default = "default_max_raw_days")]
+    pub max_raw_days: i64,
+    /// Per-request time limit.
+    #[serde(default = "default_request_timeout_secs")]
+    pub request_timeout_secs: u64,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+fn default_token_env() -> String {
+    "AQ_API_TOKEN".into()
+}
+fn default_offline_after_secs() -> u64 {
+    3600
+}
+fn default_alert_pm10() -> f64 {
+    // Twice the GB 3095 Grade II 24-hour limit, as an hourly alarm level.
+    300.0
+}
+fn default_max_range_days() -> i64 {
+    400
+}
+fn default_max_raw_days() -> i64 {
+    7
+}
+fn default_request_timeout_secs() -> u64 {
+    10
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("every field has a default")
+    }
+}
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct ApiState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// The API's own store connection; queries run one at a time on blocking threads.
+    store: Mutex<Store>,
+    cfg: Config,
+    metrics: Arc<Metrics>,
+    clock: Arc<dyn Clock>,
+    /// The bearer token, when one is required.
+    token: Option<String>,
+}
+
+impl ApiState {
+    /// Runs `f` on the store on a blocking thread, within the request time limit.
+    async fn with_store<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Store, &Config) -> Result<T, ApiError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let inner = Arc::clone(&self.inner);
+        let limit = Duration::from_secs(self.inner.cfg.api.request_timeout_secs.max(1));
+        let task = tokio::task::spawn_blocking(move || {
+            let mut store = inner
+                .store
+                .lock()
+                .map_err(|_| ApiError::internal("store lock poisoned"))?;
+            f(&mut store, &inner.cfg)
+        });
+        match tokio::time::timeout(limit, task).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => Err(ApiError::internal(e)),
+            Err(_) => Err(ApiError {
+                status: axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                code: "timeout",
+                message: "the query took too long".into(),
+                parameter: None,
+            }),
+        }
+    }
+}
+
+/// Builds the router.
+pub fn router(cfg: Config, store: Store, metrics: Arc<Metrics>, clock: Arc<dyn Clock>) -> Router {
+    let token = std::env::var(&cfg.api.token_env)
+        .ok()
+        .filter(|t| !t.is_empty());
+    let state = ApiState {
+        inner: Arc::new(Inner {
+            store: Mutex::new(store),
+            cfg,
+            metrics,
+            clock,
+            token,
+        }),
+    };
+    let protected = Router::new()
+        .route("/", get(dashboard))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .route("/api/v1/openapi.json", get(openapi::document))
+        .route("/api/v1/sites", get(routes::sites))
+        .route("/api/v1/sites/:id/series", get(routes::series))
+        .route("/api/v1/district/daily", get(routes::district_daily))
+        .route("/api/v1/targets", get(routes::targets))
+        .route("/api/v1/targets/:name", get(routes::target))
+        .route("/api/v1/bulletin/:date", get(routes::bulletin))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth));
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .merge(protected)
+        .with_state(state)
+}
+
+/// Bearer-token check (constant-time compare) when a token is configured.
+async fn auth(State(st): State<ApiState>, req: Request, next: Next) -> Response {
+    if let Some(want) = &st.inner.token {
+        let got = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        let same = got.len() == want.len()
+            && got
+                .bytes()
+                .zip(want.bytes())
+                .fold(0u8, |a, (x, y)| a | (x ^ y))
+                == 0;
+        if !same {
+            return ApiError::unauthorized().into_response();
+        }
+    }
+    next.run(req).await
+}
+
+/// The dashboard, shipped inside the binary (no CDN).
+async fn dashboard() -> Html<&'static str> {
+    Html(include_str!("dashboard.html"))
+}
+
+/// Serves until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}

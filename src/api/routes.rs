@@ -1,0 +1,402 @@
+//! The analyst routes: sites, series, district daily values, targets, bulletin. JSON by
+//! default; CSV with `?format=csv` or `Accept: text/csv` where a table is natural.
+
+use std::fmt::Write as _;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::{Duration, NaiveDate};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::error::ApiError;
+use super::ApiState;
+use crate::aqi::daily::{site_value, DayClass};
+use crate::model::{Pollutant, SiteId, UnixMillis};
+use crate::report::{build, Spec};
+
+/// Common query parameters.
+#[derive(Debug, Deserialize, Default)]
+pub(super) struct Q {
+    from: Option<String>,
+    to: Option<String>,
+    as_of: Option<String>,
+    resolution: Option<String>,
+    format: Option<String>,
+}
+
+fn date(param: &'static str, v: &Option<String>) -> Result<Option<NaiveDate>, ApiError> {
+    v.as_deref()
+        .map(|s| {
+            NaiveDate::parse_from_str(s, "%Y-%m-%d")
+                .map_err(|_| ApiError::bad(param, format!("{param} {s:?}: use YYYY-MM-DD")))
+        })
+        .transpose()
+}
+
+fn range(q: &Q, max_days: i64) -> Result<(NaiveDate, NaiveDate), ApiError> {
+    let from = date("from", &q.from)?.ok_or_else(|| ApiError::bad("from", "from is required"))?;
+    let to = date("to", &q.to)?.ok_or_else(|| ApiError::bad("to", "to is required"))?;
+    if to < from {
+        return Err(ApiError::bad("to", "to is before from"));
+    }
+    if (to - from).num_days() + 1 > max_days {
+        return Err(ApiError::range(
+            "to",
+            format!("at most {max_days} days per request"),
+        ));
+    }
+    Ok((from, to))
+}
+
+fn wants_csv(q: &Q, headers: &HeaderMap) -> bool {
+    q.format.as_deref() == Some("csv")
+        || headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|a| a.contains("text/csv"))
+}
+
+/// A JSON array of flat objects, or the same as CSV (columns in `cols` order).
+fn table(rows: Vec<Value>, cols: &[&str], csv: bool) -> Response {
+    if !csv {
+        return Json(Value::Array(rows)).into_response();
+    }
+    let mut s = cols.join(",");
+    s.push('\n');
+    for r in rows {
+        let cells: Vec<String> = cols
+            .iter()
+            .map(|c| match &r[*c] {
+                Value::Null => String::new(),
+                Value::String(x) => x.clone(),
+                other => other.to_string(),
+            })
+            .collect();
+        let _ = writeln!(s, "{}", cells.join(","));
+    }
+    ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], s).into_response()
+}
+
+fn site_param(id: &str) -> Result<SiteId, ApiError> {
+    SiteId::parse(id).map_err(|e| ApiError::bad("id", format!("site id: {}", e.as_str())))
+}
+
+/// `GET /api/v1/sites`: every site seen, its last reading and whether it is online.
+pub(super) async fn sites(
+    State(st): State<ApiState>,
+    Query(q): Query<Q>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let now = st.inner.clock.now();
+    let rows = st
+        .with_store(move |s, cfg| {
+            let offline_ms = (cfg.api.offline_after_secs as i64) * 1000;
+            let list = s.site_activity().map_err(ApiError::internal)?;
+            Ok(list
+                .into_iter()
+                .map(|(site, last_ts, last_rx)| {
+                    let online = now.0 - last_rx <= offline_ms;
+                    json!({
+                        "id": site,
+                        "counts_for_district": !cfg.aqi.district_exclude.contains(&site),
+                        "last_reading": UnixMillis(last_ts).to_string(),
+                        "last_received": UnixMillis(last_rx).to_string(),
+                        "status": if online { "online" } else { "offline" },
+                    })
+                })
+                .collect::<Vec<_>>())
+        })
+        .await?;
+    Ok(table(
+        rows,
+        &[
+            "id",
+            "counts_for_district",
+            "last_reading",
+            "last_received",
+            "status",
+        ],
+        wants_csv(&q, &headers),
+    ))
+}
+
+/// `GET /api/v1/sites/{id}/series?from=&to=&resolution=raw|hour|day`.
+pub(super) async fn series(
+    State(st): State<ApiState>,
+    Path(id): Path<String>,
+    Query(q): Query<Q>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let site = site_param(&id)?;
+    let resolution = q.resolution.clone().unwrap_or_else(|| "hour".into());
+    let max = match resolution.as_str() {
+        "raw" | "hour" => st.inner.cfg.api.max_raw_days,
+        "day" => st.inner.cfg.api.max_range_days,
+        _ => return Err(ApiError::bad("resolution", "use raw, hour or day")),
+    };
+    let (from, to) = range(&q, max)?;
+    let csv = wants_csv(&q, &headers);
+    let res = resolution.clone();
+    let rows = st
+        .with_store(move |s, cfg| {
+            if !s
+                .sites()
+                .map_err(ApiError::internal)?
+                .iter()
+                .any(|x| x == site.as_str())
+            {
+                return Err(ApiError::not_found(
+                    "id",
+                    format!("no readings for site {site}"),
+                ));
+            }
+            let zone = cfg.aqi.zone();
+            let (t0, t1) = (zone.start_of(from), zone.start_of(to + Duration::days(1)));
+            let rows: Vec<Value> = match res.as_str() {
+                "raw" => s
+                    .raw_series(site.as_str(), t0, t1)
+                    .map_err(ApiError::internal)?
+                    .into_iter()
+                    .map(|r| {
+                        json!({
+                            "time": r.ts.to_string(),
+                            "period": r.period.as_str(),
+                            "flag": r.flag.code(),
+                            "valid": r.flag.is_normal(),
+                            "pm25": r.pm25.map(|v| v.value()),
+                            "pm10": r.pm10.map(|v| v.value()),
+                        })
+                    })
+                    .collect(),
+                "hour" => s
+                    .hours(t0, t1, Some(site.as_str()))
+                    .map_err(ApiError::internal)?
+                    .into_iter()
+                    .map(|h| {
+                        let i = cfg.aqi.default_interval_secs;
+                        let m25 = h.pm25.valid_mean(i);
+                        let m10 = h.pm10.valid_mean(i);
+                        json!({
+                            "time": h.hour.to_string(),
+                            "pm25": m25.map(|m| m.as_ug()),
+                            "pm10": m10.map(|m| m.as_ug()),
+                            "pm25_valid": m25.is_some(),
+                            "pm10_valid": m10.is_some(),
+                            "pm25_samples": h.pm25.n,
+                            "pm10_samples": h.pm10.n,
+                        })
+                    })
+                    .collect(),
+                _ => {
+                    s.refresh_daily(zone, cfg.aqi.default_interval_secs)
+                        .map_err(ApiError::internal)?;
+                    let days = s
+                        .daily(from, to, Some(site.as_str()))
+                        .map_err(ApiError::internal)?;
+                    let mut out = Vec::new();
+                    let mut d = from;
+                    while d <= to {
+                        let day = days.iter().find(|x| x.0 == d).map(|x| &x.2);
+                        let v = site_value(d, day, cfg.aqi.table_set);
+                        out.push(day_json(&v));
+                        d += Duration::days(1);
+                    }
+                    out
+                }
+            };
+            Ok(rows)
+        })
+        .await?;
+    let cols: &[&str] = match resolution.as_str() {
+        "raw" => &["time", "period", "flag", "valid", "pm25", "pm10"],
+        "hour" => &[
+            "time",
+            "pm25",
+            "pm10",
+            "pm25_valid",
+            "pm10_valid",
+            "pm25_samples",
+            "pm10_samples",
+        ],
+        _ => &DAY_COLS,
+    };
+    Ok(table(rows, cols, csv))
+}
+
+const DAY_COLS: [&str; 11] = [
+    "date",
+    "pm25",
+    "pm10",
+    "aqi",
+    "category",
+    "primary",
+    "class",
+    "valid",
+    "valid_hours_pm25",
+    "valid_hours_pm10",
+    "sites",
+];
+
+fn day_json(v: &crate::aqi::daily::DayValue) -> Value {
+    json!({
+        "date": v.date.to_string(),
+        "pm25": v.pm25_ug,
+        "pm10": v.pm10_ug,
+        "aqi": v.aqi.as_ref().map(|a| a.value),
+        "category": v.aqi.as_ref().map(|a| a.category.en()),
+        "category_zh": v.aqi.as_ref().map(|a| a.category.zh()),
+        "color": v.aqi.as_ref().map(|a| { let (r, g, b) = a.category.rgb(); format!("#{r:02x}{g:02x}{b:02x}") }),
+        "primary": v.aqi.as_ref().map(|a| a.primary.iter().map(|p| match p { Pollutant::Pm25 => "PM2.5", Pollutant::Pm10 => "PM10" }).collect::<Vec<_>>().join("+")),
+        "class": match v.class { DayClass::Good => "good", DayClass::Polluted => "polluted", DayClass::NoData => "no_data" },
+        "valid": v.class != DayClass::NoData,
+        "valid_hours_pm25": v.valid_hours_pm25,
+        "valid_hours_pm10": v.valid_hours_pm10,
+        "sites": v.sites_pm25.max(v.sites_pm10),
+    })
+}
+
+/// `GET /api/v1/district/daily?from=&to=`.
+pub(super) async fn district_daily(
+    State(st): State<ApiState>,
+    Query(q): Query<Q>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let (from, to) = range(&q, st.inner.cfg.api.max_range_days)?;
+    let rows = st
+        .with_store(move |s, cfg| {
+            let r = build(
+                s,
+                &cfg.aqi,
+                Spec {
+                    from,
+                    to,
+                    as_of: to,
+                    site: None,
+                    target: None,
+                },
+            )
+            .map_err(ApiError::internal)?;
+            Ok(r.days.iter().map(day_json).collect::<Vec<_>>())
+        })
+        .await?;
+    Ok(table(rows, &DAY_COLS, wants_csv(&q, &headers)))
+}
+
+/// `GET /api/v1/targets`.
+pub(super) async fn targets(State(st): State<ApiState>) -> Json<Value> {
+    Json(Value::Array(
+        st.inner
+            .cfg
+            .target
+            .iter()
+            .map(|t| json!({"name": t.name, "from": t.from.to_string(), "to": t.to.to_string(), "good_days": t.good_days, "comparison": t.comparison, "required": t.required(), "days": t.days()}))
+            .collect(),
+    ))
+}
+
+/// `GET /api/v1/targets/{name}?as_of=`: the target report.
+pub(super) async fn target(
+    State(st): State<ApiState>,
+    Path(name): Path<String>,
+    Query(q): Query<Q>,
+) -> Result<Json<Value>, ApiError> {
+    let t = st
+        .inner
+        .cfg
+        .target
+        .iter()
+        .find(|t| t.name == name)
+        .cloned()
+        .ok_or_else(|| ApiError::not_found("name", format!("no target named {name:?}")))?;
+    let zone = st.inner.cfg.aqi.zone();
+    let as_of = date("as_of", &q.as_of)?.unwrap_or_else(|| zone.date_of(st.inner.clock.now()));
+    let v = st
+        .with_store(move |s, cfg| {
+            let r = build(
+                s,
+                &cfg.aqi,
+                Spec {
+                    from: t.from,
+                    to: t.to,
+                    as_of,
+                    site: None,
+                    target: Some(t),
+                },
+            )
+            .map_err(ApiError::internal)?;
+            let mut v = r.to_json();
+            // The calendar needs the colours too.
+            if let Some(days) = v["days"].as_array_mut() {
+                for (j, d) in days.iter_mut().zip(r.days.iter()) {
+                    j["color"] = day_json(d)["color"].clone();
+                }
+            }
+            Ok(v)
+        })
+        .await?;
+    Ok(Json(v))
+}
+
+/// `GET /api/v1/bulletin/{date}`: 每天通报督察情况 — the district's day, sites ranked by
+/// PM10 with their exceedances, sites offline, rejected readings.
+pub(super) async fn bulletin(
+    State(st): State<ApiState>,
+    Path(day): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let d = date("date", &Some(day))?.expect("given");
+    let v = st
+        .with_store(move |s, cfg| {
+            let zone = cfg.aqi.zone();
+            let (t0, t1) = (zone.start_of(d), zone.start_of(d + Duration::days(1)));
+            let r = build(s, &cfg.aqi, Spec { from: d, to: d, as_of: d, site: None, target: None })
+                .map_err(ApiError::internal)?;
+            let days = s.daily(d, d, None).map_err(ApiError::internal)?;
+            let hours = s.hours(t0, t1, None).map_err(ApiError::internal)?;
+            let alert = cfg.api.hourly_alert_pm10_ug;
+            let mut sites: Vec<Value> = days
+                .iter()
+                .map(|(_, site, sd)| {
+                    let v = site_value(d, Some(sd), cfg.aqi.table_set);
+                    let over: Vec<String> = hours
+                        .iter()
+                        .filter(|h| &h.site == site)
+                        .filter(|h| h.pm10.valid_mean(cfg.aqi.default_interval_secs).is_some_and(|m| m.as_ug() > alert))
+                        .map(|h| h.hour.to_string())
+                        .collect();
+                    json!({
+                        "site": site,
+                        "pm10": v.pm10_ug,
+                        "pm25": v.pm25_ug,
+                        "aqi": v.aqi.as_ref().map(|a| a.value),
+                        "category_zh": v.aqi.as_ref().map(|a| a.category.zh()),
+                        // GB 3095-2012 Grade II 24-hour limits.
+                        "pm10_exceeds_daily_limit": v.pm10_ug.is_some_and(|c| c > 150),
+                        "pm25_exceeds_daily_limit": v.pm25_ug.is_some_and(|c| c > 75),
+                        "hours_over_pm10_alert": over,
+                    })
+                })
+                .collect();
+            sites.sort_by(|a, b| b["pm10"].as_u64().unwrap_or(0).cmp(&a["pm10"].as_u64().unwrap_or(0)));
+            let reporting: std::collections::BTreeSet<&str> = hours.iter().map(|h| h.site.as_str()).collect();
+            let offline: Vec<String> = s
+                .sites()
+                .map_err(ApiError::internal)?
+                .into_iter()
+                .filter(|x| !reporting.contains(x.as_str()))
+                .collect();
+            let rejects = s.rejects_by_topic(t0, t1).map_err(ApiError::internal)?;
+            Ok(json!({
+                "date": d.to_string(),
+                "district": r.days.first().map(day_json),
+                "sites": sites,
+                "offline": offline,
+                "rejects": rejects.into_iter().map(|(topic, n)| json!({"topic": topic, "count": n})).collect::<Vec<_>>(),
+                "limits": {"pm10_daily": 150, "pm25_daily": 75, "pm10_hourly_alert": alert},
+            }))
+        })
+        .await?;
+    Ok(Json(v))
+}
