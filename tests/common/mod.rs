@@ -215,15 +215,29 @@ mod httpc {
     use std::time::Duration;
 
     pub fn request(method: &str, url: &str, body: &str) -> Option<(u16, String)> {
+        request_with(method, url, body, &[])
+    }
+
+    /// The same with extra request headers; returns the status and the body.
+    pub fn request_with(
+        method: &str,
+        url: &str,
+        body: &str,
+        headers: &[(&str, &str)],
+    ) -> Option<(u16, String)> {
         let rest = url.strip_prefix("http://")?;
         let (host, path) = rest
             .split_once('/')
             .map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
         let mut s = TcpStream::connect(host).ok()?;
         s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+        let extra: String = headers
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}\r\n"))
+            .collect();
         write!(
             s,
-            "{method} {path} HTTP/1.0\r\nHost: {host}\r\nContent-Length: {}\r\nContent-Type: text/plain\r\n\r\n{body}",
+            "{method} {path} HTTP/1.0\r\nHost: {host}\r\nContent-Length: {}\r\nContent-Type: text/plain\r\n{extra}\r\n{body}",
             body.len()
         )
         .ok()?;
@@ -240,6 +254,7 @@ mod httpc {
 }
 
 pub use httpc::request as http;
+pub use httpc::request_with as http_with;
 
 /// URL-encodes a query value.
 pub fn enc(s: &str) -> String {

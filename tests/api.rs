@@ -1,0 +1,300 @@
+//! The HTTP API against a service fed through MQTT: every endpoint's values, the CSV
+//! shape, errors, authentication, the OpenAPI document, and `/metrics` parsed by a
+//! Prometheus text-format parser.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aq_ingest::config::Config;
+use aq_ingest::metrics::Metrics;
+use common::*;
+use serde_json::Value;
+
+const TOKEN: &str = "t0ken-for-tests";
+
+/// Hourly means for `site` on local day 2016-08-`day`.
+fn day_msg(site: &str, day: u32, pm25: f64, pm10: f64, hours: u32) -> (String, Vec<u8>) {
+    let items: Vec<String> = (0..hours)
+        .map(|h| format!(r#"{{"ts":"2016-08-{day:02}T{h:02}:00:00+08:00","pm25":{pm25},"pm10":{pm10},"period":"hour"}}"#))
+        .collect();
+    (
+        format!("aq/{site}/readings"),
+        format!("[{}]", items.join(",")).into_bytes(),
+    )
+}
+
+struct Api {
+    base: String,
+}
+
+impl Api {
+    fn get(&self, path: &str) -> (u16, String) {
+        http_with(
+            "GET",
+            &format!("{}{path}", self.base),
+            "",
+            &[("Authorization", &format!("Bearer {TOKEN}"))],
+        )
+        .unwrap()
+    }
+    fn json(&self, path: &str) -> Value {
+        let (s, b) = self.get(path);
+        assert_eq!(s, 200, "{path}: {b}");
+        serde_json::from_str(&b).unwrap()
+    }
+    fn error(&self, path: &str, status: u16) -> Value {
+        let (s, b) = self.get(path);
+        assert_eq!(s, status, "{path}: {b}");
+        serde_json::from_str::<Value>(&b).unwrap()["error"].clone()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_endpoint_against_a_service_fed_through_mqtt() {
+    std::env::set_var("AQ_TEST_API_TOKEN", TOKEN);
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(dir.path());
+    let port = free_port();
+    let text = format!(
+        "[mqtt]\nurl = \"{}\"\nclient_id = \"t-api\"\n[store]\npath = \"{}\"\n[log]\nstats_interval_secs = 0\n[api]\nlisten = \"127.0.0.1:{port}\"\ntoken_env = \"AQ_TEST_API_TOKEN\"\nmax_range_days = 100\n[[target]]\nname = \"2016H2\"\nfrom = \"2016-07-01\"\nto = \"2016-12-31\"\ngood_days = 100\n",
+        broker.url(),
+        dir.path().join("aq.db").display()
+    );
+    let svc = Service::start(Config::parse(&text, "test").unwrap()).await;
+    let m = Arc::clone(&svc.metrics);
+    // Site a: clean on 1 and 2 August; site b: dusty (PM10 200) on 1 August, silent on
+    // the 2nd. One bad payload.
+    let msgs = vec![
+        day_msg("a", 1, 30.0, 60.0, 24),
+        day_msg("b", 1, 50.0, 200.0, 24),
+        day_msg("a", 2, 20.0, 40.0, 24),
+        ("aq/b/readings".to_string(), b"{\"ts\":".to_vec()),
+    ];
+    publish_all(broker.port, msgs).await;
+    wait_for("4 messages acknowledged", Duration::from_secs(30), || {
+        Metrics::get(&m.messages_acked) == 4
+    })
+    .await;
+    let api = Api {
+        base: format!("http://127.0.0.1:{port}"),
+    };
+
+    // Health needs no token; everything else does.
+    assert_eq!(
+        http("GET", &format!("{}/healthz", api.base), "").unwrap().0,
+        200
+    );
+    let (s, b) = http("GET", &format!("{}/api/v1/sites", api.base), "").unwrap();
+    assert_eq!(s, 401);
+    assert_eq!(
+        serde_json::from_str::<Value>(&b).unwrap()["error"]["code"],
+        "unauthorized"
+    );
+    let (s, _) = http_with(
+        "GET",
+        &format!("{}/api/v1/sites", api.base),
+        "",
+        &[("Authorization", "Bearer wrong")],
+    )
+    .unwrap();
+    assert_eq!(s, 401);
+
+    // Sites, JSON and CSV.
+    let sites = api.json("/api/v1/sites");
+    let ids: Vec<&str> = sites
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec!["a", "b"]);
+    assert_eq!(sites[0]["last_reading"], "2016-08-02T15:00:00.000Z");
+    assert_eq!(sites[0]["status"], "online");
+    let (s, csv) = api.get("/api/v1/sites?format=csv");
+    assert_eq!(s, 200);
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(
+        lines[0],
+        "id,counts_for_district,last_reading,last_received,status"
+    );
+    assert_eq!(lines.len(), 3);
+    assert!(
+        lines[2].starts_with("b,true,2016-08-01T15:00:00.000Z,"),
+        "{csv}"
+    );
+    let (_, accept_csv) = http_with(
+        "GET",
+        &format!("{}/api/v1/sites", api.base),
+        "",
+        &[
+            ("Authorization", &format!("Bearer {TOKEN}")),
+            ("Accept", "text/csv"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(accept_csv, csv);
+
+    // Series at three resolutions.
+    let raw = api.json("/api/v1/sites/a/series?resolution=raw&from=2016-08-01&to=2016-08-01");
+    assert_eq!(raw.as_array().unwrap().len(), 24);
+    assert_eq!(
+        (
+            raw[0]["pm25"].as_f64(),
+            raw[0]["period"].as_str(),
+            raw[0]["valid"].as_bool()
+        ),
+        (Some(30.0), Some("hour"), Some(true))
+    );
+    let hourly = api.json("/api/v1/sites/b/series?from=2016-08-01&to=2016-08-02");
+    assert_eq!(hourly.as_array().unwrap().len(), 24);
+    assert_eq!(
+        (
+            hourly[5]["pm10"].as_f64(),
+            hourly[5]["pm10_valid"].as_bool()
+        ),
+        (Some(200.0), Some(true))
+    );
+    let daily = api.json("/api/v1/sites/b/series?resolution=day&from=2016-08-01&to=2016-08-02");
+    assert_eq!(daily[0]["pm10"], 200);
+    assert_eq!(daily[0]["aqi"], 125);
+    assert_eq!(daily[0]["class"], "polluted");
+    assert_eq!(daily[1]["class"], "no_data");
+    let (_, day_csv) =
+        api.get("/api/v1/sites/b/series?resolution=day&from=2016-08-01&to=2016-08-02&format=csv");
+    assert!(day_csv.starts_with("date,pm25,pm10,aqi,category,primary,class,valid,valid_hours_pm25,valid_hours_pm10,sites\n2016-08-01,50,200,125,"), "{day_csv}");
+
+    // District: the mean of concentrations. 1 August: PM10 (60 + 200) / 2 = 130 → IAQI 90;
+    // PM2.5 40 → 57. Good. 2 August: site a only.
+    let district = api.json("/api/v1/district/daily?from=2016-08-01&to=2016-08-02");
+    assert_eq!(
+        (
+            district[0]["pm10"].clone(),
+            district[0]["aqi"].clone(),
+            district[0]["sites"].clone()
+        ),
+        (130.into(), 90.into(), 2.into())
+    );
+    assert_eq!(district[0]["class"], "good");
+    assert_eq!(district[1]["sites"], 1);
+
+    // Targets.
+    let targets = api.json("/api/v1/targets");
+    assert_eq!(
+        (targets[0]["name"].clone(), targets[0]["required"].clone()),
+        ("2016H2".into(), 101.into())
+    );
+    let t = api.json("/api/v1/targets/2016H2?as_of=2016-08-02");
+    assert_eq!(t["progress"]["good"], 2);
+    assert_eq!(t["progress"]["elapsed"], 33);
+    assert_eq!(t["days"].as_array().unwrap().len(), 33);
+    assert_eq!(t["days"][31]["color"], "#ffff00"); // 良, yellow
+
+    // Bulletin: sites ranked by PM10 with their exceedances, offline sites, rejects.
+    let b = api.json("/api/v1/bulletin/2016-08-01");
+    assert_eq!(b["district"]["aqi"], 90);
+    assert_eq!(b["sites"][0]["site"], "b");
+    assert_eq!(b["sites"][0]["pm10_exceeds_daily_limit"], true);
+    assert_eq!(b["sites"][1]["pm10_exceeds_daily_limit"], false);
+    assert_eq!(b["offline"].as_array().unwrap().len(), 0);
+    let b2 = api.json("/api/v1/bulletin/2016-08-02");
+    assert_eq!(b2["offline"], serde_json::json!(["b"]));
+
+    // Errors: stable codes and the offending parameter.
+    let e = api.error("/api/v1/district/daily?from=2016-13-01&to=2016-08-02", 400);
+    assert_eq!(
+        (e["code"].as_str(), e["parameter"].as_str()),
+        (Some("bad_parameter"), Some("from"))
+    );
+    let e = api.error("/api/v1/district/daily?from=2016-08-02&to=2016-08-01", 400);
+    assert_eq!(e["parameter"], "to");
+    let e = api.error("/api/v1/district/daily?from=2016-01-01&to=2016-12-31", 400);
+    assert_eq!(e["code"], "range_too_large");
+    let e = api.error(
+        "/api/v1/sites/a/series?resolution=raw&from=2016-08-01&to=2016-08-31",
+        400,
+    );
+    assert_eq!(e["code"], "range_too_large");
+    let e = api.error("/api/v1/sites/zz/series?from=2016-08-01&to=2016-08-01", 404);
+    assert_eq!(
+        (e["code"].as_str(), e["parameter"].as_str()),
+        (Some("not_found"), Some("id"))
+    );
+    assert_eq!(
+        api.error(
+            "/api/v1/sites/a%20b/series?from=2016-08-01&to=2016-08-01",
+            400
+        )["parameter"],
+        "id"
+    );
+    assert_eq!(api.error("/api/v1/targets/nope", 404)["parameter"], "name");
+    assert_eq!(
+        api.error(
+            "/api/v1/sites/a/series?resolution=week&from=2016-08-01&to=2016-08-01",
+            400
+        )["parameter"],
+        "resolution"
+    );
+
+    // The OpenAPI document lists exactly the routes, and each answers.
+    let doc = api.json("/api/v1/openapi.json");
+    let mut documented: Vec<&str> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    documented.sort_unstable();
+    let mut routes: Vec<&str> = aq_ingest::api::PATHS.to_vec();
+    routes.sort_unstable();
+    assert_eq!(documented, routes);
+    for p in aq_ingest::api::PATHS {
+        let path = p
+            .replace("{id}", "a")
+            .replace("{name}", "2016H2")
+            .replace("{date}", "2016-08-01");
+        let q = if path.contains("series") || path.contains("daily") {
+            "?from=2016-08-01&to=2016-08-01"
+        } else {
+            ""
+        };
+        let (s, body) = api.get(&format!("{path}{q}"));
+        assert!(
+            s == 200 || (path == "/readyz" && s == 503),
+            "{path}: {s} {body}"
+        );
+    }
+
+    // Metrics, parsed as Prometheus text.
+    let (s, text) = api.get("/metrics");
+    assert_eq!(s, 200);
+    let lines = text.lines().map(|l| Ok(l.to_owned()));
+    let scrape = prometheus_parse::Scrape::parse(lines).unwrap();
+    let value = |name: &str, label: Option<(&str, &str)>| -> f64 {
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name && label.is_none_or(|(k, v)| s.labels.get(k) == Some(v)))
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                _ => f64::NAN,
+            })
+            .unwrap_or_else(|| panic!("{name} missing"))
+    };
+    assert_eq!(value("aq_messages_acked_total", None), 4.0);
+    assert_eq!(value("aq_readings_stored_total", None), 72.0);
+    assert_eq!(
+        value("aq_rejected_total", Some(("reason", "bad_json"))),
+        1.0
+    );
+    assert_eq!(value("aq_mqtt_connected", None), 1.0);
+    assert!(value("aq_store_size_bytes", None) > 0.0);
+
+    // Ready: store writable, broker connected, no sink configured to fail.
+    let (s, r) = api.get("/readyz");
+    assert_eq!(s, 200, "{r}");
+    svc.stop().await;
+}
