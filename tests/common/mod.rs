@@ -4,7 +4,7 @@
 //! or as the built binary.
 //!
 //! A missing server binary fails the test with the command that installs it.
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, unused_imports)]
 
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
