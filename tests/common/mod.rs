@@ -18,7 +18,7 @@ use aq_ingest::metrics::Metrics;
 use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
 
 pub const INSTALL: &str =
-    "apt-get update && apt-get install -y mosquitto mosquitto-clients victoria-metrics influxdb openssl";
+    "apt-get update && apt-get install -y mosquitto mosquitto-clients victoria-metrics influxdb openssl chromium";
 
 /// A port that was free a moment ago (the OS picks it; never a fixed port).
 pub fn free_port() -> u16 {
