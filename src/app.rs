@@ -33,6 +33,9 @@ use crate::validate::Policy;
 /// the source drains this queue even while it waits on ingest, so it cannot deadlock.
 const ACK_QUEUE_BATCHES: usize = 64;
 
+/// How often the daily cache is refreshed when no sink sets the pace.
+const DAILY_REFRESH_INTERVAL: Duration = Duration::from_secs(60);
+
 /// How often old readings and rejects are pruned.
 const PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
 
@@ -210,22 +213,27 @@ async fn housekeeping(
     };
     let mut stats = tokio::time::interval(stats_every);
     let mut prune = tokio::time::interval(PRUNE_INTERVAL);
-    let daily_every = cfg
-        .influx
-        .as_ref()
-        .map_or(u64::MAX / 4, |i| i.derived_daily_interval_secs);
-    let mut daily = tokio::time::interval(Duration::from_secs(daily_every));
+    // The daily cache is refreshed here, on a timer, so that reads never write; the
+    // derived series (when a sink wants them) follow each refresh.
+    let daily_every = cfg.influx.as_ref().map_or(DAILY_REFRESH_INTERVAL, |i| {
+        Duration::from_secs(i.derived_daily_interval_secs)
+    });
+    let mut daily = tokio::time::interval(daily_every);
     stats.tick().await;
     loop {
         tokio::select! {
             _ = stop.changed() => return,
             _ = stats.tick() => log_stats(&metrics),
-            _ = daily.tick(), if derived.is_some() => {
-                let (store_cfg, d, now) = (cfg.store.clone(), derived.clone().expect("guarded"), clock.now());
+            _ = daily.tick() => {
+                let (store_cfg, d, now) = (cfg.store.clone(), derived.clone(), clock.now());
+                let (zone, interval) = (cfg.aqi.zone(), cfg.aqi.default_interval_secs);
                 let r = tokio::task::spawn_blocking(move || {
                     let mut s = Store::open(&store_cfg)?;
-                    s.refresh_daily(d.zone, d.default_interval_secs)?;
-                    s.emit_derived_days(now, |pending, rows| d.day_lines(pending, rows))
+                    s.refresh_daily(zone, interval)?;
+                    match d {
+                        Some(d) => s.emit_derived_days(now, |pending, rows| d.day_lines(pending, rows)),
+                        None => Ok(0),
+                    }
                 })
                 .await;
                 match r {

@@ -1,5 +1,5 @@
-//! The target report, from the store's daily values (refreshed from the hourly
-//! aggregates for the days changed since the last report): day-by-day values (district,
+//! The target report, from the store's daily values (the cached ones, with the days
+//! changed since the last refresh recomputed from their hours; reads only): day-by-day values (district,
 //! or one site) and, for a configured target, the good-day progress. Rendered as a
 //! table an official can read, as JSON, or as CSV.
 
@@ -55,7 +55,7 @@ pub struct Report {
 pub const MAX_REPORT_DAYS: i64 = 3660;
 
 /// Builds a report.
-pub fn build(store: &mut Store, aqi: &AqiConfig, spec: Spec) -> Result<Report, ReportError> {
+pub fn build(store: &Store, aqi: &AqiConfig, spec: Spec) -> Result<Report, ReportError> {
     if spec.to < spec.from {
         return Err(ReportError::Period {
             from: spec.from,
@@ -69,10 +69,15 @@ pub fn build(store: &mut Store, aqi: &AqiConfig, spec: Spec) -> Result<Report, R
         .min(spec.from + Duration::days(MAX_REPORT_DAYS));
     let mut days = Vec::new();
     if last >= spec.from {
-        store.refresh_daily(zone, aqi.default_interval_secs)?;
-        let rows = store.daily(spec.from, last, spec.site.as_deref())?;
+        let rows = store.daily_fresh(
+            zone,
+            aqi.default_interval_secs,
+            spec.from,
+            last,
+            spec.site.as_deref(),
+        )?;
         if let Some(site) = &spec.site {
-            if rows.is_empty() && !store.sites()?.contains(site) {
+            if rows.is_empty() && !store.has_site(site)? {
                 return Err(ReportError::UnknownSite(site.clone()));
             }
         }

@@ -353,7 +353,9 @@ pub(super) async fn bulletin(
             let (t0, t1) = (zone.start_of(d), zone.start_of(d + Duration::days(1)));
             let r = build(s, &cfg.aqi, Spec { from: d, to: d, as_of: d, site: None, target: None })
                 .map_err(ApiError::internal)?;
-            let days = s.daily(d, d, None).map_err(ApiError::internal)?;
+            let days = s
+                .daily_fresh(zone, cfg.aqi.default_interval_secs, d, d, None)
+                .map_err(ApiError::internal)?;
             let hours = s.hours(t0, t1, None).map_err(ApiError::internal)?;
             let alert = cfg.api.hourly_alert_pm10_ug;
             let mut sites: Vec<Value> = days

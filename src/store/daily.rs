@@ -59,7 +59,105 @@ fn daily_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(NaiveDate, String, Site
     ))
 }
 
+/// The local days that UTC day `utc_day` overlaps.
+fn local_days(zone: Zone, utc_day: i64) -> [NaiveDate; 2] {
+    [
+        zone.date_of(UnixMillis(utc_day * DAY_MS)),
+        zone.date_of(UnixMillis(utc_day * DAY_MS + DAY_MS - 1)),
+    ]
+}
+
+/// The cache key: the rules daily values were computed with.
+fn cache_key(zone: Zone, default_interval_secs: u32) -> String {
+    format!(
+        "zone={};interval={default_interval_secs};hours={MIN_VALID_HOURS};coverage={VALID_HOUR_COVERAGE_SECS}",
+        zone.start_of(epoch()).0
+    )
+}
+
+/// One site-day recomputed from its hours (None: no hours at all).
+fn recompute(
+    conn: &rusqlite::Connection,
+    site: &str,
+    date: NaiveDate,
+    zone: Zone,
+    default_interval_secs: u32,
+) -> Result<Option<SiteDay>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT site, hour_ms, n25, sum25, cov25, nd25, dev25, n10, sum10, cov10, nd10, dev10
+         FROM hourly WHERE site = ?1 AND hour_ms >= ?2 AND hour_ms < ?3",
+    )?;
+    let from = zone.start_of(date);
+    let to = zone.start_of(date + Duration::days(1));
+    let hours = stmt
+        .query_map(params![site, from.0, to.0], super::hourly::site_hour_row)?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(site_days(&hours, zone, default_interval_secs)
+        .into_values()
+        .next())
+}
+
 impl Store {
+    /// Daily values for `from..=to` (one site or all) as they are now, without writing:
+    /// the cached values, with the days that commits touched since the last refresh
+    /// recomputed from their hours — all in one read snapshot. This is what reports
+    /// and the API use, so a read never waits for the writer.
+    pub fn daily_fresh(
+        &self,
+        zone: Zone,
+        default_interval_secs: u32,
+        from: NaiveDate,
+        to: NaiveDate,
+        site: Option<&str>,
+    ) -> Result<Vec<(NaiveDate, String, SiteDay)>, StoreError> {
+        let tx = self.conn.unchecked_transaction()?;
+        let key: Option<String> = tx
+            .query_row("SELECT key FROM daily_cache_key WHERE id = 1", [], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        if key.as_deref() != Some(cache_key(zone, default_interval_secs).as_str()) {
+            // No cache for these rules: everything from the hours.
+            let hours = self.hours(
+                zone.start_of(from),
+                zone.start_of(to + Duration::days(1)),
+                site,
+            )?;
+            return Ok(site_days(&hours, zone, default_interval_secs)
+                .into_iter()
+                .map(|((d, s), v)| (d, s, v))
+                .collect());
+        }
+        let mut rows: std::collections::BTreeMap<(NaiveDate, String), SiteDay> = self
+            .daily(from, to, site)?
+            .into_iter()
+            .map(|(d, s, v)| ((d, s), v))
+            .collect();
+        let dirty: Vec<(String, i64)> = {
+            let mut stmt = tx.prepare_cached("SELECT site, utc_day FROM dirty_days")?;
+            let r = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            r.collect::<Result<_, _>>()?
+        };
+        let mut touched = BTreeSet::new();
+        for (s, d) in dirty {
+            if site.is_some_and(|x| x != s) {
+                continue;
+            }
+            for date in local_days(zone, d) {
+                if date >= from && date <= to {
+                    touched.insert((s.clone(), date));
+                }
+            }
+        }
+        for (s, date) in touched {
+            match recompute(&tx, &s, date, zone, default_interval_secs)? {
+                Some(v) => rows.insert((date, s), v),
+                None => rows.remove(&(date, s)),
+            };
+        }
+        Ok(rows.into_iter().map(|((d, s), v)| (d, s, v)).collect())
+    }
+
     /// Recomputes the daily values that commits have touched since the last refresh (all
     /// of them when the rules changed). Returns how many site-days were recomputed.
     pub fn refresh_daily(
@@ -67,10 +165,7 @@ impl Store {
         zone: Zone,
         default_interval_secs: u32,
     ) -> Result<usize, StoreError> {
-        let key = format!(
-            "zone={};interval={default_interval_secs};hours={MIN_VALID_HOURS};coverage={VALID_HOUR_COVERAGE_SECS}",
-            zone.start_of(epoch()).0
-        );
+        let key = cache_key(zone, default_interval_secs);
         // IMMEDIATE: the writer waits while we refresh, so no mark is lost between our
         // read of dirty_days and our delete of it.
         let tx = self
@@ -101,16 +196,11 @@ impl Store {
         // The local days a UTC day overlaps.
         let mut touched: BTreeSet<(String, NaiveDate)> = BTreeSet::new();
         for (site, d) in &dirty {
-            let first = zone.date_of(UnixMillis(d * DAY_MS));
-            let last = zone.date_of(UnixMillis(d * DAY_MS + DAY_MS - 1));
-            touched.insert((site.clone(), first));
-            touched.insert((site.clone(), last));
+            for date in local_days(zone, *d) {
+                touched.insert((site.clone(), date));
+            }
         }
         {
-            let mut hours_stmt = tx.prepare_cached(
-                "SELECT site, hour_ms, n25, sum25, cov25, nd25, dev25, n10, sum10, cov10, nd10, dev10
-                 FROM hourly WHERE site = ?1 AND hour_ms >= ?2 AND hour_ms < ?3",
-            )?;
             let mut up = tx.prepare_cached(
                 "INSERT INTO site_daily (day, site, h25, num25, den25, h10, num10, den10)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
@@ -121,13 +211,7 @@ impl Store {
                 "INSERT OR IGNORE INTO derived_pending (day, site) VALUES (?1, ?2)",
             )?;
             for (site, date) in &touched {
-                let from = zone.start_of(*date);
-                let to = zone.start_of(*date + Duration::days(1));
-                let hours = hours_stmt
-                    .query_map(params![site, from.0, to.0], super::hourly::site_hour_row)?
-                    .collect::<Result<Vec<_>, _>>()?;
-                let days = site_days(&hours, zone, default_interval_secs);
-                let Some(d) = days.values().next() else {
+                let Some(d) = recompute(&tx, site, *date, zone, default_interval_secs)? else {
                     continue;
                 };
                 let a = d.pm25.mean.map(store_parts);

@@ -1,0 +1,150 @@
+//! API latency benchmark (prints its figures): `cargo bench --bench api`.
+//!
+//! 238 sites × half a year in the store (see `fixture.rs`) plus one site-day of
+//! minute-cadence raw readings; while a writer commits new readings continuously (the
+//! ingest load), it requests a site's raw series for one day, its hourly series for one
+//! day, and the district target report, 200 times each, and prints p50, p95 and max.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+#[path = "fixture.rs"]
+mod fixture;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aq_ingest::clock::SystemClock;
+use aq_ingest::config::Config;
+use aq_ingest::metrics::Metrics;
+use aq_ingest::model::{Flag, MicrogramsPerCubicMetre, Period, Reading, SiteId, UnixMillis};
+use aq_ingest::store::Store;
+use common::{free_port, http};
+
+fn reading(site: &str, ts: i64, v: f64) -> Reading {
+    Reading {
+        site: SiteId::parse(site).unwrap(),
+        device: None,
+        ts: UnixMillis(ts),
+        period: Period::Sample,
+        flag: Flag::Normal,
+        pm25: Some(MicrogramsPerCubicMetre::new(v).unwrap()),
+        pm10: Some(MicrogramsPerCubicMetre::new(v * 2.0).unwrap()),
+        interval_secs: Some(60),
+    }
+}
+
+fn percentiles(mut v: Vec<Duration>) -> (f64, f64, f64) {
+    v.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    (
+        ms(v[v.len() / 2]),
+        ms(v[v.len() * 95 / 100]),
+        ms(*v.last().unwrap()),
+    )
+}
+
+fn main() {
+    let dir = tempfile::tempdir().unwrap();
+    let store_cfg = fixture::build(dir.path());
+    // One day of minute readings for the raw series.
+    let day = fixture::START_MS + 31 * 86_400_000; // 2016-08-01 Beijing
+    let raw: Vec<Reading> = (0..1440)
+        .map(|i| reading("erqi-000", day + i * 60_000, 30.0 + (i % 50) as f64))
+        .collect();
+    Store::open(&store_cfg)
+        .unwrap()
+        .commit_batch_durable(&raw, &[], UnixMillis(0))
+        .unwrap();
+
+    let port = free_port();
+    let cfg = Config::parse(
+        &format!(
+            "[store]\npath = \"{}\"\n[api]\nlisten = \"127.0.0.1:{port}\"\ntoken_env = \"AQ_BENCH_NO_TOKEN\"\n[[target]]\nname = \"2016H2\"\nfrom = \"2016-07-01\"\nto = \"2016-12-31\"\ngood_days = 100\n",
+            store_cfg.path.display()
+        ),
+        "bench",
+    )
+    .unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let app = aq_ingest::api::router(
+        cfg,
+        Store::open(&store_cfg).unwrap(),
+        Arc::new(Metrics::default()),
+        Arc::new(SystemClock),
+    );
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind(("127.0.0.1", port)))
+        .unwrap();
+    rt.spawn(aq_ingest::api::serve(listener, app, std::future::pending()));
+    let base = format!("http://127.0.0.1:{port}");
+    let get = |path: &str| {
+        // (each request opens its own HTTP/1.0 connection: the figures include that)
+        let (s, b) = http("GET", &format!("{base}{path}"), "").unwrap();
+        assert_eq!(s, 200, "{path}: {b}");
+    };
+    // The service refreshes the daily cache on a timer; do it once after the bulk load.
+    let t = Instant::now();
+    let n = Store::open(&store_cfg)
+        .unwrap()
+        .refresh_daily(aq_ingest::aqi::zone::Zone::BEIJING, 60)
+        .unwrap();
+    println!(
+        "daily cache refresh after the bulk load ({n} site-days): {:.0} ms",
+        t.elapsed().as_secs_f64() * 1000.0
+    );
+
+    // The ingest load: 238 sites' readings committed in batches, as the service does.
+    let stop = Arc::new(AtomicBool::new(false));
+    let written = Arc::new(AtomicU64::new(0));
+    let writer = {
+        let (stop, written, cfg) = (Arc::clone(&stop), Arc::clone(&written), store_cfg.clone());
+        std::thread::spawn(move || {
+            let mut s = Store::open(&cfg).unwrap();
+            let mut t = fixture::START_MS + 200 * 86_400_000;
+            while !stop.load(Ordering::Relaxed) {
+                let batch: Vec<Reading> = (0..fixture::SITES)
+                    .map(|i| reading(&fixture::site(i), t, 40.0))
+                    .collect();
+                s.commit_batch_durable(&batch, &[], UnixMillis(0)).unwrap();
+                written.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                t += 60_000;
+            }
+        })
+    };
+    let t0 = Instant::now();
+    let mut report = Vec::new();
+    for (name, path) in [
+        (
+            "site raw series, one day (1440 readings)",
+            "/api/v1/sites/erqi-000/series?resolution=raw&from=2016-08-01&to=2016-08-01",
+        ),
+        (
+            "site hourly series, one day",
+            "/api/v1/sites/erqi-001/series?resolution=hour&from=2016-08-01&to=2016-08-01",
+        ),
+        (
+            "district target report, 184 days",
+            "/api/v1/targets/2016H2?as_of=2016-12-31",
+        ),
+    ] {
+        let times: Vec<Duration> = (0..200)
+            .map(|_| {
+                let t = Instant::now();
+                get(path);
+                t.elapsed()
+            })
+            .collect();
+        report.push((name, percentiles(times)));
+    }
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    let rate = written.load(Ordering::Relaxed) as f64 / t0.elapsed().as_secs_f64();
+    println!(
+        "while a writer committed {rate:.0} readings/s ({} sites per commit):",
+        fixture::SITES
+    );
+    for (name, (p50, p95, max)) in report {
+        println!("  {name}: p50 {p50:.1} ms, p95 {p95:.1} ms, max {max:.1} ms");
+    }
+}
