@@ -41,7 +41,7 @@ fn main() {
     for _ in 0..11 {
         let t = Instant::now();
         let r = build(
-            &mut store,
+            &store,
             &aqi,
             Spec {
                 from: target.from,

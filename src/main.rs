@@ -333,7 +333,7 @@ async fn demo(mut cfg: Config, a: DemoArgs) -> Result<(), String> {
         secs = t0.elapsed().as_secs(),
         "demo: half year replayed"
     );
-    let mut store = aq_ingest::store::Store::open(&cfg.store).map_err(|e| e.to_string())?;
+    let store = aq_ingest::store::Store::open(&cfg.store).map_err(|e| e.to_string())?;
     let spec = aq_ingest::report::Spec {
         from: target.from,
         to: target.to,
@@ -341,7 +341,7 @@ async fn demo(mut cfg: Config, a: DemoArgs) -> Result<(), String> {
         site: None,
         target: Some(target),
     };
-    let r = aq_ingest::report::build(&mut store, &cfg.aqi, spec).map_err(|e| e.to_string())?;
+    let r = aq_ingest::report::build(&store, &cfg.aqi, spec).map_err(|e| e.to_string())?;
     println!("{}", r.to_table());
     println!("The service keeps running on the demo data (data/demo.db); Ctrl-C stops it.");
     run.await
@@ -376,7 +376,7 @@ fn report(cfg: &Config, args: ReportArgs) -> Result<String, String> {
         (None, Some(f), Some(t)) => (f, t),
         _ => return Err("give --target, or --from and --to".into()),
     };
-    let mut store = aq_ingest::store::Store::open(&cfg.store).map_err(|e| e.to_string())?;
+    let store = aq_ingest::store::Store::open(&cfg.store).map_err(|e| e.to_string())?;
     let spec = aq_ingest::report::Spec {
         from,
         to,
@@ -384,7 +384,7 @@ fn report(cfg: &Config, args: ReportArgs) -> Result<String, String> {
         site: args.site,
         target,
     };
-    let r = aq_ingest::report::build(&mut store, &cfg.aqi, spec).map_err(|e| e.to_string())?;
+    let r = aq_ingest::report::build(&store, &cfg.aqi, spec).map_err(|e| e.to_string())?;
     Ok(match args.format {
         Format::Table => r.to_table(),
         Format::Json => format!("{:#}\n", r.to_json()),
