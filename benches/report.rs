@@ -56,6 +56,22 @@ fn main() {
         good = r.progress.unwrap().good;
     }
     times.sort();
+    // Where the time goes: reading the day values vs computing the district days.
+    let t = Instant::now();
+    let rows = store
+        .daily_fresh(
+            aq_ingest::aqi::zone::Zone::BEIJING,
+            60,
+            target.from,
+            target.to,
+            None,
+        )
+        .unwrap();
+    println!(
+        "  of which reading {} cached site-days: {:.1} ms",
+        rows.len(),
+        t.elapsed().as_secs_f64() * 1000.0
+    );
     println!(
         "district target report, {SITES} sites × {DAYS} days: median {:.1} ms, worst {:.1} ms ({good} good days)",
         times[times.len() / 2].as_secs_f64() * 1000.0,

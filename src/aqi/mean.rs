@@ -33,6 +33,13 @@ impl Milli {
         }
     }
 
+    /// A fraction already in lowest terms (as [`Milli::parts`] returns it), without
+    /// reducing it again; `den` must be positive.
+    pub fn from_parts(num: i128, den: i128) -> Milli {
+        debug_assert!(den > 0 && gcd(num, den) == 1);
+        Milli { num, den }
+    }
+
     /// A concentration in µg/m³, rounded to the milli unit.
     pub fn from_ug(v: f64) -> Milli {
         Milli::ratio((v * 1000.0).round() as i128, 1)
@@ -45,22 +52,37 @@ impl Milli {
         if values.is_empty() {
             return None;
         }
-        let mut acc = Milli::ratio(0, 1);
+        // Sum the numerators of equal denominators first (daily means of one cadence
+        // share theirs), then add the few groups as fractions: exact, and one
+        // reduction per group instead of per value.
+        let mut groups: Vec<(i128, i128)> = Vec::new();
         for v in values {
-            acc = match acc.checked_add(*v) {
+            match groups.iter_mut().find(|g| g.1 == v.den) {
+                Some(g) => match g.0.checked_add(v.num) {
+                    Some(n) => g.0 = n,
+                    None => return Some(Self::mean_f64(values)),
+                },
+                None => groups.push((v.num, v.den)),
+            }
+        }
+        let mut acc = Milli::ratio(0, 1);
+        for (num, den) in groups {
+            acc = match acc.checked_add(Milli::ratio(num, den)) {
                 Some(a) => a,
-                None => {
-                    let f: f64 =
-                        values.iter().map(|v| v.as_f64()).sum::<f64>() / values.len() as f64;
-                    return Some(Milli::from_ug(f / 1000.0));
-                }
+                None => return Some(Self::mean_f64(values)),
             };
         }
         let n = values.len() as i128;
         Some(
             acc.checked_div_int(n)
-                .unwrap_or_else(|| Milli::from_ug(acc.as_f64() / 1000.0 / n as f64)),
+                .unwrap_or_else(|| Self::mean_f64(values)),
         )
+    }
+
+    /// The inexact fallback, for denominators that would overflow 128 bits.
+    fn mean_f64(values: &[Milli]) -> Milli {
+        let f: f64 = values.iter().map(|v| v.as_f64()).sum::<f64>() / values.len() as f64;
+        Milli::from_ug(f / 1000.0)
     }
 
     fn checked_add(self, o: Milli) -> Option<Milli> {

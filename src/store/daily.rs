@@ -44,7 +44,14 @@ fn daily_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(NaiveDate, String, Site
         Ok(DayAgg {
             valid_hours: r.get::<_, i64>(o)? as usize,
             mean: match (num, den) {
-                (Some(n), Some(d)) if d > 0 => Some(Milli::ratio(i128::from(n), i128::from(d))),
+                // Stored in lowest terms by `store_parts` (or as an approximation over
+                // 10⁶, which `ratio` reduces).
+                (Some(n), Some(d)) if d == 1_000_000 => {
+                    Some(Milli::ratio(i128::from(n), i128::from(d)))
+                }
+                (Some(n), Some(d)) if d > 0 => {
+                    Some(Milli::from_parts(i128::from(n), i128::from(d)))
+                }
                 _ => None,
             },
         })
@@ -128,11 +135,7 @@ impl Store {
                 .map(|((d, s), v)| (d, s, v))
                 .collect());
         }
-        let mut rows: std::collections::BTreeMap<(NaiveDate, String), SiteDay> = self
-            .daily(from, to, site)?
-            .into_iter()
-            .map(|(d, s, v)| ((d, s), v))
-            .collect();
+        let mut rows = self.daily(from, to, site)?;
         let dirty: Vec<(String, i64)> = {
             let mut stmt = tx.prepare_cached("SELECT site, utc_day FROM dirty_days")?;
             let r = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
@@ -149,13 +152,24 @@ impl Store {
                 }
             }
         }
-        for (s, date) in touched {
-            match recompute(&tx, &s, date, zone, default_interval_secs)? {
-                Some(v) => rows.insert((date, s), v),
-                None => rows.remove(&(date, s)),
-            };
+        if touched.is_empty() {
+            // The common case for past periods: the cache is all there is.
+            return Ok(rows);
         }
-        Ok(rows.into_iter().map(|((d, s), v)| (d, s, v)).collect())
+        // `rows` is sorted by (date, site) (the query's ORDER BY): patch in place.
+        for (s, date) in &touched {
+            let fresh = recompute(&tx, s, *date, zone, default_interval_secs)?;
+            let at = rows.binary_search_by(|r| (r.0, r.1.as_str()).cmp(&(*date, s.as_str())));
+            match (at, fresh) {
+                (Ok(i), Some(v)) => rows[i].2 = v,
+                (Ok(i), None) => {
+                    rows.remove(i);
+                }
+                (Err(i), Some(v)) => rows.insert(i, (*date, s.clone(), v)),
+                (Err(_), None) => {}
+            }
+        }
+        Ok(rows)
     }
 
     /// Recomputes the daily values that commits have touched since the last refresh (all
