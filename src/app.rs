@@ -16,6 +16,7 @@ use anyhow::Context as _;
 use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
+use crate::alerts::Alerts;
 use crate::api;
 use crate::broker;
 use crate::clock::Clock;
@@ -131,6 +132,16 @@ pub async fn run(
         max_batch_delay: Duration::from_millis(cfg.ingest.max_batch_delay_ms),
         clock: Arc::clone(&clock),
         metrics: Arc::clone(&metrics),
+        alerts: cfg.alerts.enabled.then(|| {
+            (
+                Alerts::new(
+                    &cfg.alerts.topic,
+                    cfg.api.hourly_alert_pm10_ug,
+                    cfg.aqi.default_interval_secs,
+                ),
+                source.client.clone(),
+            )
+        }),
     };
     let ingest_task = tokio::spawn(ingest.run(source.messages, ack_tx, nudge_tx));
 

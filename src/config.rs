@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use thiserror::Error;
 
+use crate::alerts::AlertsConfig;
 use crate::api::ApiConfig;
 use crate::aqi::target::TargetConfig;
 use crate::aqi::AqiConfig;
@@ -78,6 +79,8 @@ pub struct Config {
     pub aqi: AqiConfig,
     #[serde(default)]
     pub api: ApiConfig,
+    #[serde(default)]
+    pub alerts: AlertsConfig,
     /// Good-day targets (`[[target]]`).
     #[serde(default)]
     pub target: Vec<TargetConfig>,

@@ -16,6 +16,7 @@ use thiserror::Error;
 use tokio::sync::mpsc;
 use tracing::{error, warn};
 
+use crate::alerts::Alerts;
 use crate::backoff::Backoff;
 use crate::clock::Clock;
 use crate::decode::json;
@@ -86,6 +87,8 @@ pub struct Ingest {
     pub max_batch_delay: Duration,
     pub clock: Arc<dyn Clock>,
     pub metrics: Arc<Metrics>,
+    /// Hourly PM10 alerts and the client they are published with.
+    pub alerts: Option<(Alerts, rumqttc::AsyncClient)>,
 }
 
 /// How often one reason's rejections are logged at most.
@@ -148,13 +151,15 @@ impl Ingest {
                 let mut store = self.store;
                 let p = Arc::clone(&prepared);
                 let (s, r) = tokio::task::spawn_blocking(move || {
-                    let r = store.commit_batch_durable(&p.readings, &p.rejects, now);
+                    let r = store.commit_batch_watched(&p.readings, &p.rejects, now);
                     (store, r)
                 })
                 .await?;
                 self.store = s;
                 match r {
-                    Ok(out) => {
+                    Ok(committed) => {
+                        let out = committed.outcome;
+                        self.publish_alerts(&committed.hours);
                         Metrics::add(&self.metrics.readings_stored, out.stored);
                         Metrics::add(&self.metrics.readings_duplicate, out.duplicates);
                         Metrics::add(&self.metrics.store_commits, 1);
@@ -184,6 +189,22 @@ impl Ingest {
             }
         }
         Ok(())
+    }
+
+    /// Publishes (retained, without waiting) the alerts these changed hours cause.
+    fn publish_alerts(&mut self, hours: &[crate::aqi::daily::SiteHour]) {
+        let Some((alerts, client)) = &mut self.alerts else {
+            return;
+        };
+        for a in alerts.evaluate(hours) {
+            match client.try_publish(a.topic, rumqttc::QoS::AtLeastOnce, true, a.payload) {
+                Ok(()) => Metrics::add(&self.metrics.alerts_published, 1),
+                Err(e) => {
+                    Metrics::add(&self.metrics.alerts_failed, 1);
+                    warn!(error = %e, "could not queue an alert message");
+                }
+            }
+        }
     }
 
     fn prepare(&self, batch: &[Message], log: &mut RejectLog) -> Prepared {

@@ -18,6 +18,7 @@
 //! - [`report`]: the target report from the store's hourly aggregates.
 //! - [`sim`]: the device simulator (demo, load tests).
 //! - [`api`]: the read-only HTTP API and the dashboard (axum).
+//! - [`alerts`]: hourly PM10 alerts published to MQTT.
 //! - [`app`]: wiring only — channels, tasks, ordered shutdown.
 //! - [`broker`]: the embedded MQTT broker (rumqttd) for single-machine use.
 //! - Shared: [`model`] (domain types), [`reject`], [`metrics`], [`clock`],
@@ -26,6 +27,7 @@
 //! Dependencies point one way: `app → ingest → (source, decode, validate, store, sink)
 //! → model`.
 
+pub mod alerts;
 pub mod api;
 pub mod app;
 pub mod aqi;

@@ -89,6 +89,10 @@ pub struct Metrics {
     pub mqtt_subscribed: AtomicBool,
     /// MQTT (re)connections made.
     pub mqtt_connects: AtomicU64,
+    /// Alert and clear messages published.
+    pub alerts_published: AtomicU64,
+    /// Alert messages that could not be queued (the MQTT client was full or gone).
+    pub alerts_failed: AtomicU64,
     /// Gauge: whether the sink's last attempt failed.
     pub sink_failing: AtomicBool,
 }

@@ -257,6 +257,8 @@ pub struct MqttSource {
     pub messages: mpsc::Receiver<Message>,
     /// The poll task; ends after shutdown once the acks are out (or the deadline passed).
     pub task: tokio::task::JoinHandle<()>,
+    /// For publishing (alerts), with `try_publish` only: never awaited by the ingest.
+    pub client: AsyncClient,
 }
 
 /// How long the poll task keeps the connection up after shutdown for the last acks.
@@ -292,8 +294,13 @@ pub fn start(
         ),
         subscribed_once: false,
     };
+    let publisher = poller.client.clone();
     let task = tokio::spawn(poller.run(shutdown));
-    Ok(MqttSource { messages: rx, task })
+    Ok(MqttSource {
+        messages: rx,
+        task,
+        client: publisher,
+    })
 }
 
 /// The task that owns the rumqttc event loop.

@@ -66,7 +66,8 @@ impl Batch {
         tx: &Transaction<'_>,
         lines: Option<&super::HourlyLines>,
         now: UnixMillis,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Vec<SiteHour>, StoreError> {
+        let mut touched = Vec::with_capacity(self.hours.len());
         let mut up = tx.prepare_cached(
             "INSERT INTO hourly (site, hour_ms, n25, sum25, cov25, nd25, dev25, n10, sum10, cov10, nd10, dev10)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
@@ -109,8 +110,9 @@ impl Batch {
             if let Some(line) = lines.and_then(|f| f(&after)) {
                 derived.execute(params![line, now.0])?;
             }
+            touched.push(after);
         }
-        Ok(())
+        Ok(touched)
     }
 }
 

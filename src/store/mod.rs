@@ -124,6 +124,14 @@ pub struct CommitOutcome {
     pub duplicates: u64,
 }
 
+/// What one batch commit did, with the site-hours it changed (their aggregates after
+/// the commit), for whoever watches hourly values (the alerts).
+#[derive(Debug, Clone, Default)]
+pub struct Committed {
+    pub outcome: CommitOutcome,
+    pub hours: Vec<crate::aqi::daily::SiteHour>,
+}
+
 /// A handle on the store: one SQLite connection.
 pub struct Store {
     conn: Connection,
@@ -213,8 +221,19 @@ impl Store {
         rejects: &[RejectRecord],
         now: UnixMillis,
     ) -> Result<CommitOutcome, StoreError> {
+        Ok(self.commit_batch_watched(readings, rejects, now)?.outcome)
+    }
+
+    /// [`Store::commit_batch_durable`], also returning the site-hours it changed.
+    pub fn commit_batch_watched(
+        &mut self,
+        readings: &[Reading],
+        rejects: &[RejectRecord],
+        now: UnixMillis,
+    ) -> Result<Committed, StoreError> {
         let tx = self.conn.transaction()?;
         let mut out = CommitOutcome::default();
+        let touched;
         {
             let mut ins = tx.prepare_cached(
                 "INSERT OR IGNORE INTO readings
@@ -241,7 +260,7 @@ impl Store {
                     hours.add(r);
                 }
             }
-            hours.apply(&tx, self.hourly_lines.as_ref(), now)?;
+            touched = hours.apply(&tx, self.hourly_lines.as_ref(), now)?;
             let mut rej = tx.prepare_cached(
                 "INSERT INTO rejects (at_ms, reason, topic, detail, excerpt)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -257,7 +276,10 @@ impl Store {
             }
         }
         tx.commit()?;
-        Ok(out)
+        Ok(Committed {
+            outcome: out,
+            hours: touched,
+        })
     }
 
     /// Deletes readings and rejects older than `cutoff` (when there is one), and rejects
