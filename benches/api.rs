@@ -69,6 +69,7 @@ fn main() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let app = aq_ingest::api::router(
         cfg,
+        Arc::new(Default::default()),
         Store::open(&store_cfg).unwrap(),
         Arc::new(Metrics::default()),
         Arc::new(SystemClock),

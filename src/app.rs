@@ -44,11 +44,13 @@ const MS_PER_DAY: i64 = 86_400_000;
 
 /// Runs the service until `shutdown` resolves, then stops it in order.
 pub async fn run(
-    cfg: Config,
+    mut cfg: Config,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    let registry = Arc::new(cfg.registry());
+    info!(sites = registry.sites().count(), file = %cfg.sites.file.display(), "site registry");
     let mut store = Store::open(&cfg.store).context("opening the store")?;
     // The derived series go with the readings when a sink wants them.
     let derived = cfg
@@ -132,6 +134,7 @@ pub async fn run(
         max_batch_delay: Duration::from_millis(cfg.ingest.max_batch_delay_ms),
         clock: Arc::clone(&clock),
         metrics: Arc::clone(&metrics),
+        registry: Arc::clone(&registry),
         alerts: cfg.alerts.enabled.then(|| {
             (
                 Alerts::new(
@@ -158,6 +161,7 @@ pub async fn run(
         info!(listen = %cfg.api.listen, "HTTP API and dashboard: http://{}/", cfg.api.listen);
         let app = api::router(
             cfg.clone(),
+            Arc::clone(&registry),
             Store::open(&cfg.store).context("opening the store for the API")?,
             Arc::clone(&metrics),
             Arc::clone(&clock),

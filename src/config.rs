@@ -15,6 +15,7 @@ use crate::aqi::AqiConfig;
 use crate::broker::BrokerConfig;
 use crate::ingest::IngestConfig;
 use crate::sink::influx::InfluxConfig;
+use crate::sites::{Registry, SitesConfig};
 use crate::source::mqtt::MqttConfig;
 use crate::source::topic::SiteFilter;
 use crate::store::StoreConfig;
@@ -81,6 +82,8 @@ pub struct Config {
     pub api: ApiConfig,
     #[serde(default)]
     pub alerts: AlertsConfig,
+    #[serde(default)]
+    pub sites: SitesConfig,
     /// Good-day targets (`[[target]]`).
     #[serde(default)]
     pub target: Vec<TargetConfig>,
@@ -135,6 +138,18 @@ impl Config {
         }
     }
 
+    /// Loads the site registry and applies it: sites that do not count for the district
+    /// join `aqi.district_exclude`. (Validated in [`Config::problems`] already.)
+    pub fn registry(&mut self) -> Registry {
+        let r = Registry::load(&self.sites).unwrap_or_default();
+        for id in r.not_in_district() {
+            if !self.aqi.district_exclude.contains(&id) {
+                self.aqi.district_exclude.push(id);
+            }
+        }
+        r
+    }
+
     /// Every semantic problem, not just the first.
     pub fn problems(&self) -> Vec<String> {
         let mut p = Vec::new();
@@ -180,6 +195,9 @@ impl Config {
             p.extend(i.problems());
         }
         p.extend(self.broker.problems());
+        if let Err(e) = Registry::load(&self.sites) {
+            p.extend(e);
+        }
         p.extend(self.aqi.problems());
         for t in &self.target {
             p.extend(t.problems());

@@ -87,6 +87,8 @@ pub struct Ingest {
     pub max_batch_delay: Duration,
     pub clock: Arc<dyn Clock>,
     pub metrics: Arc<Metrics>,
+    /// The site registry: unregistered sites, units and cadences.
+    pub registry: Arc<crate::sites::Registry>,
     /// Hourly PM10 alerts and the client they are published with.
     pub alerts: Option<(Alerts, rumqttc::AsyncClient)>,
 }
@@ -249,6 +251,14 @@ impl Ingest {
                     continue;
                 }
             };
+            if !self.registry.allows(site.as_str()) {
+                reject(Rejection::new(
+                    RejectReason::UnknownSite,
+                    format!("site {site} is not in the site registry"),
+                ));
+                continue;
+            }
+            let defaults = self.registry.defaults(site.as_str());
             let observations = match json::decode(payload) {
                 Ok(v) => v,
                 Err(r) => {
@@ -258,7 +268,9 @@ impl Ingest {
             };
             Metrics::add(&self.metrics.readings_received, observations.len() as u64);
             for obs in observations {
-                match obs.and_then(|o| validate::reading(&site, o, m.received, &self.policy)) {
+                match obs.and_then(|o| {
+                    validate::reading_with(&site, o, m.received, &self.policy, defaults)
+                }) {
                     Ok(reading) => out.readings.push(reading),
                     Err(r) => reject(r),
                 }

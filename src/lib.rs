@@ -16,6 +16,7 @@
 //!   good-day target. Pure.
 //! - [`derived`]: hourly and daily derived series (lines) for InfluxDB.
 //! - [`report`]: the target report from the store's hourly aggregates.
+//! - [`sites`]: the site registry (`config/sites.toml`).
 //! - [`sim`]: the device simulator (demo, load tests).
 //! - [`api`]: the read-only HTTP API and the dashboard (axum).
 //! - [`alerts`]: hourly PM10 alerts published to MQTT.
@@ -44,6 +45,7 @@ pub mod reject;
 pub mod report;
 pub mod sim;
 pub mod sink;
+pub mod sites;
 pub mod source;
 pub mod store;
 pub mod validate;

@@ -24,6 +24,8 @@ pub enum RejectReason {
     BadTopic,
     /// The site id (topic level) is empty, too long or has forbidden characters.
     BadSiteId,
+    /// The site is not in the registry and `[sites] unregistered = "reject"`.
+    UnknownSite,
     /// The `device` field is not a valid id.
     BadDeviceId,
     /// No `ts` field.
@@ -56,7 +58,7 @@ pub enum RejectReason {
 
 impl RejectReason {
     /// Every reason, in a fixed order (used to index counters).
-    pub const ALL: [RejectReason; 22] = [
+    pub const ALL: [RejectReason; 23] = [
         Self::PayloadTooLarge,
         Self::NotUtf8,
         Self::BadJson,
@@ -65,6 +67,7 @@ impl RejectReason {
         Self::BatchTooLarge,
         Self::BadTopic,
         Self::BadSiteId,
+        Self::UnknownSite,
         Self::BadDeviceId,
         Self::MissingTimestamp,
         Self::BadTimestamp,
@@ -91,6 +94,7 @@ impl RejectReason {
             Self::BatchTooLarge => "batch_too_large",
             Self::BadTopic => "bad_topic",
             Self::BadSiteId => "bad_site_id",
+            Self::UnknownSite => "unknown_site",
             Self::BadDeviceId => "bad_device_id",
             Self::MissingTimestamp => "missing_timestamp",
             Self::BadTimestamp => "bad_timestamp",

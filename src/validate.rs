@@ -3,8 +3,8 @@
 
 use crate::decode::Observation;
 use crate::model::{
-    ConcentrationError, DeviceId, MicrogramsPerCubicMetre, Reading, SiteId, UnixMillis,
-    MAX_CONCENTRATION_UG_M3,
+    ConcentrationError, ConcentrationUnit, DeviceId, MicrogramsPerCubicMetre, Reading, SiteId,
+    UnixMillis, MAX_CONCENTRATION_UG_M3,
 };
 use crate::reject::{RejectReason, Rejection};
 
@@ -38,6 +38,15 @@ pub fn site(raw: &str) -> Result<SiteId, Rejection> {
     })
 }
 
+/// What the site registry says about a site, for validation.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SiteDefaults {
+    /// The unit of payloads that do not state one.
+    pub unit: Option<ConcentrationUnit>,
+    /// The cadence of payloads that do not state `interval_secs`.
+    pub interval_secs: Option<u32>,
+}
+
 /// Validates one observation for `site`, received at `now`.
 pub fn reading(
     site: &SiteId,
@@ -45,6 +54,21 @@ pub fn reading(
     now: UnixMillis,
     policy: &Policy,
 ) -> Result<Reading, Rejection> {
+    reading_with(site, obs, now, policy, SiteDefaults::default())
+}
+
+/// [`reading`], with the site's registered unit and cadence as defaults.
+pub fn reading_with(
+    site: &SiteId,
+    obs: Observation,
+    now: UnixMillis,
+    policy: &Policy,
+    defaults: SiteDefaults,
+) -> Result<Reading, Rejection> {
+    let unit = obs
+        .unit
+        .or(defaults.unit)
+        .unwrap_or(ConcentrationUnit::MicrogramsPerCubicMetre);
     if obs.ts.0 > now.0.saturating_add(policy.max_future_ms) {
         return Err(Rejection::new(
             RejectReason::FutureTimestamp,
@@ -74,7 +98,7 @@ pub fn reading(
     };
     let conv = |key: &str, v: Option<f64>| -> Result<Option<MicrogramsPerCubicMetre>, Rejection> {
         let Some(v) = v else { return Ok(None) };
-        let ug = obs.unit.to_micrograms(v);
+        let ug = unit.to_micrograms(v);
         MicrogramsPerCubicMetre::new(ug)
             .map(Some)
             .map_err(|e| match e {
@@ -101,7 +125,7 @@ pub fn reading(
         flag: obs.flag,
         pm25: conv("pm25", obs.pm25)?,
         pm10: conv("pm10", obs.pm10)?,
-        interval_secs: obs.interval_secs,
+        interval_secs: obs.interval_secs.or(defaults.interval_secs),
     })
 }
 
@@ -126,7 +150,7 @@ mod tests {
             ts: UnixMillis(ts),
             pm25: None,
             pm10: Some(pm10),
-            unit,
+            unit: Some(unit),
             flag: Flag::Normal,
             device: None,
             interval_secs: None,

@@ -117,11 +117,11 @@ async fn every_endpoint_against_a_service_fed_through_mqtt() {
     let lines: Vec<&str> = csv.lines().collect();
     assert_eq!(
         lines[0],
-        "id,counts_for_district,last_reading,last_received,status"
+        "id,name,location,latitude,longitude,registered,counts_for_district,interval_secs,last_reading,last_received,status"
     );
     assert_eq!(lines.len(), 3);
     assert!(
-        lines[2].starts_with("b,true,2016-08-01T15:00:00.000Z,"),
+        lines[2].starts_with("b,,,,,false,true,,2016-08-01T15:00:00.000Z,"),
         "{csv}"
     );
     let (_, accept_csv) = http_with(

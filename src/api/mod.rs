@@ -25,6 +25,7 @@ use serde::Deserialize;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::sites::Registry;
 use crate::store::Store;
 use error::ApiError;
 
@@ -100,6 +101,8 @@ struct Inner {
     /// The API's own store connection; queries run one at a time on blocking threads.
     store: Mutex<Store>,
     cfg: Config,
+    /// The site registry (names, locations, district membership).
+    registry: Arc<Registry>,
     metrics: Arc<Metrics>,
     clock: Arc<dyn Clock>,
     /// The bearer token, when one is required.
@@ -135,7 +138,13 @@ impl ApiState {
 }
 
 /// Builds the router.
-pub fn router(cfg: Config, store: Store, metrics: Arc<Metrics>, clock: Arc<dyn Clock>) -> Router {
+pub fn router(
+    cfg: Config,
+    registry: Arc<Registry>,
+    store: Store,
+    metrics: Arc<Metrics>,
+    clock: Arc<dyn Clock>,
+) -> Router {
     let token = std::env::var(&cfg.api.token_env)
         .ok()
         .filter(|t| !t.is_empty());
@@ -143,6 +152,7 @@ pub fn router(cfg: Config, store: Store, metrics: Arc<Metrics>, clock: Arc<dyn C
         inner: Arc::new(Inner {
             store: Mutex::new(store),
             cfg,
+            registry,
             metrics,
             clock,
             token,

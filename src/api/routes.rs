@@ -91,19 +91,38 @@ pub(super) async fn sites(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let now = st.inner.clock.now();
+    let registry = std::sync::Arc::clone(&st.inner.registry);
     let rows = st
         .with_store(move |s, cfg| {
             let offline_ms = (cfg.api.offline_after_secs as i64) * 1000;
-            let list = s.site_activity().map_err(ApiError::internal)?;
-            Ok(list
+            let seen: std::collections::BTreeMap<String, (i64, i64)> = s
+                .site_activity()
+                .map_err(ApiError::internal)?
                 .into_iter()
-                .map(|(site, last_ts, last_rx)| {
-                    let online = now.0 - last_rx <= offline_ms;
+                .map(|(site, ts, rx)| (site, (ts, rx)))
+                .collect();
+            // Registered sites (seen or not) and sites seen but not registered.
+            let mut ids: Vec<String> = registry.sites().map(|x| x.id.clone()).collect();
+            ids.extend(seen.keys().cloned());
+            ids.sort();
+            ids.dedup();
+            Ok(ids
+                .into_iter()
+                .map(|id| {
+                    let reg = registry.get(&id);
+                    let act = seen.get(&id);
+                    let online = act.is_some_and(|(_, rx)| now.0 - rx <= offline_ms);
                     json!({
-                        "id": site,
-                        "counts_for_district": !cfg.aqi.district_exclude.contains(&site),
-                        "last_reading": UnixMillis(last_ts).to_string(),
-                        "last_received": UnixMillis(last_rx).to_string(),
+                        "id": id,
+                        "name": reg.and_then(|r| r.name.clone()),
+                        "location": reg.and_then(|r| r.location.clone()),
+                        "latitude": reg.and_then(|r| r.latitude),
+                        "longitude": reg.and_then(|r| r.longitude),
+                        "registered": reg.is_some(),
+                        "counts_for_district": !cfg.aqi.district_exclude.contains(&id),
+                        "interval_secs": reg.and_then(|r| r.interval_secs),
+                        "last_reading": act.map(|a| UnixMillis(a.0).to_string()),
+                        "last_received": act.map(|a| UnixMillis(a.1).to_string()),
                         "status": if online { "online" } else { "offline" },
                     })
                 })
@@ -114,7 +133,13 @@ pub(super) async fn sites(
         rows,
         &[
             "id",
+            "name",
+            "location",
+            "latitude",
+            "longitude",
+            "registered",
             "counts_for_district",
+            "interval_secs",
             "last_reading",
             "last_received",
             "status",

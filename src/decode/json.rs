@@ -92,13 +92,13 @@ fn decode_object(obj: &Map<String, Value>) -> Result<Observation, Rejection> {
         ));
     }
     let unit = match obj.get("unit") {
-        None | Some(Value::Null) => ConcentrationUnit::MicrogramsPerCubicMetre,
-        Some(Value::String(s)) => ConcentrationUnit::parse(s).ok_or_else(|| {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(ConcentrationUnit::parse(s).ok_or_else(|| {
             Rejection::new(
                 RejectReason::UnknownUnit,
                 format!("unit {:?}: use ug/m3, mg/m3 or ng/m3", clip(s)),
             )
-        })?,
+        })?),
         Some(v) => return Err(wrong_type("unit", "a string", v)),
     };
     let flag = match obj.get("flag") {
@@ -242,7 +242,7 @@ mod tests {
         assert_eq!(o.ts, UnixMillis(1_470_013_137_000));
         assert_eq!(o.pm25, Some(35.2));
         assert_eq!(o.pm10, Some(80.0));
-        assert_eq!(o.unit, ConcentrationUnit::MilligramsPerCubicMetre);
+        assert_eq!(o.unit, Some(ConcentrationUnit::MilligramsPerCubicMetre));
         assert_eq!(o.device.as_deref(), Some("d1"));
         assert_eq!(o.interval_secs, Some(60));
     }

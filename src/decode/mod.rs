@@ -12,7 +12,9 @@ pub struct Observation {
     /// Concentrations in `unit`, as sent.
     pub pm25: Option<f64>,
     pub pm10: Option<f64>,
-    pub unit: ConcentrationUnit,
+    /// The unit the payload states; `None`: the site's configured unit (µg/m³ unless
+    /// the site registry says otherwise).
+    pub unit: Option<ConcentrationUnit>,
     pub flag: Flag,
     pub device: Option<String>,
     pub interval_secs: Option<u32>,

@@ -1,0 +1,228 @@
+//! The site registry (`config/sites.toml`): the bureau's list of monitored sites, with
+//! what each one's devices cannot say themselves — the unit they report in, their
+//! cadence — and whether the site counts for the district value. Readings from sites
+//! not in the list are accepted (and show up as unregistered) or rejected, per
+//! `[sites] unregistered`.
+//!
+//! ```toml
+//! [[site]]
+//! id = "erqi-001"
+//! name = "Dengfeng Road tunnel works"
+//! location = "二七区登封路"
+//! latitude = 34.72
+//! longitude = 113.62
+//! counts_for_district = true
+//! interval_secs = 60
+//! unit = "ug/m3"
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{ConcentrationUnit, SiteId};
+use crate::validate::SiteDefaults;
+
+/// What to do with readings from a site that is not in the registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Unregistered {
+    /// Store them; the site appears in the API as unregistered.
+    #[default]
+    Accept,
+    /// Refuse them with reason `unknown_site`.
+    Reject,
+}
+
+/// The `[sites]` config.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SitesConfig {
+    /// The registry file; a missing file is an empty registry.
+    #[serde(default = "default_file")]
+    pub file: PathBuf,
+    #[serde(default)]
+    pub unregistered: Unregistered,
+}
+
+fn default_file() -> PathBuf {
+    PathBuf::from("config/sites.toml")
+}
+
+impl Default for SitesConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("every field has a default")
+    }
+}
+
+/// One registered site.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Site {
+    pub id: String,
+    pub name: Option<String>,
+    pub location: Option<String>,
+    pub latitude: Option<f64>,
+    pub longitude: Option<f64>,
+    #[serde(default = "default_true")]
+    pub counts_for_district: bool,
+    /// The devices' sampling interval, used when a payload does not state it.
+    pub interval_secs: Option<u32>,
+    /// The unit the devices report in, used when a payload does not state it.
+    pub unit: Option<String>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    site: Vec<Site>,
+}
+
+/// The loaded registry.
+#[derive(Debug, Clone, Default)]
+pub struct Registry {
+    sites: BTreeMap<String, (Site, SiteDefaults)>,
+    unregistered: Unregistered,
+}
+
+impl Registry {
+    /// Loads the registry; every problem in the file is reported at once.
+    pub fn load(cfg: &SitesConfig) -> Result<Registry, Vec<String>> {
+        let text = match std::fs::read_to_string(&cfg.file) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(vec![format!("{}: {e}", cfg.file.display())]),
+        };
+        Self::parse(&text, cfg.unregistered).map_err(|p| {
+            p.into_iter()
+                .map(|x| format!("{}: {x}", cfg.file.display()))
+                .collect()
+        })
+    }
+
+    /// Parses registry TOML.
+    pub fn parse(text: &str, unregistered: Unregistered) -> Result<Registry, Vec<String>> {
+        let file: File = toml::from_str(text).map_err(|e| vec![e.to_string()])?;
+        let mut problems = Vec::new();
+        let mut sites = BTreeMap::new();
+        for s in file.site {
+            if let Err(e) = SiteId::parse(&s.id) {
+                problems.push(format!("site id {:?}: {}", s.id, e.as_str()));
+                continue;
+            }
+            let unit = match s.unit.as_deref().map(ConcentrationUnit::parse) {
+                None => None,
+                Some(Some(u)) => Some(u),
+                Some(None) => {
+                    problems.push(format!(
+                        "site {}: unit {:?}: use ug/m3, mg/m3 or ng/m3",
+                        s.id,
+                        s.unit.as_deref().unwrap_or("")
+                    ));
+                    None
+                }
+            };
+            if s.interval_secs.is_some_and(|i| !(1..=86_400).contains(&i)) {
+                problems.push(format!("site {}: interval_secs must be 1..=86400", s.id));
+            }
+            let defaults = SiteDefaults {
+                unit,
+                interval_secs: s.interval_secs,
+            };
+            if sites.insert(s.id.clone(), (s.clone(), defaults)).is_some() {
+                problems.push(format!("site {} is listed twice", s.id));
+            }
+        }
+        if problems.is_empty() {
+            Ok(Registry {
+                sites,
+                unregistered,
+            })
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// Whether readings from `site` are taken.
+    pub fn allows(&self, site: &str) -> bool {
+        self.unregistered == Unregistered::Accept || self.sites.contains_key(site)
+    }
+
+    /// The registered defaults for `site` (none for an unregistered one).
+    pub fn defaults(&self, site: &str) -> SiteDefaults {
+        self.sites.get(site).map(|s| s.1).unwrap_or_default()
+    }
+
+    /// The registered site, if any.
+    pub fn get(&self, site: &str) -> Option<&Site> {
+        self.sites.get(site).map(|s| &s.0)
+    }
+
+    /// Every registered site.
+    pub fn sites(&self) -> impl Iterator<Item = &Site> {
+        self.sites.values().map(|s| &s.0)
+    }
+
+    /// Registered sites that do not count for the district.
+    pub fn not_in_district(&self) -> Vec<String> {
+        self.sites()
+            .filter(|s| !s.counts_for_district)
+            .map(|s| s.id.clone())
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_example_parses() {
+        let text = include_str!("../config/sites.example.toml");
+        let r = Registry::parse(text, Unregistered::Accept).unwrap();
+        assert_eq!(r.sites().count(), 2);
+        assert_eq!(r.not_in_district(), vec!["erqi-ref".to_string()]);
+    }
+
+    #[test]
+    fn parses_sites_and_reports_every_problem() {
+        let r = Registry::parse(
+            r#"
+[[site]]
+id = "a"
+unit = "mg/m3"
+interval_secs = 30
+[[site]]
+id = "b"
+counts_for_district = false
+"#,
+            Unregistered::Reject,
+        )
+        .unwrap();
+        assert_eq!(
+            r.defaults("a").unit,
+            Some(ConcentrationUnit::MilligramsPerCubicMetre)
+        );
+        assert_eq!(r.defaults("a").interval_secs, Some(30));
+        assert!(r.allows("b") && !r.allows("c"));
+        assert_eq!(r.not_in_district(), vec!["b".to_string()]);
+        let e = Registry::parse(
+            "[[site]]\nid = \"a b\"\n[[site]]\nid = \"x\"\nunit = \"ppm\"\ninterval_secs = 0\n[[site]]\nid = \"y\"\n[[site]]\nid = \"y\"\n",
+            Unregistered::Accept,
+        )
+        .unwrap_err();
+        assert_eq!(e.len(), 4, "{e:?}");
+        assert!(
+            Registry::parse("[[site]]\nid = \"a\"\ncolour = 1\n", Unregistered::Accept).is_err()
+        );
+        assert!(Registry::parse("", Unregistered::Accept)
+            .unwrap()
+            .allows("anything"));
+    }
+}
