@@ -175,7 +175,6 @@ fn bare_sub(pinned: bool, port: u16, n: usize, mode: &str, before: Option<&dyn F
 
 fn spawn_service(pinned: bool, dir: &Path, cfg: &Path, run: usize) -> Proc {
     let log = dir.join(format!("aq-{run}.log"));
-    let f = std::fs::File::create(&log).unwrap();
     let mut cmd = match std::env::var("AQ_BENCH_PERF") {
         Ok(out) => {
             let mut c = on_core1(pinned, "perf");
@@ -187,18 +186,11 @@ fn spawn_service(pinned: bool, dir: &Path, cfg: &Path, run: usize) -> Proc {
         }
         Err(_) => on_core1(pinned, env!("CARGO_BIN_EXE_aq-ingest")),
     };
-    let child = cmd
-        .arg("--config")
-        .arg(cfg)
-        .env("RUST_LOG", "info")
-        .stdout(f.try_clone().unwrap())
-        .stderr(f)
-        .spawn()
-        .unwrap();
-    proc_from(child, log)
+    spawn_logged(cmd.arg("--config").arg(cfg).env("RUST_LOG", "info"), log)
 }
 
-/// The service's own pid (the child is `taskset`'s exec, so the same pid).
+/// What one aq-ingest run took. (The child is `taskset`'s exec, so its pid is the
+/// service's own.)
 struct Measured {
     stored: Duration,
     forwarded: Duration,

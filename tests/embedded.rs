@@ -25,17 +25,13 @@ fn default_config_runs_with_no_external_broker_and_stops_cleanly() {
     );
     std::fs::write(dir.path().join("aq.toml"), cfg).unwrap();
 
-    let log = dir.path().join("service.log");
-    let f = std::fs::File::create(&log).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_aq-ingest"))
-        .current_dir(dir.path())
-        .args(["--config", "aq.toml"])
-        .env_remove("RUST_LOG")
-        .stdout(f.try_clone().unwrap())
-        .stderr(f)
-        .spawn()
-        .unwrap();
-    let mut svc = proc_from(child, log);
+    let mut svc = spawn_logged(
+        Command::new(env!("CARGO_BIN_EXE_aq-ingest"))
+            .current_dir(dir.path())
+            .args(["--config", "aq.toml"])
+            .env_remove("RUST_LOG"),
+        dir.path().join("service.log"),
+    );
     wait_until(
         "the service to subscribe to its own broker",
         Duration::from_secs(20),

@@ -22,18 +22,14 @@ fn stored(dir: &std::path::Path) -> i64 {
 }
 
 fn start_binary(dir: &std::path::Path, cfg: &std::path::Path, run: usize) -> Proc {
-    let log = dir.join(format!("service-{run}.log"));
-    let f = std::fs::File::create(&log).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_aq-ingest"))
-        .arg("--config")
-        .arg(cfg)
-        .arg("serve")
-        .env("RUST_LOG", "info")
-        .stdout(f.try_clone().unwrap())
-        .stderr(f)
-        .spawn()
-        .unwrap();
-    proc_from(child, log)
+    spawn_logged(
+        Command::new(env!("CARGO_BIN_EXE_aq-ingest"))
+            .arg("--config")
+            .arg(cfg)
+            .arg("serve")
+            .env("RUST_LOG", "info"),
+        dir.join(format!("service-{run}.log")),
+    )
 }
 
 /// Messages for sites × per_site readings, offset so that runs do not collide.
@@ -105,31 +101,7 @@ async fn sigkill_at_three_points_loses_nothing_and_stores_nothing_twice() {
     unsafe_sigterm(svc.pid());
     assert!(svc.wait().success());
 
-    let c = db(dir.path());
-    assert_eq!(count(&c, "SELECT count(*) FROM readings"), total as i64);
-    let mut stmt = c
-        .prepare("SELECT site, ts_ms, pm25, pm10 FROM readings")
-        .unwrap();
-    let mut seen = 0;
-    for row in stmt
-        .query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, f64>(2)?,
-                r.get::<_, f64>(3)?,
-            ))
-        })
-        .unwrap()
-    {
-        let (site, ts, pm25, pm10) = row.unwrap();
-        let s: usize = site.trim_start_matches("site-").parse().unwrap();
-        let i = ((ts - base) / 60_000) as usize;
-        assert!(s < 50 && i < 200);
-        assert_eq!((pm25, pm10), reading_values(s, i));
-        seen += 1;
-    }
-    assert_eq!(seen, total);
+    assert_stored_exactly(dir.path(), base, 50, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

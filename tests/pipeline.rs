@@ -25,34 +25,6 @@ fn all_messages(base: i64) -> Vec<(String, Vec<u8>)> {
     v
 }
 
-/// Every stored reading equals the published one, and there are exactly SITES × PER_SITE.
-fn assert_sqlite_exact(dir: &std::path::Path, base: i64) {
-    let c = db(dir);
-    assert_eq!(
-        count(&c, "SELECT count(*) FROM readings"),
-        (SITES * PER_SITE) as i64
-    );
-    let mut stmt = c
-        .prepare("SELECT site, ts_ms, pm25, pm10 FROM readings")
-        .unwrap();
-    let rows = stmt
-        .query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, f64>(2)?,
-                r.get::<_, f64>(3)?,
-            ))
-        })
-        .unwrap();
-    for row in rows {
-        let (site, ts, pm25, pm10) = row.unwrap();
-        let s: usize = site.trim_start_matches("site-").parse().unwrap();
-        let i = ((ts - base) / 60_000) as usize;
-        assert_eq!((pm25, pm10), reading_values(s, i), "{site} {ts}");
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_readings_land_exactly_once_in_sqlite_and_victoria_metrics() {
     let dir = tempfile::tempdir().unwrap();
@@ -70,7 +42,7 @@ async fn ten_thousand_readings_land_exactly_once_in_sqlite_and_victoria_metrics(
     assert_eq!(Metrics::get(&m.readings_stored), (SITES * PER_SITE) as u64);
     assert_eq!(m.rejected_total(), 0);
     svc.stop().await;
-    assert_sqlite_exact(dir.path(), base);
+    assert_stored_exactly(dir.path(), base, SITES, PER_SITE);
     assert_eq!(Metrics::get(&m.messages_acked), (SITES * PER_SITE) as u64);
 
     // VictoriaMetrics keeps duplicates, so an exact count proves nothing was sent twice.
@@ -111,7 +83,7 @@ async fn ten_thousand_readings_land_in_influxdb_1_6_over_the_v1_api() {
     })
     .await;
     svc.stop().await;
-    assert_sqlite_exact(dir.path(), base);
+    assert_stored_exactly(dir.path(), base, SITES, PER_SITE);
     let counts = influx.query("aq", "SELECT count(pm10), count(pm2_5) FROM pm");
     assert_eq!(counts[0][1], serde_json::json!(SITES * PER_SITE));
     assert_eq!(counts[0][2], serde_json::json!(SITES * PER_SITE));

@@ -123,16 +123,10 @@ async fn mqtts_with_a_custom_ca_and_a_client_certificate() {
     )
     .unwrap();
     require("mosquitto");
-    let log = dir.path().join("mosquitto.log");
-    let f = std::fs::File::create(&log).unwrap();
-    let child = Command::new("mosquitto")
-        .arg("-c")
-        .arg(&conf)
-        .stdout(f.try_clone().unwrap())
-        .stderr(f)
-        .spawn()
-        .unwrap();
-    let broker = proc_from(child, log);
+    let broker = spawn_logged(
+        Command::new("mosquitto").arg("-c").arg(&conf),
+        dir.path().join("mosquitto.log"),
+    );
     wait_until("mosquitto TLS listener", Duration::from_secs(10), || {
         assert!(
             !broker.log_text().contains("Error"),

@@ -17,6 +17,21 @@ pub struct DeadLetter {
     pub line: String,
 }
 
+/// Records refused lines for an operator, inside the caller's transaction.
+fn record_dead_letters(
+    tx: &rusqlite::Transaction<'_>,
+    dead: &[DeadLetter],
+    now: UnixMillis,
+) -> Result<(), StoreError> {
+    let mut dl = tx.prepare_cached(
+        "INSERT INTO dead_letters (at_ms, status, reason, line) VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    for d in dead {
+        dl.execute(params![now.0, d.status, d.reason, d.line])?;
+    }
+    Ok(())
+}
+
 impl Store {
     /// The sink's cursor: the highest seq it has finished with (0 for a new sink, which
     /// therefore starts with every stored reading).
@@ -80,12 +95,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
         {
-            let mut dl = tx.prepare_cached(
-                "INSERT INTO dead_letters (at_ms, status, reason, line) VALUES (?1, ?2, ?3, ?4)",
-            )?;
-            for d in dead {
-                dl.execute(params![now.0, d.status, d.reason, d.line])?;
-            }
+            record_dead_letters(&tx, dead, now)?;
             tx.execute(
                 "INSERT INTO sink_cursors (sink, seq) VALUES (?1, ?2)
                  ON CONFLICT (sink) DO UPDATE SET seq = max(seq, excluded.seq)",
@@ -134,12 +144,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
         {
-            let mut dl = tx.prepare_cached(
-                "INSERT INTO dead_letters (at_ms, status, reason, line) VALUES (?1, ?2, ?3, ?4)",
-            )?;
-            for d in dead {
-                dl.execute(params![now.0, d.status, d.reason, d.line])?;
-            }
+            record_dead_letters(&tx, dead, now)?;
             tx.execute("DELETE FROM derived_outbox WHERE seq <= ?1", [through])?;
         }
         tx.commit()?;

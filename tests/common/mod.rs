@@ -122,6 +122,11 @@ impl Drop for Proc {
     }
 }
 
+/// Starts `cmd` with its output in `log`; killed on drop.
+pub fn spawn_logged(cmd: &mut Command, log: PathBuf) -> Proc {
+    Proc::spawn(cmd, log)
+}
+
 /// Wraps a child started by a test.
 pub fn proc_from(child: Child, log: PathBuf) -> Proc {
     Proc {
@@ -420,6 +425,36 @@ pub fn reading_values(site: usize, i: usize) -> (f64, f64) {
     let pm10 = ((site * 37 + i * 11) % 4000) as f64 / 10.0 + 5.0;
     let pm25 = ((site * 13 + i * 7) % 2000) as f64 / 10.0;
     (pm25, pm10.max(pm25))
+}
+
+/// Asserts that the store holds exactly `sites × per_site` readings made by
+/// [`reading_msg`] with `base`: each one once, with its published values.
+pub fn assert_stored_exactly(dir: &Path, base: i64, sites: usize, per_site: usize) {
+    let c = db(dir);
+    assert_eq!(
+        count(&c, "SELECT count(*) FROM readings"),
+        (sites * per_site) as i64
+    );
+    let mut stmt = c
+        .prepare("SELECT site, ts_ms, pm25, pm10 FROM readings")
+        .unwrap();
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, f64>(2)?,
+                r.get::<_, f64>(3)?,
+            ))
+        })
+        .unwrap();
+    for row in rows {
+        let (site, ts, pm25, pm10) = row.unwrap();
+        let s: usize = site.trim_start_matches("site-").parse().unwrap();
+        let i = ((ts - base) / 60_000) as usize;
+        assert!(s < sites && i < per_site, "unexpected reading {site} {ts}");
+        assert_eq!((pm25, pm10), reading_values(s, i), "{site} {ts}");
+    }
 }
 
 /// Base time of test readings: now minus one day, on a whole minute.
