@@ -174,7 +174,7 @@ impl Mosquitto {
         std::fs::write(
             &conf,
             format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {dir}/\nmax_queued_messages 1000000\nmax_inflight_messages {inflight}\nautosave_interval 1\nlog_type error\nlog_type warning\nlog_type notice\nlog_type information\nlog_type subscribe\n",
+                "# As root, stay root: the mosquitto user could not write the persistence file in\n# the test's private temp directory (and persistence would silently not happen).\nuser root\nlistener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {dir}/\nmax_queued_messages 1000000\nmax_inflight_messages {inflight}\nautosave_interval 1\nlog_type error\nlog_type warning\nlog_type notice\nlog_type information\nlog_type subscribe\n",
                 inflight = std::env::var("AQ_TEST_MOSQUITTO_INFLIGHT").unwrap_or_else(|_| "1000".into()),
                 port = self.port,
                 dir = self.dir.display()
