@@ -35,6 +35,12 @@ pub struct BrokerConfig {
     /// Largest accepted MQTT payload, in bytes.
     #[serde(default = "default_max_payload_bytes")]
     pub max_payload_bytes: usize,
+    /// A second listener speaking MQTT over TLS (rustls), for devices on the network;
+    /// needs `tls_cert_file` and `tls_key_file` (PEM). The service itself keeps using
+    /// the plain listener on loopback.
+    pub tls_listen: Option<SocketAddr>,
+    pub tls_cert_file: Option<std::path::PathBuf>,
+    pub tls_key_file: Option<std::path::PathBuf>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -87,6 +93,20 @@ impl BrokerConfig {
         if self.username.as_deref() == Some("") {
             p.push("broker.username is empty".into());
         }
+        if self.tls_listen.is_some() {
+            for (name, f) in [
+                ("tls_cert_file", &self.tls_cert_file),
+                ("tls_key_file", &self.tls_key_file),
+            ] {
+                match f {
+                    None => p.push(format!("broker.tls_listen needs broker.{name}")),
+                    Some(f) if !f.is_file() => {
+                        p.push(format!("broker.{name} {} does not exist", f.display()))
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
         p
     }
 }
@@ -123,20 +143,41 @@ pub fn start(cfg: &BrokerConfig) -> Result<(), BrokerError> {
         }
         None => None,
     };
+    let connections = rumqttd::ConnectionSettings {
+        connection_timeout_ms: 60_000,
+        max_payload_size: cfg.max_payload_bytes,
+        max_inflight_count: 1000,
+        auth,
+        external_auth: None,
+        dynamic_filters: true,
+    };
     let server = rumqttd::ServerSettings {
         name: "aq-v4".into(),
         listen: cfg.listen,
         tls: None,
         next_connection_delay_ms: 1,
-        connections: rumqttd::ConnectionSettings {
-            connection_timeout_ms: 60_000,
-            max_payload_size: cfg.max_payload_bytes,
-            max_inflight_count: 1000,
-            auth,
-            external_auth: None,
-            dynamic_filters: true,
-        },
+        connections: connections.clone(),
     };
+    let mut servers = HashMap::from([("1".to_owned(), server)]);
+    if let (Some(addr), Some(cert), Some(key)) =
+        (cfg.tls_listen, &cfg.tls_cert_file, &cfg.tls_key_file)
+    {
+        TcpListener::bind(addr).map_err(|source| BrokerError::Listen { addr, source })?;
+        servers.insert(
+            "2".to_owned(),
+            rumqttd::ServerSettings {
+                name: "aq-v4-tls".into(),
+                listen: addr,
+                tls: Some(rumqttd::TlsConfig::Rustls {
+                    capath: None,
+                    certpath: cert.display().to_string(),
+                    keypath: key.display().to_string(),
+                }),
+                next_connection_delay_ms: 1,
+                connections,
+            },
+        );
+    }
     let config = rumqttd::Config {
         id: 0,
         router: rumqttd::RouterConfig {
@@ -149,7 +190,7 @@ pub fn start(cfg: &BrokerConfig) -> Result<(), BrokerError> {
             initialized_filters: None,
             shared_subscriptions_strategy: Default::default(),
         },
-        v4: Some(HashMap::from([("1".to_owned(), server)])),
+        v4: Some(servers),
         v5: None,
         ws: None,
         cluster: None,

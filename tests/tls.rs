@@ -50,7 +50,7 @@ fn make_pki(dir: &Path) {
     openssl(dir, &ca);
     std::fs::write(
         dir.join("server.ext"),
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n",
     )
     .unwrap();
     std::fs::write(
@@ -152,4 +152,62 @@ async fn mqtts_with_a_custom_ca_and_a_client_certificate() {
     .await;
     svc.stop().await;
     assert_eq!(count(&db(dir.path()), "SELECT count(*) FROM readings"), 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_broker_takes_devices_over_tls_with_a_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = dir.path().join("pki");
+    std::fs::create_dir_all(&pki).unwrap();
+    make_pki(&pki);
+    std::env::set_var("AQ_TEST_BROKER_PASSWORD", "device-secret");
+    let (plain, tls) = (free_port(), free_port());
+    let text = format!(
+        "[broker]\nembedded = true\nlisten = \"127.0.0.1:{plain}\"\nusername = \"device\"\npassword_env = \"AQ_TEST_BROKER_PASSWORD\"\ntls_listen = \"127.0.0.1:{tls}\"\ntls_cert_file = \"{p}/server.pem\"\ntls_key_file = \"{p}/server.key\"\n[store]\npath = \"{}\"\n[log]\nstats_interval_secs = 0\n[api]\nenabled = false\n",
+        dir.path().join("aq.db").display(),
+        p = pki.display()
+    );
+    let svc = Service::start(Config::parse(&text, "test").unwrap()).await;
+    let m = Arc::clone(&svc.metrics);
+    let publish = |password: &str| {
+        Command::new(require("mosquitto_pub"))
+            // By name: an IP address is not a valid TLS server name (SNI), and rustls
+            // refuses clients that send one.
+            .args(["-h", "localhost", "-p", &tls.to_string(), "--cafile"])
+            .arg(pki.join("ca.pem"))
+            .args([
+                "-u",
+                "device",
+                "-P",
+                password,
+                "-q",
+                "1",
+                "-t",
+                "aq/tls-site/readings",
+            ])
+            .args(["-m", r#"{"ts":"2016-08-01T08:00:00+08:00","pm10":42}"#])
+            .output()
+            .unwrap()
+    };
+    let ok = publish("device-secret");
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    wait_for("the reading over TLS", Duration::from_secs(20), || {
+        Metrics::get(&m.readings_stored) == 1
+    })
+    .await;
+    // The TLS works; a wrong password is refused (rumqttd drops the connection).
+    let refused = publish("wrong");
+    assert!(!refused.status.success(), "a wrong password was accepted");
+    svc.stop().await;
+    assert_eq!(
+        count(
+            &db(dir.path()),
+            "SELECT count(*) FROM readings WHERE site = 'tls-site'"
+        ),
+        1
+    );
 }
