@@ -19,10 +19,17 @@ fn default_config_runs_with_no_external_broker_and_stops_cleanly() {
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/default.toml"))
             .unwrap();
     assert!(shipped.contains("listen = \"127.0.0.1:1883\""));
-    let cfg = shipped.replace(
-        "listen = \"127.0.0.1:1883\"",
-        &format!("listen = \"127.0.0.1:{port}\""),
-    );
+    assert!(shipped.contains("listen = \"127.0.0.1:8080\""));
+    let api_port = free_port();
+    let cfg = shipped
+        .replace(
+            "listen = \"127.0.0.1:1883\"",
+            &format!("listen = \"127.0.0.1:{port}\""),
+        )
+        .replace(
+            "listen = \"127.0.0.1:8080\"",
+            &format!("listen = \"127.0.0.1:{api_port}\""),
+        );
     std::fs::write(dir.path().join("aq.toml"), cfg).unwrap();
 
     let mut svc = spawn_logged(
@@ -95,6 +102,51 @@ fn default_config_runs_with_no_external_broker_and_stops_cleanly() {
                     == 31
             }
         },
+    );
+
+    // The readings are in the API and in the report too.
+    let (status, body) = http(
+        "GET",
+        &format!("http://127.0.0.1:{api_port}/api/v1/sites/erqi-001/series?resolution=raw&from=2016-08-01&to=2016-08-01"),
+        "",
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let series: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (series[0]["pm25"].as_f64(), series[0]["pm10"].as_f64()),
+        (Some(35.2), Some(80.1))
+    );
+    let report = Command::new(env!("CARGO_BIN_EXE_aq-ingest"))
+        .current_dir(dir.path())
+        .args([
+            "--config",
+            "aq.toml",
+            "report",
+            "--site",
+            "erqi-001",
+            "--from",
+            "2016-08-01",
+            "--to",
+            "2016-08-01",
+            "--format",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        report.status.success(),
+        "{}",
+        String::from_utf8_lossy(&report.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&report.stdout).unwrap();
+    // One reading is not a valid hour, let alone a day: the report says no data.
+    assert_eq!(
+        (
+            report["days"][0]["date"].as_str(),
+            report["days"][0]["class"].as_str()
+        ),
+        (Some("2016-08-01"), Some("no_data"))
     );
 
     unsafe_sigterm(svc.pid());
