@@ -46,16 +46,12 @@ async fn daily_values_reach_influxdb_and_late_data_overwrites_them() {
         );
         rows.first().map(|r| r[1].clone())
     };
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while district("class").is_none() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no district line in InfluxDB: {:?} {:?}",
-            influx.query("aq", "SHOW MEASUREMENTS"),
-            influx.query("aq", "SELECT * FROM pm_daily")
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for(
+        "the district line in InfluxDB",
+        Duration::from_secs(30),
+        || district("class").is_some(),
+    )
+    .await;
     assert_eq!(district("class").unwrap(), "no_data");
     assert_eq!(district("valid").unwrap(), false);
     let hourly = influx.query("aq", "SELECT count(pm2_5) FROM pm_hourly WHERE site = 'a'");
@@ -68,14 +64,12 @@ async fn daily_values_reach_influxdb_and_late_data_overwrites_them() {
         vec![hours("a", 30.0, 19..24), hours("b", 41.0, 19..24)],
     )
     .await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while district("class").as_ref().and_then(|v| v.as_str()) != Some("good") {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the district day was not re-emitted"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for(
+        "the district day re-emitted",
+        Duration::from_secs(30),
+        || district("class").as_ref().and_then(|v| v.as_str()) == Some("good"),
+    )
+    .await;
     assert_eq!(district("aqi").unwrap(), 55);
     assert_eq!(district("pm2_5_ug").unwrap(), 36);
     assert_eq!(district("sites_pm2_5").unwrap(), 2);
