@@ -216,10 +216,14 @@ pub(super) async fn series(
                     })
                     .collect(),
                 _ => {
-                    s.refresh_daily(zone, cfg.aqi.default_interval_secs)
-                        .map_err(ApiError::internal)?;
                     let days = s
-                        .daily(from, to, Some(site.as_str()))
+                        .daily_fresh(
+                            zone,
+                            cfg.aqi.default_interval_secs,
+                            from,
+                            to,
+                            Some(site.as_str()),
+                        )
                         .map_err(ApiError::internal)?;
                     let mut out = Vec::new();
                     let mut d = from;
