@@ -139,11 +139,7 @@ impl Derived {
                 FieldValue::Str(a.category.en().to_owned()),
             ));
         }
-        let class = match v.class {
-            DayClass::Good => "good",
-            DayClass::Polluted => "polluted",
-            DayClass::NoData => "no_data",
-        };
+        let class = v.class.as_str();
         fields.push(("class".to_owned(), FieldValue::Str(class.to_owned())));
         fields.push((
             "good".to_owned(),

@@ -13,7 +13,6 @@ use thiserror::Error;
 use crate::aqi::daily::{district_value, site_value, DayClass, DayValue, SiteDay};
 use crate::aqi::target::{progress, Progress, TargetConfig};
 use crate::aqi::AqiConfig;
-use crate::model::Pollutant;
 use crate::store::{Store, StoreError};
 
 /// Printed with every report: this is not the official count.
@@ -106,30 +105,6 @@ pub fn build(store: &Store, aqi: &AqiConfig, spec: Spec) -> Result<Report, Repor
     })
 }
 
-fn class_str(c: DayClass) -> &'static str {
-    match c {
-        DayClass::Good => "good",
-        DayClass::Polluted => "polluted",
-        DayClass::NoData => "no_data",
-    }
-}
-
-fn primary(d: &DayValue) -> String {
-    d.aqi
-        .as_ref()
-        .map(|a| {
-            a.primary
-                .iter()
-                .map(|p| match p {
-                    Pollutant::Pm25 => "PM2.5",
-                    Pollutant::Pm10 => "PM10",
-                })
-                .collect::<Vec<_>>()
-                .join("+")
-        })
-        .unwrap_or_default()
-}
-
 impl Report {
     /// The JSON form: every day with at least `date`, `pm25`, `pm10`, `aqi` (null when no
     /// data) and `class`, and the counts.
@@ -147,8 +122,8 @@ impl Report {
                     "aqi": d.aqi.as_ref().map(|a| a.value),
                     "category": d.aqi.as_ref().map(|a| a.category.en()),
                     "category_zh": d.aqi.as_ref().map(|a| a.category.zh()),
-                    "primary": primary(d),
-                    "class": class_str(d.class),
+                    "primary": d.primary_label(),
+                    "class": d.class.as_str(),
                     "valid_hours_pm25": d.valid_hours_pm25,
                     "valid_hours_pm10": d.valid_hours_pm10,
                     "sites_pm25": d.sites_pm25,
@@ -191,8 +166,8 @@ impl Report {
                 opt(d.pm10_ug),
                 opt(d.aqi.as_ref().map(|a| a.value)),
                 d.aqi.as_ref().map(|a| a.category.en()).unwrap_or(""),
-                primary(d),
-                class_str(d.class),
+                d.primary_label(),
+                d.class.as_str(),
                 d.valid_hours_pm25,
                 d.valid_hours_pm10,
                 d.sites_pm25,
@@ -275,7 +250,7 @@ impl Report {
                 opt(d.pm10_ug),
                 opt(d.aqi.as_ref().map(|a| a.value)),
                 cat,
-                primary(d),
+                d.primary_label(),
                 d.valid_hours_pm25.max(d.valid_hours_pm10),
                 d.sites_pm25.max(d.sites_pm10)
             );

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use super::error::ApiError;
 use super::ApiState;
 use crate::aqi::daily::{site_value, DayClass};
-use crate::model::{Pollutant, SiteId, UnixMillis};
+use crate::model::{SiteId, UnixMillis};
 use crate::report::{build, Spec};
 
 /// Common query parameters.
@@ -278,8 +278,8 @@ fn day_json(v: &crate::aqi::daily::DayValue) -> Value {
         "category": v.aqi.as_ref().map(|a| a.category.en()),
         "category_zh": v.aqi.as_ref().map(|a| a.category.zh()),
         "color": v.aqi.as_ref().map(|a| { let (r, g, b) = a.category.rgb(); format!("#{r:02x}{g:02x}{b:02x}") }),
-        "primary": v.aqi.as_ref().map(|a| a.primary.iter().map(|p| match p { Pollutant::Pm25 => "PM2.5", Pollutant::Pm10 => "PM10" }).collect::<Vec<_>>().join("+")),
-        "class": match v.class { DayClass::Good => "good", DayClass::Polluted => "polluted", DayClass::NoData => "no_data" },
+        "primary": v.aqi.as_ref().map(|_| v.primary_label()),
+        "class": v.class.as_str(),
         "valid": v.class != DayClass::NoData,
         "valid_hours_pm25": v.valid_hours_pm25,
         "valid_hours_pm10": v.valid_hours_pm10,

@@ -74,6 +74,17 @@ pub enum DayClass {
     NoData,
 }
 
+impl DayClass {
+    /// The stable code used in reports, the API and InfluxDB.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DayClass::Good => "good",
+            DayClass::Polluted => "polluted",
+            DayClass::NoData => "no_data",
+        }
+    }
+}
+
 /// A day's value (one site's, or the district's).
 #[derive(Debug, Clone)]
 pub struct DayValue {
@@ -93,6 +104,26 @@ pub struct DayValue {
     /// Sites whose valid daily value entered the mean, per pollutant (1 for a site).
     pub sites_pm25: usize,
     pub sites_pm10: usize,
+}
+
+impl DayValue {
+    /// The primary pollutants as shown to people: `PM2.5`, `PM10` or `PM2.5+PM10`
+    /// (empty when there is none).
+    pub fn primary_label(&self) -> String {
+        self.aqi
+            .as_ref()
+            .map(|a| {
+                a.primary
+                    .iter()
+                    .map(|p| match p {
+                        Pollutant::Pm25 => "PM2.5",
+                        Pollutant::Pm10 => "PM10",
+                    })
+                    .collect::<Vec<_>>()
+                    .join("+")
+            })
+            .unwrap_or_default()
+    }
 }
 
 fn value(
