@@ -6,6 +6,7 @@
 use std::path::Path;
 
 use aq_ingest::aqi::target::{Comparison, TargetConfig};
+use aq_ingest::model::{Flag, MicrogramsPerCubicMetre, Period, Reading, SiteId, UnixMillis};
 use aq_ingest::store::{Store, StoreConfig};
 use chrono::NaiveDate;
 
@@ -27,6 +28,20 @@ pub fn target() -> TargetConfig {
         comparison: Comparison::MoreThan,
         pm25_limit: None,
         pm10_limit: None,
+    }
+}
+
+/// One minute-cadence sample: PM2.5 `v`, PM10 twice that.
+pub fn reading(site: &str, ts: i64, v: f64) -> Reading {
+    Reading {
+        site: SiteId::parse(site).unwrap(),
+        device: None,
+        ts: UnixMillis(ts),
+        period: Period::Sample,
+        flag: Flag::Normal,
+        pm25: Some(MicrogramsPerCubicMetre::new(v).unwrap()),
+        pm10: Some(MicrogramsPerCubicMetre::new(v * 2.0).unwrap()),
+        interval_secs: Some(60),
     }
 }
 

@@ -241,10 +241,10 @@ async fn housekeeping(
             _ = stats.tick() => log_stats(&metrics),
             _ = daily.tick() => {
                 let (store_cfg, d, now) = (cfg.store.clone(), derived.clone(), clock.now());
-                let (zone, interval) = (cfg.aqi.zone(), cfg.aqi.default_interval_secs);
+                let aqi = cfg.aqi.clone();
                 let r = tokio::task::spawn_blocking(move || {
                     let mut s = Store::open(&store_cfg)?;
-                    s.refresh_daily(zone, interval)?;
+                    s.refresh_daily(&aqi)?;
                     match d {
                         Some(d) => s.emit_derived_days(now, |pending, rows| d.day_lines(pending, rows)),
                         None => Ok(0),

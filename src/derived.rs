@@ -227,7 +227,7 @@ mod store_tests {
             .collect();
         s.commit_batch_durable(&readings, &[], UnixMillis(0))
             .unwrap();
-        s.refresh_daily(d.zone, 60).unwrap();
+        s.refresh_daily(&AqiConfig::default()).unwrap();
         let n = s
             .emit_derived_days(UnixMillis(0), |p, rows| d.day_lines(p, rows))
             .unwrap();

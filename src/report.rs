@@ -1,5 +1,5 @@
-//! The target report, from the store's daily values (the cached ones, with the days
-//! changed since the last refresh recomputed from their hours; reads only): day-by-day values (district,
+//! The target report, from the store's daily values (the cached site and district
+//! days, with the days changed since the last refresh recomputed; reads only): day-by-day values (district,
 //! or one site) and, for a configured target, the good-day progress. Rendered as a
 //! table an official can read, as JSON, or as CSV.
 
@@ -10,7 +10,7 @@ use chrono::{Duration, NaiveDate};
 use serde_json::{json, Value};
 use thiserror::Error;
 
-use crate::aqi::daily::{district_value, site_value, DayClass, DayValue, SiteDay};
+use crate::aqi::daily::{site_value, DayClass, DayValue, SiteDay};
 use crate::aqi::target::{progress, Progress, TargetConfig};
 use crate::aqi::AqiConfig;
 use crate::store::{Store, StoreError};
@@ -68,33 +68,33 @@ pub fn build(store: &Store, aqi: &AqiConfig, spec: Spec) -> Result<Report, Repor
         .min(spec.from + Duration::days(MAX_REPORT_DAYS));
     let mut days = Vec::new();
     if last >= spec.from {
-        let rows = store.daily_fresh(
-            zone,
-            aqi.default_interval_secs,
-            spec.from,
-            last,
-            spec.site.as_deref(),
-        )?;
-        if let Some(site) = &spec.site {
-            if rows.is_empty() && !store.has_site(site)? {
-                return Err(ReportError::UnknownSite(site.clone()));
+        match &spec.site {
+            Some(site) => {
+                let rows = store.daily_fresh(
+                    zone,
+                    aqi.default_interval_secs,
+                    spec.from,
+                    last,
+                    Some(site),
+                )?;
+                if rows.is_empty() && !store.has_site(site)? {
+                    return Err(ReportError::UnknownSite(site.clone()));
+                }
+                let by_date: BTreeMap<NaiveDate, &SiteDay> =
+                    rows.iter().map(|(d, _, v)| (*d, v)).collect();
+                let mut date = spec.from;
+                while date <= last {
+                    days.push(site_value(date, by_date.get(&date).copied(), aqi.table_set));
+                    date += Duration::days(1);
+                }
             }
-        }
-        let mut per_date: BTreeMap<NaiveDate, Vec<&SiteDay>> = BTreeMap::new();
-        for (date, site, d) in &rows {
-            if spec.site.is_none() && aqi.district_exclude.contains(site) {
-                continue;
+            None => {
+                days = store
+                    .district_fresh(aqi, spec.from, last)?
+                    .into_iter()
+                    .map(|(date, d)| d.value(date, aqi.district_min_sites, aqi.table_set))
+                    .collect();
             }
-            per_date.entry(*date).or_default().push(d);
-        }
-        let mut date = spec.from;
-        while date <= last {
-            let sites = per_date.get(&date).map(Vec::as_slice).unwrap_or(&[]);
-            days.push(match &spec.site {
-                Some(_) => site_value(date, sites.first().copied(), aqi.table_set),
-                None => district_value(date, sites, aqi.district_min_sites, aqi.table_set),
-            });
-            date += Duration::days(1);
         }
     }
     let progress = spec.target.as_ref().map(|t| progress(t, &days, spec.as_of));

@@ -182,6 +182,55 @@ pub fn site_value(date: NaiveDate, d: Option<&SiteDay>, table: TableSet) -> DayV
     }
 }
 
+/// The district's day for one pollutant before the minimum-sites rule: the mean of
+/// the counted sites' valid daily concentrations, how many there were, and the most
+/// valid hours of any counted site. What the store caches per district day.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DistrictAgg {
+    pub mean: Option<Milli>,
+    pub sites: usize,
+    pub max_hours: usize,
+}
+
+/// The district's day, both pollutants, from the counted sites' days.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DistrictDay {
+    pub pm25: DistrictAgg,
+    pub pm10: DistrictAgg,
+}
+
+impl DistrictDay {
+    /// Aggregates the counted sites' days (the caller leaves excluded sites out).
+    pub fn of(sites: &[&SiteDay]) -> DistrictDay {
+        let agg = |f: fn(&SiteDay) -> &DayAgg| {
+            let valid: Vec<Milli> = sites.iter().filter_map(|s| f(s).mean).collect();
+            DistrictAgg {
+                mean: Milli::mean(&valid),
+                sites: valid.len(),
+                max_hours: sites.iter().map(|s| f(s).valid_hours).max().unwrap_or(0),
+            }
+        };
+        DistrictDay {
+            pm25: agg(|s| &s.pm25),
+            pm10: agg(|s| &s.pm10),
+        }
+    }
+
+    /// The day's value: per pollutant, the mean counts only when at least `min_sites`
+    /// sites had a valid daily value.
+    pub fn value(&self, date: NaiveDate, min_sites: usize, table: TableSet) -> DayValue {
+        let counted = |a: &DistrictAgg| a.mean.filter(|_| a.sites >= min_sites.max(1));
+        value(
+            date,
+            table,
+            counted(&self.pm25),
+            counted(&self.pm10),
+            (self.pm25.max_hours, self.pm10.max_hours),
+            (self.pm25.sites, self.pm10.sites),
+        )
+    }
+}
+
 /// The district's day: per pollutant, the mean of the counted sites' valid daily
 /// concentrations when at least `min_sites` have one.
 pub fn district_value(
@@ -190,19 +239,7 @@ pub fn district_value(
     min_sites: usize,
     table: TableSet,
 ) -> DayValue {
-    let mean = |f: fn(&SiteDay) -> &DayAgg| -> (Option<Milli>, usize, usize) {
-        let valid: Vec<Milli> = sites.iter().filter_map(|s| f(s).mean).collect();
-        let hours = sites.iter().map(|s| f(s).valid_hours).max().unwrap_or(0);
-        let m = if valid.len() >= min_sites.max(1) {
-            Milli::mean(&valid)
-        } else {
-            None
-        };
-        (m, hours, valid.len())
-    };
-    let (pm25, h25, n25) = mean(|s| &s.pm25);
-    let (pm10, h10, n10) = mean(|s| &s.pm10);
-    value(date, table, pm25, pm10, (h25, h10), (n25, n10))
+    DistrictDay::of(sites).value(date, min_sites, table)
 }
 
 #[cfg(test)]

@@ -132,4 +132,26 @@ pub(super) const MIGRATIONS: &[&str] = &[
         created_ms INTEGER NOT NULL
     );
     "#,
+    // 5: the district's daily values, a cache over `site_daily` refreshed with it, so a
+    // half-year target report reads 184 rows instead of 238 × 184. Per pollutant: the
+    // counted sites with a valid daily value, the most valid hours of a counted site,
+    // and the exact mean of those values (numerator and denominator as 16-byte
+    // little-endian i128s: a mean of 238 fractions can outgrow 64 bits). The key
+    // records the site cache's rules plus the district exclusion list; the
+    // minimum-sites rule is applied on read.
+    r#"
+    CREATE TABLE district_daily (
+        day    INTEGER PRIMARY KEY,  -- local day number since 1970-01-01
+        n25    INTEGER NOT NULL,
+        h25    INTEGER NOT NULL,
+        mean25 BLOB,
+        n10    INTEGER NOT NULL,
+        h10    INTEGER NOT NULL,
+        mean10 BLOB
+    );
+    CREATE TABLE district_cache_key (
+        id  INTEGER PRIMARY KEY CHECK (id = 1),
+        key TEXT NOT NULL
+    );
+    "#,
 ];
