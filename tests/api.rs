@@ -72,6 +72,12 @@ async fn every_endpoint_against_a_service_fed_through_mqtt() {
         day_msg("a", 2, 20.0, 40.0, 24),
         ("aq/b/readings".to_string(), b"{\"ts\":".to_vec()),
     ];
+    let beijing_today = || {
+        aq_ingest::aqi::zone::Zone::BEIJING.date_of(aq_ingest::model::UnixMillis(
+            chrono::Utc::now().timestamp_millis(),
+        ))
+    };
+    let published_on = beijing_today();
     publish_all(broker.port, msgs).await;
     wait_for("4 messages acknowledged", Duration::from_secs(30), || {
         Metrics::get(&m.messages_acked) == 4
@@ -200,6 +206,21 @@ async fn every_endpoint_against_a_service_fed_through_mqtt() {
     assert_eq!(b["offline"].as_array().unwrap().len(), 0);
     let b2 = api.json("/api/v1/bulletin/2016-08-02");
     assert_eq!(b2["offline"], serde_json::json!(["b"]));
+    assert_eq!(b2["rejects_by_site"], serde_json::json!([]));
+    // Refusals count on the day they were received (today, in Beijing; the day before
+    // too if midnight passed meanwhile), per site: the topic's site level.
+    let mut days = vec![published_on, beijing_today()];
+    days.dedup();
+    let mut by_site = Vec::new();
+    for d in days {
+        by_site.extend(
+            api.json(&format!("/api/v1/bulletin/{d}"))["rejects_by_site"]
+                .as_array()
+                .unwrap()
+                .clone(),
+        );
+    }
+    assert_eq!(by_site, vec![serde_json::json!({"site": "b", "count": 1})]);
 
     // Errors: stable codes and the offending parameter.
     let e = api.error("/api/v1/district/daily?from=2016-13-01&to=2016-08-02", 400);

@@ -1,14 +1,20 @@
 //! The dashboard in a real browser: headless Chromium (Debian `chromium`) loads `/`
 //! from a service fed through MQTT; the rendered page shows the target status, a
 //! calendar with one cell per day of the period coloured by HJ 633 category, the
-//! bulletin, and no script errors. A screenshot is written as a test artifact to
-//! `target/dashboard.png`.
+//! bulletin, and no script errors. It fits a phone's screen: Chromium emulating a
+//! 390 × 844 phone (over the DevTools protocol, as `--window-size` cannot go below 500
+//! px in headless mode) finds no sideways scrolling. Screenshots are written as test
+//! artifacts to `target/dashboard.png` and `target/dashboard-phone.png`.
 
 mod common;
 
-use std::process::Command;
-use std::sync::Arc;
-use std::time::Duration;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Stdio};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use serde_json::{json, Value};
 
 use aq_ingest::config::Config;
 use aq_ingest::metrics::Metrics;
@@ -54,6 +60,134 @@ fn chromium(args: &[&str]) -> (String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// Messages from Chromium waiting to be read (the reader thread waits when it is full).
+const DEVTOOLS_QUEUE: usize = 256;
+
+/// Headless Chromium driven over the DevTools protocol on a pipe
+/// (`--remote-debugging-pipe`: it reads commands on fd 3 and writes on fd 4, each
+/// message NUL-terminated JSON). A shell hands it our stdin and stdout pipes as fds 3
+/// and 4 — no unsafe code needed.
+struct Browser {
+    child: Child,
+    to: std::process::ChildStdin,
+    from: mpsc::Receiver<Value>,
+    next: u64,
+    session: Option<String>,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    fn start() -> Browser {
+        let bin = require("chromium");
+        let profile = tempfile::tempdir().unwrap();
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(r#"exec "$0" "$@" 3<&0 4>&1 1>/dev/null 0</dev/null"#)
+            .arg(bin)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--remote-debugging-pipe",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg("about:blank")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let to = child.stdin.take().unwrap();
+        let mut reader = BufReader::new(child.stdout.take().unwrap());
+        let (tx, rx) = mpsc::sync_channel(DEVTOOLS_QUEUE);
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            while reader
+                .read_until(0, &mut buf)
+                .map(|n| n > 0)
+                .unwrap_or(false)
+            {
+                buf.pop();
+                if let Ok(v) = serde_json::from_slice::<Value>(&buf) {
+                    if tx.send(v).is_err() {
+                        return;
+                    }
+                }
+                buf.clear();
+            }
+        });
+        Browser {
+            child,
+            to,
+            from: rx,
+            next: 0,
+            session: None,
+            _profile: profile,
+        }
+    }
+
+    /// Sends a command (to the attached page, when there is one) and returns its result.
+    fn call(&mut self, method: &str, params: Value) -> Value {
+        self.next += 1;
+        let mut msg = json!({"id": self.next, "method": method, "params": params});
+        if let Some(s) = &self.session {
+            msg["sessionId"] = json!(s);
+        }
+        let mut bytes = serde_json::to_vec(&msg).unwrap();
+        bytes.push(0);
+        self.to.write_all(&bytes).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let v = self
+                .from
+                .recv_timeout(left)
+                .unwrap_or_else(|e| panic!("no answer to {method}: {e}"));
+            if v["id"] == json!(self.next) {
+                assert!(v.get("error").is_none(), "{method}: {v}");
+                return v["result"].clone();
+            }
+            // An event: a script error on the page fails the test.
+            assert_ne!(v["method"], "Runtime.exceptionThrown", "script error: {v}");
+        }
+    }
+
+    /// Opens a page emulating a phone screen of `width` × `height` CSS px.
+    fn open_phone(&mut self, url: &str, width: u32, height: u32) {
+        let t = self.call("Target.createTarget", json!({"url": "about:blank"}));
+        let s = self.call(
+            "Target.attachToTarget",
+            json!({"targetId": t["targetId"], "flatten": true}),
+        );
+        self.session = Some(s["sessionId"].as_str().unwrap().to_owned());
+        self.call("Runtime.enable", json!({}));
+        self.call(
+            "Emulation.setDeviceMetricsOverride",
+            json!({"width": width, "height": height, "deviceScaleFactor": 3, "mobile": true}),
+        );
+        self.call("Page.navigate", json!({"url": url}));
+    }
+
+    fn eval(&mut self, expr: &str) -> Value {
+        self.call(
+            "Runtime.evaluate",
+            json!({"expression": expr, "returnByValue": true}),
+        )["result"]["value"]
+            .clone()
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -124,7 +258,42 @@ async fn the_dashboard_renders_status_calendar_and_bulletin() {
     // The bulletin of the last day with data lists the site.
     assert!(dom.contains("<td>a</td>"), "{dom}");
 
-    // A screenshot for people to look at.
+    assert!(dom.contains(r#"data-fits="true""#), "wider than the window");
+
+    // On a phone (390 × 844 CSS px, mobile viewport): the page fits the screen's width,
+    // with wide tables scrolling inside their box.
+    let phone_shot =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/dashboard-phone.png");
+    {
+        let url = url.clone();
+        let shot = phone_shot.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut b = Browser::start();
+            b.open_phone(&url, 390, 844);
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while b.eval("document.body && document.body.dataset.ready || ''") != json!("1") {
+                assert!(Instant::now() < deadline, "the page did not finish on the phone");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            // A mobile browser widens its layout viewport to content that does not
+            // fit; so the page fits when the viewport stays at the screen's width and
+            // nothing scrolls sideways within it.
+            let widths = b.eval("[window.innerWidth, document.documentElement.clientWidth, document.documentElement.scrollWidth]");
+            assert!(
+                widths[0] == json!(390) && b.eval("document.body.dataset.fits") == json!("true"),
+                "the page is wider than a 390 px phone screen: [viewport, client, content] = {widths}"
+            );
+            let png = b.call("Page.captureScreenshot", json!({"format": "png"}));
+            let png = base64::engine::general_purpose::STANDARD
+                .decode(png["data"].as_str().unwrap())
+                .unwrap();
+            std::fs::write(&shot, png).unwrap();
+        })
+        .await
+        .unwrap();
+    }
+
+    // A screenshot for people to look at (the phone's is written above).
     let shot = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/dashboard.png");
     let _ = std::fs::remove_file(&shot);
     chromium(&[
@@ -132,11 +301,14 @@ async fn the_dashboard_renders_status_calendar_and_bulletin() {
         &format!("--screenshot={}", shot.display()),
         &url,
     ]);
-    assert!(
-        std::fs::metadata(&shot)
-            .map(|m| m.len() > 10_000)
-            .unwrap_or(false),
-        "no screenshot"
-    );
+    for s in [&shot, &phone_shot] {
+        assert!(
+            std::fs::metadata(s)
+                .map(|m| m.len() > 10_000)
+                .unwrap_or(false),
+            "no screenshot at {}",
+            s.display()
+        );
+    }
     svc.stop().await;
 }

@@ -1,6 +1,7 @@
 //! The analyst routes: sites, series, district daily values, targets, bulletin. JSON by
 //! default; CSV with `?format=csv` or `Accept: text/csv` where a table is natural.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use axum::extract::{Path, Query, State};
@@ -16,6 +17,7 @@ use super::ApiState;
 use crate::aqi::daily::{site_value, DayClass};
 use crate::model::{SiteId, UnixMillis};
 use crate::report::{build, Spec};
+use crate::source::topic::{site_of, SiteFilter};
 
 /// Common query parameters.
 #[derive(Debug, Deserialize, Default)]
@@ -387,6 +389,15 @@ pub(super) async fn bulletin(
                 .map_err(ApiError::internal)?;
             let hours = s.hours(t0, t1, None).map_err(ApiError::internal)?;
             let alert = cfg.api.hourly_alert_pm10_ug;
+            // Refusals received that day, per site: the site is the topic's site level
+            // (a payload too broken to name one still came in on a site's topic).
+            let rejects = s.rejects_by_topic(t0, t1).map_err(ApiError::internal)?;
+            let filters: Vec<SiteFilter> =
+                cfg.mqtt.topics.iter().filter_map(|t| SiteFilter::parse(t).ok()).collect();
+            let mut rejected: BTreeMap<Option<&str>, i64> = BTreeMap::new();
+            for (topic, n) in &rejects {
+                *rejected.entry(site_of(&filters, topic)).or_default() += n;
+            }
             let mut sites: Vec<Value> = days
                 .iter()
                 .map(|(_, site, sd)| {
@@ -407,6 +418,7 @@ pub(super) async fn bulletin(
                         "pm10_exceeds_daily_limit": v.pm10_ug.is_some_and(|c| c > 150),
                         "pm25_exceeds_daily_limit": v.pm25_ug.is_some_and(|c| c > 75),
                         "hours_over_pm10_alert": over,
+                        "rejected": rejected.get(&Some(site.as_str())).copied().unwrap_or(0),
                     })
                 })
                 .collect();
@@ -418,13 +430,15 @@ pub(super) async fn bulletin(
                 .into_iter()
                 .filter(|x| !reporting.contains(x.as_str()))
                 .collect();
-            let rejects = s.rejects_by_topic(t0, t1).map_err(ApiError::internal)?;
+            let mut by_site: Vec<(Option<&str>, i64)> = rejected.into_iter().collect();
+            by_site.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
             Ok(json!({
                 "date": d.to_string(),
                 "district": r.days.first().map(day_json),
                 "sites": sites,
                 "offline": offline,
-                "rejects": rejects.into_iter().map(|(topic, n)| json!({"topic": topic, "count": n})).collect::<Vec<_>>(),
+                "rejects_by_site": by_site.into_iter().map(|(site, n)| json!({"site": site, "count": n})).collect::<Vec<_>>(),
+                "rejects": rejects.iter().map(|(topic, n)| json!({"topic": topic, "count": n})).collect::<Vec<_>>(),
                 "limits": {"pm10_daily": 150, "pm25_daily": 75, "pm10_hourly_alert": alert},
             }))
         })
