@@ -153,8 +153,12 @@ impl Browser {
                 assert!(v.get("error").is_none(), "{method}: {v}");
                 return v["result"].clone();
             }
-            // An event: a script error on the page fails the test.
+            // An event: a script error or console error on the page fails the test.
             assert_ne!(v["method"], "Runtime.exceptionThrown", "script error: {v}");
+            assert!(
+                !(v["method"] == "Runtime.consoleAPICalled" && v["params"]["type"] == "error"),
+                "console error: {v}"
+            );
         }
     }
 
