@@ -266,7 +266,11 @@ fn layout(pinned: bool, n: usize, rt: &tokio::runtime::Runtime) {
     // (b) aq-ingest.
     let sink = std::env::var_os("AQ_BENCH_NO_SINK").is_none();
     let sink_cfg = if sink {
-        format!("[influx]\nurl = \"{}\"\nbucket = \"aq\"\n", vm.url())
+        format!(
+            "[influx]\nurl = \"{}\"\nbucket = \"aq\"\n{}",
+            vm.url(),
+            std::env::var("AQ_BENCH_SINK_EXTRA").unwrap_or_default()
+        )
     } else {
         String::new()
     };

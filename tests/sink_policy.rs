@@ -1,5 +1,6 @@
 //! The InfluxDB writer's status policy against a scripted HTTP server, for the answers
-//! no local server produces on demand: 400 (bisect and dead-letter), 401 (keep the data),
+//! no local server produces on demand: 400 (bisect and dead-letter, in batches mixing
+//! derived lines and readings too), 401 (keep the data),
 //! 413 (split), 429 with `Retry-After`, 503, and a server that never answers.
 
 use std::io::Read as _;
@@ -156,8 +157,14 @@ struct Running {
 }
 
 async fn run_sink(url: &str, extra: &str, store: StoreConfig) -> Running {
+    // (Tests that are about the flush interval set their own.)
+    let flush = if extra.contains("flush_interval_secs") {
+        ""
+    } else {
+        "flush_interval_secs = 0.0\n"
+    };
     let cfg: InfluxConfig = toml::from_str(&format!(
-        "url = \"{url}\"\norg = \"erqi\"\nbucket = \"aq\"\ntoken_env = \"AQ_TEST_SINK_TOKEN\"\nflush_interval_secs = 0.0\nretry_min_ms = 10\nretry_max_secs = 1\nrequest_timeout_secs = 1\nshutdown_flush_secs = 1\n{extra}"
+        "url = \"{url}\"\norg = \"erqi\"\nbucket = \"aq\"\ntoken_env = \"AQ_TEST_SINK_TOKEN\"\n{flush}retry_min_ms = 10\nretry_max_secs = 1\nrequest_timeout_secs = 1\nshutdown_flush_secs = 1\n{extra}"
     ))
     .unwrap();
     let metrics = Arc::new(Metrics::default());
@@ -265,6 +272,124 @@ async fn refused_line_is_bisected_out_and_dead_lettered_the_rest_written() {
         "{} requests",
         seen.lock().unwrap().len()
     );
+}
+
+#[tokio::test]
+async fn derived_lines_and_readings_share_requests_and_each_poison_line_is_dead_lettered_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, readings) = filled_store(dir.path(), 12);
+    let derived: Vec<String> = (0..4)
+        .map(|i| {
+            format!(
+                "pm_hourly,site=s1 pm10={i}.5 {}",
+                1_470_000_000_000i64 + i * 3_600_000
+            )
+        })
+        .collect();
+    {
+        let c = rusqlite::Connection::open(&store.path).unwrap();
+        for l in &derived {
+            c.execute(
+                "INSERT INTO derived_outbox (line, created_ms) VALUES (?1, 0)",
+                [format!("{l}\n")],
+            )
+            .unwrap();
+        }
+    }
+    let poison = [derived[2].clone(), readings[5].clone()];
+    let p = poison.clone();
+    let (url, seen) = scripted_server(Arc::new(move |_, s: &Seen| {
+        if s.lines.iter().any(|l| p.contains(l)) {
+            Some((400, vec![], "{\"code\":\"invalid\"}".into()))
+        } else {
+            Some((204, vec![], String::new()))
+        }
+    }))
+    .await;
+    let sink = run_sink(&url, "", store).await;
+    sink.until("14 written and 2 dead", |m| {
+        Metrics::get(&m.lines_written) == 14 && Metrics::get(&m.lines_dead_lettered) == 2
+    })
+    .await;
+    let c = sink.stop().await;
+    // One request carried both outboxes: the derived lines first, then the readings.
+    let first = seen.lock().unwrap()[0].lines.clone();
+    assert_eq!(first, [derived.clone(), readings.clone()].concat());
+    let ok = accepted(&seen, |s| !s.lines.iter().any(|l| poison.contains(l)));
+    let want: Vec<String> = [derived, readings]
+        .concat()
+        .into_iter()
+        .filter(|l| !poison.contains(l))
+        .collect();
+    assert_eq!(ok, want, "written once each, in order");
+    let mut stmt = c
+        .prepare("SELECT line FROM dead_letters ORDER BY line")
+        .unwrap();
+    let dead: Vec<String> = stmt
+        .query_map([], |r| r.get::<_, String>(0))
+        .unwrap()
+        .map(|l| l.unwrap().trim_end().to_owned())
+        .collect();
+    let mut want_dead = poison.to_vec();
+    want_dead.sort();
+    assert_eq!(dead, want_dead);
+    assert_eq!(count(&c, OUTBOX_DEPTH), 0);
+    assert_eq!(count(&c, "SELECT count(*) FROM derived_outbox"), 0);
+}
+
+#[tokio::test]
+async fn a_bursts_tail_goes_at_once_and_a_trickle_waits_for_the_flush_interval() {
+    // A burst: 1 000 readings (a fifth of a batch) with a 10-minute flush interval are
+    // all written as soon as no more commits come.
+    let dir = tempfile::tempdir().unwrap();
+    let (store, lines) = filled_store(dir.path(), 1000);
+    let (url, seen) = scripted_server(Arc::new(|_, _| Some((204, vec![], String::new())))).await;
+    let sink = run_sink(&url, "flush_interval_secs = 600.0", store).await;
+    sink.until("the burst written", |m| {
+        Metrics::get(&m.lines_written) == 1000
+    })
+    .await;
+    sink.stop().await;
+    assert_eq!(accepted(&seen, |_| true), lines);
+
+    // After a full batch, even a small remainder is a burst's tail: 203 readings in
+    // batches of 100 → 100, 100, then the 3 at once.
+    let dir = tempfile::tempdir().unwrap();
+    let (store, lines) = filled_store(dir.path(), 203);
+    let (url, seen) = scripted_server(Arc::new(|_, _| Some((204, vec![], String::new())))).await;
+    let sink = run_sink(
+        &url,
+        "flush_interval_secs = 600.0\nbatch_max_lines = 100",
+        store,
+    )
+    .await;
+    sink.until("the burst written", |m| {
+        Metrics::get(&m.lines_written) == 203
+    })
+    .await;
+    sink.stop().await;
+    assert_eq!(accepted(&seen, |_| true), lines);
+    let sizes: Vec<usize> = seen.lock().unwrap().iter().map(|s| s.lines.len()).collect();
+    assert_eq!(sizes, vec![100, 100, 3]);
+
+    // A trickle: 3 readings wait for the flush interval to gather more.
+    let dir = tempfile::tempdir().unwrap();
+    let (store, lines) = filled_store(dir.path(), 3);
+    let (url, seen) = scripted_server(Arc::new(|_, _| Some((204, vec![], String::new())))).await;
+    let start = Instant::now();
+    let sink = run_sink(&url, "flush_interval_secs = 1.5", store).await;
+    sink.until("the trickle written", |m| {
+        Metrics::get(&m.lines_written) == 3
+    })
+    .await;
+    sink.stop().await;
+    let first = seen.lock().unwrap()[0].clone();
+    assert!(
+        first.at - start >= Duration::from_millis(1400),
+        "sent after {:?}, before the flush interval",
+        first.at - start
+    );
+    assert_eq!(first.lines, lines, "in one request");
 }
 
 #[tokio::test]

@@ -27,20 +27,47 @@ use crate::store::{DeadLetter, Store, StoreConfig, StoreError};
 /// This sink's name in the store's cursor table.
 pub const SINK_NAME: &str = "influx";
 
-/// One encoded outbox line.
+/// A batch of at least `batch_max_lines / BURST_TAIL_SHARE` lines, or any batch after
+/// a full one, is a burst's tail: sent once the outbox has not grown for [`BURST_TAIL_LINGER`], without waiting for
+/// the flush interval (which exists to gather a trickle into one request, not to delay
+/// the end of a burst or a backlog).
+const BURST_TAIL_SHARE: usize = 10;
+/// How long a burst's tail waits for more commits.
+const BURST_TAIL_LINGER: Duration = Duration::from_millis(50);
+
+/// One encoded outbox line, and the outbox it comes from.
 #[derive(Debug, Clone)]
 struct OutboxRow {
     seq: i64,
     line: String,
+    from: Outbox,
 }
 
-/// Which outbox a batch comes from.
+/// Which outbox a line comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Outbox {
     /// Readings after the cursor.
     Readings,
     /// The derived-series lines (hourly and daily values).
     Derived,
+}
+
+/// What a delivery finished with, per outbox: the last line written or dead-lettered,
+/// and the dead letters.
+struct Done {
+    readings: i64,
+    derived: i64,
+    dead_readings: Vec<DeadLetter>,
+    dead_derived: Vec<DeadLetter>,
+}
+
+impl Done {
+    fn through(&mut self, r: &OutboxRow) {
+        match r.from {
+            Outbox::Readings => self.readings = self.readings.max(r.seq),
+            Outbox::Derived => self.derived = self.derived.max(r.seq),
+        }
+    }
 }
 
 /// Which write API the server speaks.
@@ -280,6 +307,9 @@ impl InfluxSink {
         let mut last_send = Instant::now();
         let mut last_stats = Instant::now() - Duration::from_secs(3600);
         let mut shutdown_deadline: Option<Instant> = None;
+        // Lines waiting at the last look, and when they last grew; whether the last
+        // request was a full batch (then what follows is a burst's tail).
+        let (mut waiting, mut grown_at, mut last_full) = (0, Instant::now(), false);
         loop {
             if last_stats.elapsed() >= Duration::from_secs(5) {
                 self.update_stats().await?;
@@ -290,9 +320,20 @@ impl InfluxSink {
                     break;
                 }
             }
-            let (rows, outbox) = self.head().await?;
+            let rows = self.head().await?;
+            if rows.len() > waiting {
+                grown_at = Instant::now();
+            }
+            waiting = rows.len();
             let full = rows.len() >= self.max_lines;
-            if rows.is_empty() || (!full && open && last_send.elapsed() < flush_interval) {
+            // The tail of a burst (or of a backlog) goes once the outbox has stopped
+            // growing for a moment; a trickle of readings (small batches, the last
+            // request not full) still waits for the flush interval to fill a batch.
+            let burst_tail = last_full || rows.len() * BURST_TAIL_SHARE >= self.max_lines;
+            let settled = burst_tail && grown_at.elapsed() >= BURST_TAIL_LINGER;
+            if rows.is_empty()
+                || (!full && !settled && open && last_send.elapsed() < flush_interval)
+            {
                 if !open {
                     break;
                 }
@@ -302,6 +343,10 @@ impl InfluxSink {
                 // by a timer that does not nudge).
                 let wait = if rows.is_empty() {
                     flush_interval.max(Duration::from_millis(100))
+                } else if burst_tail {
+                    flush_interval
+                        .saturating_sub(last_send.elapsed())
+                        .min(BURST_TAIL_LINGER.saturating_sub(grown_at.elapsed()))
                 } else {
                     flush_interval.saturating_sub(last_send.elapsed())
                 };
@@ -316,8 +361,10 @@ impl InfluxSink {
                 }
                 continue;
             }
+            waiting = 0;
+            last_full = full;
             last_send = Instant::now();
-            let retry = self.deliver(rows, outbox).await?;
+            let retry = self.deliver(rows).await?;
             if let Some(delay) = retry {
                 let until = Instant::now() + delay;
                 let until = shutdown_deadline.map_or(until, |d| until.min(d));
@@ -361,43 +408,61 @@ impl InfluxSink {
         Ok(r?)
     }
 
-    /// The next batch: derived lines first (few, and analysts' daily figures), then
-    /// readings after the cursor.
-    async fn head(&mut self) -> Result<(Vec<OutboxRow>, Outbox), SinkError> {
+    /// The next batch: the derived lines waiting (few, and analysts' daily figures),
+    /// then readings after the cursor, within the line and byte caps — one request for
+    /// both, so that the derived series (a line per site-hour each commit touches) do
+    /// not halve the readings' throughput with requests of their own.
+    async fn head(&mut self) -> Result<Vec<OutboxRow>, SinkError> {
         let lines = self.max_lines;
         let derived = self.with_store(move |s| s.derived_head(lines)).await?;
-        if !derived.is_empty() {
-            let mut bytes = 0;
-            let mut rows = Vec::with_capacity(derived.len());
-            for (seq, line) in derived {
-                if !rows.is_empty() && bytes + line.len() > self.cfg.batch_max_bytes {
-                    break;
-                }
-                bytes += line.len();
-                rows.push(OutboxRow { seq, line });
+        let mut bytes = 0;
+        let mut rows = Vec::with_capacity(derived.len());
+        for (seq, line) in derived {
+            if !rows.is_empty() && bytes + line.len() > self.cfg.batch_max_bytes {
+                return Ok(rows);
             }
-            return Ok((rows, Outbox::Derived));
+            bytes += line.len();
+            rows.push(OutboxRow {
+                seq,
+                line,
+                from: Outbox::Derived,
+            });
         }
-        Ok((self.readings_head().await?, Outbox::Readings))
+        let room = self.max_lines.saturating_sub(rows.len());
+        if room > 0 && bytes < self.cfg.batch_max_bytes {
+            rows.extend(self.readings_head(room, bytes, rows.is_empty()).await?);
+        }
+        Ok(rows)
     }
 
-    /// Readings after the cursor, encoded, within the line and byte caps (always at
-    /// least one line when any is waiting).
-    async fn readings_head(&mut self) -> Result<Vec<OutboxRow>, SinkError> {
-        let (cursor, lines) = (self.cursor, self.max_lines);
-        let pending = self.with_store(move |s| s.pending(cursor, lines)).await?;
+    /// At most `max` readings after the cursor, encoded, within the byte cap counting
+    /// `bytes` already taken (at least one line when `need_one` and any is waiting).
+    async fn readings_head(
+        &mut self,
+        max: usize,
+        bytes: usize,
+        need_one: bool,
+    ) -> Result<Vec<OutboxRow>, SinkError> {
+        let cursor = self.cursor;
+        let pending = self.with_store(move |s| s.pending(cursor, max)).await?;
         let mut out = Vec::with_capacity(pending.len());
-        let mut bytes = 0;
+        let mut bytes = bytes;
         let mut unencodable = Vec::new();
         for (seq, reading) in pending {
             let point = schema::reading_point(&reading, &self.cfg.measurement);
             match line_protocol::encode(&point) {
                 Ok(line) => {
-                    if !out.is_empty() && bytes + line.len() > self.cfg.batch_max_bytes {
+                    if (!out.is_empty() || !need_one)
+                        && bytes + line.len() > self.cfg.batch_max_bytes
+                    {
                         break;
                     }
                     bytes += line.len();
-                    out.push(OutboxRow { seq, line });
+                    out.push(OutboxRow {
+                        seq,
+                        line,
+                        from: Outbox::Readings,
+                    });
                 }
                 // Validation makes this unreachable; if it ever happens the reading is
                 // kept in the store and the operator sees it in dead_letters.
@@ -413,7 +478,7 @@ impl InfluxSink {
             let through = unencodable.last().map_or(self.cursor, |d| d.seq);
             Metrics::add(&self.metrics.lines_dead_lettered, unencodable.len() as u64);
             self.advance(through, unencodable).await?;
-            return Box::pin(self.readings_head()).await;
+            return Box::pin(self.readings_head(max, bytes, need_one)).await;
         }
         if let Some(first_bad) = unencodable.first() {
             // Deliver the good lines before the bad one; the bad one is handled next time.
@@ -441,29 +506,28 @@ impl InfluxSink {
         Ok(())
     }
 
-    /// Sends `rows`, bisecting on refusals and splitting on 413, in commit order. Moves
-    /// the cursor past what was written or dead-lettered. Returns the delay before the
-    /// next attempt when the server could not take the rest now.
-    async fn deliver(
-        &mut self,
-        rows: Vec<OutboxRow>,
-        outbox: Outbox,
-    ) -> Result<Option<Duration>, SinkError> {
+    /// Sends `rows`, bisecting on refusals and splitting on 413, in order. Moves the
+    /// cursor past the readings written or dead-lettered, and removes the derived lines
+    /// done, in one transaction. Returns the delay before the next attempt when the
+    /// server could not take the rest now.
+    async fn deliver(&mut self, rows: Vec<OutboxRow>) -> Result<Option<Duration>, SinkError> {
         let mut stack = vec![rows];
-        // Chunks finish strictly in order (left halves first), so everything up to
-        // `through` is done once a chunk is written or dead-lettered.
-        let start = match outbox {
-            Outbox::Readings => self.cursor,
-            Outbox::Derived => 0,
+        // Chunks finish strictly in order (left halves first), so every line up to the
+        // last one of a written or dead-lettered chunk is done, per outbox.
+        let mut done = Done {
+            readings: self.cursor,
+            derived: 0,
+            dead_readings: Vec::new(),
+            dead_derived: Vec::new(),
         };
-        let mut through = start;
-        let mut dead: Vec<DeadLetter> = Vec::new();
         let mut retry = None;
         while let Some(chunk) = stack.pop() {
             match self.send(&chunk).await {
                 Sent::Verdict(Verdict::Written, _, _) => {
                     Metrics::add(&self.metrics.lines_written, chunk.len() as u64);
-                    through = chunk.last().map_or(through, |r| r.seq);
+                    for r in &chunk {
+                        done.through(r);
+                    }
                     self.recovered();
                 }
                 Sent::Verdict(v @ (Verdict::Refused | Verdict::TooLarge), status, body) => {
@@ -478,13 +542,17 @@ impl InfluxSink {
                     if chunk.len() == 1 {
                         warn!(status, reason = %body, line = %chunk[0].line.trim_end(), "influx: server refused a line; dead-lettered");
                         Metrics::add(&self.metrics.lines_dead_lettered, 1);
-                        through = chunk[0].seq;
-                        dead.push(DeadLetter {
+                        done.through(&chunk[0]);
+                        let letter = DeadLetter {
                             seq: chunk[0].seq,
                             status,
                             reason: body,
                             line: chunk[0].line.clone(),
-                        });
+                        };
+                        match chunk[0].from {
+                            Outbox::Readings => done.dead_readings.push(letter),
+                            Outbox::Derived => done.dead_derived.push(letter),
+                        }
                     } else {
                         let mut left = chunk;
                         let right = left.split_off(left.len() / 2);
@@ -505,15 +573,15 @@ impl InfluxSink {
                 }
             }
         }
-        if through > start {
-            match outbox {
-                Outbox::Readings => self.advance(through, dead).await?,
-                Outbox::Derived => {
-                    let now = self.clock.now();
-                    self.with_store(move |s| s.derived_done_durable(through, &dead, now))
-                        .await?;
-                }
-            }
+        let readings = (done.readings > self.cursor).then_some(done.readings);
+        let derived = (done.derived > 0).then_some(done.derived);
+        if readings.is_some() || derived.is_some() {
+            let now = self.clock.now();
+            let mut dead = done.dead_readings;
+            dead.extend(done.dead_derived);
+            self.with_store(move |s| s.sink_done_durable(SINK_NAME, readings, derived, &dead, now))
+                .await?;
+            self.cursor = self.cursor.max(done.readings);
         }
         Ok(retry)
     }

@@ -93,17 +93,7 @@ impl Store {
         dead: &[DeadLetter],
         now: UnixMillis,
     ) -> Result<(), StoreError> {
-        let tx = self.conn.transaction()?;
-        {
-            record_dead_letters(&tx, dead, now)?;
-            tx.execute(
-                "INSERT INTO sink_cursors (sink, seq) VALUES (?1, ?2)
-                 ON CONFLICT (sink) DO UPDATE SET seq = max(seq, excluded.seq)",
-                params![sink, through],
-            )?;
-        }
-        tx.commit()?;
-        Ok(())
+        self.sink_done_durable(sink, Some(through), None, dead, now)
     }
 
     /// How many readings (and derived lines) wait after `cursor`, and when the oldest
@@ -134,18 +124,30 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Removes the derived lines through `through` (delivered or dead) and records the
-    /// dead letters, in one transaction.
-    pub fn derived_done_durable(
+    /// After a delivery, in one transaction (durable when it returns): moves the sink's
+    /// cursor to `readings` (when given), removes the derived lines through `derived`
+    /// (when given), and records the dead letters of both.
+    pub fn sink_done_durable(
         &mut self,
-        through: i64,
+        sink: &str,
+        readings: Option<i64>,
+        derived: Option<i64>,
         dead: &[DeadLetter],
         now: UnixMillis,
     ) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
         {
             record_dead_letters(&tx, dead, now)?;
-            tx.execute("DELETE FROM derived_outbox WHERE seq <= ?1", [through])?;
+            if let Some(through) = readings {
+                tx.execute(
+                    "INSERT INTO sink_cursors (sink, seq) VALUES (?1, ?2)
+                     ON CONFLICT (sink) DO UPDATE SET seq = max(seq, excluded.seq)",
+                    params![sink, through],
+                )?;
+            }
+            if let Some(through) = derived {
+                tx.execute("DELETE FROM derived_outbox WHERE seq <= ?1", [through])?;
+            }
         }
         tx.commit()?;
         Ok(())
