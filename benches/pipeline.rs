@@ -23,7 +23,8 @@
 //! It prints rates, ratios, CPU seconds per 100k readings (aq-ingest, and the broker),
 //! messages per commit and aq-ingest's peak RSS. Environment knobs for experiments:
 //! `AQ_BENCH_PERF=FILE` (profile the service with perf), `AQ_BENCH_NO_SINK=1`,
-//! `AQ_BENCH_DURABILITY=process_crash`.
+//! `AQ_BENCH_DURABILITY=process_crash`, `AQ_BENCH_SINK_EXTRA="derived = false"` (more
+//! `[influx]` settings).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
