@@ -339,57 +339,49 @@ async fn derived_lines_and_readings_share_requests_and_each_poison_line_is_dead_
 
 #[tokio::test]
 async fn a_bursts_tail_goes_at_once_and_a_trickle_waits_for_the_flush_interval() {
+    /// `n` stored readings through a sink with `extra` settings and a server that takes
+    /// everything: the lines it should send, the requests seen, and when it started.
+    async fn drain(n: usize, extra: &str) -> (Vec<String>, Vec<Seen>, Instant) {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, lines) = filled_store(dir.path(), n);
+        let (url, seen) =
+            scripted_server(Arc::new(|_, _| Some((204, vec![], String::new())))).await;
+        let start = Instant::now();
+        let sink = run_sink(&url, extra, store).await;
+        sink.until("all written", |m| {
+            Metrics::get(&m.lines_written) == n as u64
+        })
+        .await;
+        sink.stop().await;
+        let seen = seen.lock().unwrap().clone();
+        (lines, seen, start)
+    }
+    let sent = |seen: &[Seen]| {
+        seen.iter()
+            .flat_map(|s| s.lines.clone())
+            .collect::<Vec<_>>()
+    };
+
     // A burst: 1 000 readings (a fifth of a batch) with a 10-minute flush interval are
-    // all written as soon as no more commits come.
-    let dir = tempfile::tempdir().unwrap();
-    let (store, lines) = filled_store(dir.path(), 1000);
-    let (url, seen) = scripted_server(Arc::new(|_, _| Some((204, vec![], String::new())))).await;
-    let sink = run_sink(&url, "flush_interval_secs = 600.0", store).await;
-    sink.until("the burst written", |m| {
-        Metrics::get(&m.lines_written) == 1000
-    })
-    .await;
-    sink.stop().await;
-    assert_eq!(accepted(&seen, |_| true), lines);
+    // all written as soon as the outbox stops growing.
+    let (lines, seen, _) = drain(1000, "flush_interval_secs = 600.0").await;
+    assert_eq!(sent(&seen), lines);
 
     // After a full batch, even a small remainder is a burst's tail: 203 readings in
     // batches of 100 → 100, 100, then the 3 at once.
-    let dir = tempfile::tempdir().unwrap();
-    let (store, lines) = filled_store(dir.path(), 203);
-    let (url, seen) = scripted_server(Arc::new(|_, _| Some((204, vec![], String::new())))).await;
-    let sink = run_sink(
-        &url,
-        "flush_interval_secs = 600.0\nbatch_max_lines = 100",
-        store,
-    )
-    .await;
-    sink.until("the burst written", |m| {
-        Metrics::get(&m.lines_written) == 203
-    })
-    .await;
-    sink.stop().await;
-    assert_eq!(accepted(&seen, |_| true), lines);
-    let sizes: Vec<usize> = seen.lock().unwrap().iter().map(|s| s.lines.len()).collect();
+    let (lines, seen, _) = drain(203, "flush_interval_secs = 600.0\nbatch_max_lines = 100").await;
+    assert_eq!(sent(&seen), lines);
+    let sizes: Vec<usize> = seen.iter().map(|s| s.lines.len()).collect();
     assert_eq!(sizes, vec![100, 100, 3]);
 
     // A trickle: 3 readings wait for the flush interval to gather more.
-    let dir = tempfile::tempdir().unwrap();
-    let (store, lines) = filled_store(dir.path(), 3);
-    let (url, seen) = scripted_server(Arc::new(|_, _| Some((204, vec![], String::new())))).await;
-    let start = Instant::now();
-    let sink = run_sink(&url, "flush_interval_secs = 1.5", store).await;
-    sink.until("the trickle written", |m| {
-        Metrics::get(&m.lines_written) == 3
-    })
-    .await;
-    sink.stop().await;
-    let first = seen.lock().unwrap()[0].clone();
+    let (lines, seen, start) = drain(3, "flush_interval_secs = 1.5").await;
     assert!(
-        first.at - start >= Duration::from_millis(1400),
+        seen[0].at - start >= Duration::from_millis(1400),
         "sent after {:?}, before the flush interval",
-        first.at - start
+        seen[0].at - start
     );
-    assert_eq!(first.lines, lines, "in one request");
+    assert_eq!(seen[0].lines, lines, "in one request");
 }
 
 #[tokio::test]
