@@ -253,4 +253,71 @@ mod store_tests {
             0
         );
     }
+
+    fn hours_of(site: &str, pm25: f64) -> Vec<Reading> {
+        let day_start =
+            crate::aqi::zone::Zone::BEIJING.start_of(NaiveDate::from_ymd_opt(2016, 8, 1).unwrap());
+        (0..24)
+            .map(|h| Reading {
+                site: SiteId::parse(site).unwrap(),
+                device: None,
+                ts: UnixMillis(day_start.0 + h * 3_600_000),
+                period: Period::Hour,
+                flag: Flag::Normal,
+                pm25: Some(MicrogramsPerCubicMetre::new(pm25).unwrap()),
+                pm10: None,
+                interval_secs: None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_change_of_district_rules_re_emits_the_district_days() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&StoreConfig {
+            path: dir.path().join("aq.db"),
+            ..StoreConfig::default()
+        })
+        .unwrap();
+        let mut r = hours_of("a", 30.0);
+        r.extend(hours_of("b", 50.0));
+        s.commit_batch_durable(&r, &[], UnixMillis(0)).unwrap();
+        // Refreshes under `aqi`, emits, and returns (and clears) the district lines.
+        let district = |s: &mut Store, aqi: &AqiConfig| -> Vec<String> {
+            let d = Derived::new("pm", aqi);
+            s.refresh_daily(aqi).unwrap();
+            s.emit_derived_days(UnixMillis(0), |p, rows| d.day_lines(p, rows))
+                .unwrap();
+            let lines = s.derived_head(100).unwrap();
+            if let Some(last) = lines.last() {
+                s.sink_done_durable("test", None, Some(last.0), &[], UnixMillis(0))
+                    .unwrap();
+            }
+            lines
+                .into_iter()
+                .map(|r| r.1)
+                .filter(|l| l.starts_with("pm_daily,scope=district"))
+                .collect()
+        };
+        let all = AqiConfig::default();
+        let first = district(&mut s, &all);
+        assert_eq!(first.len(), 1);
+        assert!(
+            first[0].starts_with("pm_daily,scope=district pm2_5=40,"),
+            "{first:?}"
+        );
+        // Same rules, nothing new: nothing re-emitted.
+        assert!(district(&mut s, &all).is_empty());
+        // Site b no longer counts: the district day is written again, from a alone.
+        let without_b = AqiConfig {
+            district_exclude: vec!["b".into()],
+            ..AqiConfig::default()
+        };
+        let again = district(&mut s, &without_b);
+        assert_eq!(again.len(), 1);
+        assert!(
+            again[0].starts_with("pm_daily,scope=district pm2_5=30,"),
+            "{again:?}"
+        );
+    }
 }

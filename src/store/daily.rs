@@ -84,13 +84,20 @@ fn cache_key(zone: Zone, default_interval_secs: u32) -> String {
     )
 }
 
-/// The district cache key: the site cache's rules plus the sites left out of the
-/// district (order and repeats do not matter).
-fn district_key(site_key: &str, exclude: &[String]) -> String {
-    let mut ex: Vec<&str> = exclude.iter().map(String::as_str).collect();
+/// The district cache key: the site cache's rules plus every other rule a district
+/// value depends on — the sites left out (order and repeats do not matter), the
+/// minimum number of sites and the index tables. (The cached rows themselves do not
+/// depend on the last two, but the derived series do: a change re-emits them.)
+fn district_key(site_key: &str, aqi: &AqiConfig) -> String {
+    let mut ex: Vec<&str> = aqi.district_exclude.iter().map(String::as_str).collect();
     ex.sort_unstable();
     ex.dedup();
-    format!("{site_key};exclude={}", ex.join(","))
+    format!(
+        "{site_key};exclude={};min_sites={};tables={:?}",
+        ex.join(","),
+        aqi.district_min_sites,
+        aqi.table_set
+    )
 }
 
 /// An exact mean as 32 bytes: numerator and denominator, little-endian i128.
@@ -280,7 +287,7 @@ impl Store {
             |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
         let cached = keys.0.as_deref() == Some(site_key.as_str())
-            && keys.1.as_deref() == Some(district_key(&site_key, &aqi.district_exclude).as_str());
+            && keys.1.as_deref() == Some(district_key(&site_key, aqi).as_str());
         let mut days: BTreeMap<NaiveDate, DistrictDay> = BTreeMap::new();
         if cached {
             let mut stmt = tx.prepare_cached(
@@ -333,7 +340,7 @@ impl Store {
     pub fn refresh_daily(&mut self, aqi: &AqiConfig) -> Result<usize, StoreError> {
         let (zone, default_interval_secs) = (aqi.zone(), aqi.default_interval_secs);
         let key = cache_key(zone, default_interval_secs);
-        let dkey = district_key(&key, &aqi.district_exclude);
+        let dkey = district_key(&key, aqi);
         // IMMEDIATE: the writer waits while we refresh, so no mark is lost between our
         // read of dirty_days and our delete of it.
         let tx = self
@@ -416,6 +423,13 @@ impl Store {
                 "INSERT INTO district_cache_key (id, key) VALUES (1, ?1)
                  ON CONFLICT (id) DO UPDATE SET key = excluded.key",
                 [&dkey],
+            )?;
+            // The derived series' district days change with the rules: re-emit each
+            // date (through one of its sites, whose line is rewritten unchanged).
+            tx.execute(
+                "INSERT OR IGNORE INTO derived_pending (day, site)
+                 SELECT day, min(site) FROM site_daily GROUP BY day",
+                [],
             )?;
             let mut stmt = tx.prepare("SELECT DISTINCT day FROM site_daily")?;
             let days = stmt.query_map([], |r| Ok(epoch() + Duration::days(r.get(0)?)))?;
@@ -713,13 +727,17 @@ mod tests {
     }
 
     #[test]
-    fn the_exclusion_key_ignores_order_and_repeats() {
+    fn the_district_key_ignores_exclusion_order_and_repeats_but_not_the_rules() {
         let k = "zone=0";
         assert_eq!(
-            district_key(k, &["b".into(), "a".into(), "b".into()]),
-            district_key(k, &["a".into(), "b".into()])
+            district_key(k, &aqi(&["b", "a", "b"], 1)),
+            district_key(k, &aqi(&["a", "b"], 1))
         );
-        assert_ne!(district_key(k, &["a".into()]), district_key(k, &[]));
+        assert_ne!(
+            district_key(k, &aqi(&["a"], 1)),
+            district_key(k, &aqi(&[], 1))
+        );
+        assert_ne!(district_key(k, &aqi(&[], 1)), district_key(k, &aqi(&[], 2)));
     }
 
     #[test]
