@@ -263,7 +263,9 @@ async fn housekeeping(
                 let cutoff = (cfg.store.retention_days > 0).then(|| {
                     UnixMillis(clock.now().0 - (cfg.store.retention_days as i64) * MS_PER_DAY)
                 });
-                let r = tokio::task::spawn_blocking(move || Store::open(&store_cfg)?.prune(cutoff)).await;
+                // Readings the InfluxDB writer has not delivered stay, whatever their age.
+                let sink = cfg.influx.is_some().then_some(crate::sink::influx::SINK_NAME);
+                let r = tokio::task::spawn_blocking(move || Store::open(&store_cfg)?.prune(cutoff, sink)).await;
                 match r {
                     Ok(Ok(0)) => {}
                     Ok(Ok(n)) => info!(readings = n, "pruned readings past retention"),

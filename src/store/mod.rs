@@ -283,12 +283,23 @@ impl Store {
     }
 
     /// Deletes readings and rejects older than `cutoff` (when there is one), and rejects
-    /// beyond [`MAX_REJECT_ROWS`]. Returns the number of readings deleted.
-    pub fn prune(&mut self, cutoff: Option<UnixMillis>) -> Result<u64, StoreError> {
+    /// beyond [`MAX_REJECT_ROWS`]. Returns the number of readings deleted. With
+    /// `unsent_for: Some(sink)`, readings that sink has not delivered yet are kept
+    /// whatever their age: the store is the sink's buffer, and an outage longer than
+    /// the retention must not lose them.
+    pub fn prune(
+        &mut self,
+        cutoff: Option<UnixMillis>,
+        unsent_for: Option<&str>,
+    ) -> Result<u64, StoreError> {
         let tx = self.conn.transaction()?;
         let mut n = 0;
         if let Some(cutoff) = cutoff {
-            n = tx.execute("DELETE FROM readings WHERE ts_ms < ?1", [cutoff.0])?;
+            n = tx.execute(
+                "DELETE FROM readings WHERE ts_ms < ?1 AND (?2 IS NULL
+                    OR seq <= coalesce((SELECT seq FROM sink_cursors WHERE sink = ?2), 0))",
+                params![cutoff.0, unsent_for],
+            )?;
             tx.execute("DELETE FROM rejects WHERE at_ms < ?1", [cutoff.0])?;
         }
         tx.execute(
@@ -478,8 +489,35 @@ mod tests {
             UnixMillis(1),
         )
         .unwrap();
-        assert_eq!(s.prune(None).unwrap(), 0);
-        assert_eq!(s.prune(Some(UnixMillis(2000))).unwrap(), 1);
+        assert_eq!(s.prune(None, None).unwrap(), 0);
+        assert_eq!(s.prune(Some(UnixMillis(2000)), None).unwrap(), 1);
         assert_eq!(s.reading_count().unwrap(), 1);
+    }
+
+    #[test]
+    fn prune_keeps_old_readings_a_sink_has_not_delivered() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = open(&dir);
+        s.commit_batch_durable(
+            &[
+                reading("a", 1000, 1.0),
+                reading("b", 1000, 1.0),
+                reading("a", 9000, 1.0),
+            ],
+            &[],
+            UnixMillis(1),
+        )
+        .unwrap();
+        // The sink is down: nothing delivered, nothing pruned however old.
+        assert_eq!(s.prune(Some(UnixMillis(5000)), Some("influx")).unwrap(), 0);
+        // It delivered the first reading: only that one may go.
+        s.advance_durable("influx", 1, &[], UnixMillis(1)).unwrap();
+        assert_eq!(s.prune(Some(UnixMillis(5000)), Some("influx")).unwrap(), 1);
+        assert_eq!(s.reading_count().unwrap(), 2);
+        assert_eq!(
+            s.pending(1, 10).unwrap().len(),
+            2,
+            "the undelivered stay queued"
+        );
     }
 }
