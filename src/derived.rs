@@ -201,6 +201,24 @@ mod store_tests {
     use crate::model::{Flag, MicrogramsPerCubicMetre, Period, Reading, SiteId, UnixMillis};
     use crate::store::{Store, StoreConfig};
 
+    /// 24 device hourly means of PM2.5 `pm25` for `site` on 1 August 2016 (Beijing).
+    fn hours_of(site: &str, pm25: f64) -> Vec<Reading> {
+        let day_start =
+            crate::aqi::zone::Zone::BEIJING.start_of(NaiveDate::from_ymd_opt(2016, 8, 1).unwrap());
+        (0..24)
+            .map(|h| Reading {
+                site: SiteId::parse(site).unwrap(),
+                device: None,
+                ts: UnixMillis(day_start.0 + h * 3_600_000),
+                period: Period::Hour,
+                flag: Flag::Normal,
+                pm25: Some(MicrogramsPerCubicMetre::new(pm25).unwrap()),
+                pm10: None,
+                interval_secs: None,
+            })
+            .collect()
+    }
+
     #[test]
     fn a_refresh_emits_site_and_district_days() {
         let dir = tempfile::tempdir().unwrap();
@@ -210,22 +228,7 @@ mod store_tests {
         })
         .unwrap();
         let d = Derived::new("pm", &AqiConfig::default());
-        let day_start = d
-            .zone
-            .start_of(NaiveDate::from_ymd_opt(2016, 8, 1).unwrap());
-        let readings: Vec<Reading> = (0..24)
-            .map(|h| Reading {
-                site: SiteId::parse("a").unwrap(),
-                device: None,
-                ts: UnixMillis(day_start.0 + h * 3_600_000),
-                period: Period::Hour,
-                flag: Flag::Normal,
-                pm25: Some(MicrogramsPerCubicMetre::new(30.0).unwrap()),
-                pm10: None,
-                interval_secs: None,
-            })
-            .collect();
-        s.commit_batch_durable(&readings, &[], UnixMillis(0))
+        s.commit_batch_durable(&hours_of("a", 30.0), &[], UnixMillis(0))
             .unwrap();
         s.refresh_daily(&AqiConfig::default()).unwrap();
         let n = s
@@ -252,23 +255,6 @@ mod store_tests {
                 .unwrap(),
             0
         );
-    }
-
-    fn hours_of(site: &str, pm25: f64) -> Vec<Reading> {
-        let day_start =
-            crate::aqi::zone::Zone::BEIJING.start_of(NaiveDate::from_ymd_opt(2016, 8, 1).unwrap());
-        (0..24)
-            .map(|h| Reading {
-                site: SiteId::parse(site).unwrap(),
-                device: None,
-                ts: UnixMillis(day_start.0 + h * 3_600_000),
-                period: Period::Hour,
-                flag: Flag::Normal,
-                pm25: Some(MicrogramsPerCubicMetre::new(pm25).unwrap()),
-                pm10: None,
-                interval_secs: None,
-            })
-            .collect()
     }
 
     #[test]
