@@ -169,12 +169,7 @@ pub(super) async fn series(
     let res = resolution.clone();
     let rows = st
         .with_store(move |s, cfg| {
-            if !s
-                .sites()
-                .map_err(ApiError::internal)?
-                .iter()
-                .any(|x| x == site.as_str())
-            {
+            if !s.has_site(site.as_str()).map_err(ApiError::internal)? {
                 return Err(ApiError::not_found(
                     "id",
                     format!("no readings for site {site}"),
