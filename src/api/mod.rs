@@ -11,7 +11,7 @@ mod routes;
 pub use openapi::PATHS;
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Request, State};
@@ -98,8 +98,10 @@ pub struct ApiState {
 }
 
 struct Inner {
-    /// The API's own store connection; queries run one at a time on blocking threads.
-    store: Mutex<Store>,
+    /// The API's own store connection; queries run one at a time on a blocking thread.
+    /// Requests wait for it asynchronously (an async mutex), within their time limit,
+    /// so a burst of slow requests queues as cheap tasks, not as blocked threads.
+    store: Arc<tokio::sync::Mutex<Store>>,
     cfg: Config,
     /// The site registry (names, locations, district membership).
     registry: Arc<Registry>,
@@ -115,24 +117,25 @@ impl ApiState {
         &self,
         f: impl FnOnce(&mut Store, &Config) -> Result<T, ApiError> + Send + 'static,
     ) -> Result<T, ApiError> {
-        let inner = Arc::clone(&self.inner);
         let limit = Duration::from_secs(self.inner.cfg.api.request_timeout_secs.max(1));
-        let task = tokio::task::spawn_blocking(move || {
-            let mut store = inner
-                .store
-                .lock()
-                .map_err(|_| ApiError::internal("store lock poisoned"))?;
-            f(&mut store, &inner.cfg)
-        });
-        match tokio::time::timeout(limit, task).await {
+        let deadline = tokio::time::Instant::now() + limit;
+        let timeout = || ApiError {
+            status: axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            code: "timeout",
+            message: "the query took too long".into(),
+            parameter: None,
+        };
+        let Ok(mut store) =
+            tokio::time::timeout_at(deadline, Arc::clone(&self.inner.store).lock_owned()).await
+        else {
+            return Err(timeout());
+        };
+        let inner = Arc::clone(&self.inner);
+        let task = tokio::task::spawn_blocking(move || f(&mut store, &inner.cfg));
+        match tokio::time::timeout_at(deadline, task).await {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => Err(ApiError::internal(e)),
-            Err(_) => Err(ApiError {
-                status: axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                code: "timeout",
-                message: "the query took too long".into(),
-                parameter: None,
-            }),
+            Err(_) => Err(timeout()),
         }
     }
 }
@@ -150,7 +153,7 @@ pub fn router(
         .filter(|t| !t.is_empty());
     let state = ApiState {
         inner: Arc::new(Inner {
-            store: Mutex::new(store),
+            store: Arc::new(tokio::sync::Mutex::new(store)),
             cfg,
             registry,
             metrics,
