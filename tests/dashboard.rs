@@ -134,6 +134,13 @@ impl Browser {
 
     /// Sends a command (to the attached page, when there is one) and returns its result.
     fn call(&mut self, method: &str, params: Value) -> Value {
+        let v = self.call_raw(method, params);
+        assert!(v.get("error").is_none(), "{method}: {v}");
+        v["result"].clone()
+    }
+
+    /// The whole answer to a command, an error included.
+    fn call_raw(&mut self, method: &str, params: Value) -> Value {
         self.next += 1;
         let mut msg = json!({"id": self.next, "method": method, "params": params});
         if let Some(s) = &self.session {
@@ -150,8 +157,7 @@ impl Browser {
                 .recv_timeout(left)
                 .unwrap_or_else(|e| panic!("no answer to {method}: {e}"));
             if v["id"] == json!(self.next) {
-                assert!(v.get("error").is_none(), "{method}: {v}");
-                return v["result"].clone();
+                return v;
             }
             // An event: a script error or console error on the page fails the test.
             assert_ne!(v["method"], "Runtime.exceptionThrown", "script error: {v}");
@@ -178,11 +184,13 @@ impl Browser {
         self.call("Page.navigate", json!({"url": url}));
     }
 
+    /// The value of `expr` in the page (null when it has none, or while a navigation
+    /// replaces the page's context).
     fn eval(&mut self, expr: &str) -> Value {
-        self.call(
+        self.call_raw(
             "Runtime.evaluate",
             json!({"expression": expr, "returnByValue": true}),
-        )["result"]["value"]
+        )["result"]["result"]["value"]
             .clone()
     }
 }
