@@ -33,6 +33,10 @@ enum Command {
     /// Run the service with the simulator in-process: a half year of district data in
     /// `data/demo.db`, then the target report; the service keeps running (Ctrl-C stops).
     Demo(DemoArgs),
+    /// Queue everything in the store for InfluxDB again (a new or emptied database):
+    /// every reading, and the derived hourly and daily series. Stop the service first;
+    /// the next start sends it all.
+    Resend,
 }
 
 #[derive(clap::Args)]
@@ -152,6 +156,16 @@ fn main() -> ExitCode {
             }
             Err(e) => {
                 eprintln!("aq-ingest report: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Resend => match resend(&cfg) {
+            Ok(text) => {
+                println!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("aq-ingest resend: {e}");
                 ExitCode::FAILURE
             }
         },
@@ -347,6 +361,32 @@ async fn demo(mut cfg: Config, a: DemoArgs) -> Result<(), String> {
     run.await
         .map_err(|e| e.to_string())?
         .map_err(|e| format!("{e:#}"))
+}
+
+fn resend(cfg: &Config) -> Result<String, String> {
+    use aq_ingest::clock::Clock as _;
+    let influx = cfg
+        .influx
+        .as_ref()
+        .ok_or("no [influx] section in the config: nothing to re-send to")?;
+    let mut cfg = cfg.clone();
+    cfg.registry();
+    let line: Option<aq_ingest::store::HourlyLines> = influx.derived.then(|| {
+        let d = aq_ingest::derived::Derived::new(&influx.measurement, &cfg.aqi);
+        Box::new(move |h: &aq_ingest::aqi::daily::SiteHour| d.hour_line(h)) as _
+    });
+    let mut store = aq_ingest::store::Store::open(&cfg.store).map_err(|e| e.to_string())?;
+    let r = store
+        .resend(
+            aq_ingest::sink::influx::SINK_NAME,
+            line.as_ref(),
+            aq_ingest::clock::SystemClock.now(),
+        )
+        .map_err(|e| e.to_string())?;
+    Ok(format!(
+        "queued for {}: {} readings, {} hourly lines, {} site-days of daily values (with their district days); the service sends them when it starts",
+        influx.url, r.readings, r.hourly_lines, r.site_days
+    ))
 }
 
 fn report(cfg: &Config, args: ReportArgs) -> Result<String, String> {

@@ -94,3 +94,95 @@ async fn daily_values_reach_influxdb_and_late_data_overwrites_them() {
     assert!(Metrics::get(&m.lines_written) >= 48);
     svc.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resend_fills_a_new_influxdb_with_readings_and_derived_series() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(dir.path());
+    let influx = Influx1::start(dir.path(), "aq");
+    let sink = |db: &str| {
+        format!(
+            "[influx]\nurl = \"{}\"\napi = \"v1\"\ndatabase = \"{db}\"\ncreate_database = true\nflush_interval_secs = 0.1\nderived_daily_interval_secs = 1\n",
+            influx.url()
+        )
+    };
+    let svc = Service::start(config(
+        dir.path(),
+        &broker.url(),
+        "t-resend",
+        Some(&sink("aq")),
+    ))
+    .await;
+    publish_all(
+        broker.port,
+        vec![hours("a", 30.0, 0..24), hours("b", 41.0, 0..24)],
+    )
+    .await;
+    let counts = |db: &str| -> Vec<i64> {
+        [
+            "SELECT count(pm2_5) FROM pm",
+            "SELECT count(pm2_5) FROM pm_hourly",
+            "SELECT count(class) FROM pm_daily",
+        ]
+        .iter()
+        .map(|q| {
+            influx
+                .query(db, q)
+                .first()
+                .and_then(|r| r[1].as_i64())
+                .unwrap_or(0)
+        })
+        .collect()
+    };
+    // 48 readings, 48 site-hours, 2 site-days and the district's.
+    wait_for(
+        "everything in the first database",
+        Duration::from_secs(30),
+        || counts("aq") == vec![48, 48, 3],
+    )
+    .await;
+    svc.stop().await;
+
+    // The analysts get a new, empty database: queue everything again with the CLI
+    // (the service is stopped), then start the service pointed at it.
+    let cfg_file = dir.path().join("aq.toml");
+    std::fs::write(
+        &cfg_file,
+        format!(
+            "[store]\npath = \"{}\"\n{}",
+            dir.path().join("aq.db").display(),
+            sink("aq2")
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_aq-ingest"))
+        .args(["--config", cfg_file.to_str().unwrap(), "resend"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.contains("48 readings, 48 hourly lines, 2 site-days"),
+        "{said}"
+    );
+    let svc = Service::start(config(
+        dir.path(),
+        &broker.url(),
+        "t-resend",
+        Some(&sink("aq2")),
+    ))
+    .await;
+    wait_for(
+        "everything in the new database",
+        Duration::from_secs(30),
+        || counts("aq2") == vec![48, 48, 3],
+    )
+    .await;
+    svc.stop().await;
+    // The first database got nothing twice.
+    assert_eq!(counts("aq"), vec![48, 48, 3]);
+}

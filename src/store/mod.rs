@@ -12,7 +12,7 @@ mod queries;
 mod schema;
 
 pub use daily::DayRows;
-pub use outbox::DeadLetter;
+pub use outbox::{DeadLetter, Resend};
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

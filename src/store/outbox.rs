@@ -152,4 +152,60 @@ impl Store {
         tx.commit()?;
         Ok(())
     }
+
+    /// Prepares a full re-send to a new or emptied InfluxDB, in one transaction: forgets
+    /// `sink`'s cursor (so every stored reading is pending again) and, when `hour_line`
+    /// is given, refills the derived outbox with one line per stored site-hour and
+    /// marks every cached site-day for its daily lines. Run it with the service
+    /// stopped: a running writer keeps its cursor in memory.
+    pub fn resend(
+        &mut self,
+        sink: &str,
+        hour_line: Option<&super::HourlyLines>,
+        now: UnixMillis,
+    ) -> Result<Resend, StoreError> {
+        let tx = self.conn.transaction()?;
+        let mut out = Resend {
+            readings: tx.query_row("SELECT count(*) FROM readings", [], |r| r.get::<_, i64>(0))?
+                as u64,
+            ..Resend::default()
+        };
+        tx.execute("DELETE FROM sink_cursors WHERE sink = ?1", [sink])?;
+        if let Some(line) = hour_line {
+            tx.execute("DELETE FROM derived_outbox", [])?;
+            {
+                let mut hours = tx.prepare(
+                    "SELECT site, hour_ms, n25, sum25, cov25, nd25, dev25, n10, sum10, cov10, nd10, dev10
+                     FROM hourly ORDER BY hour_ms, site",
+                )?;
+                let mut ins = tx.prepare_cached(
+                    "INSERT INTO derived_outbox (line, created_ms) VALUES (?1, ?2)",
+                )?;
+                let mut rows = hours.query([])?;
+                while let Some(r) = rows.next()? {
+                    if let Some(l) = line(&super::hourly::site_hour_row(r)?) {
+                        ins.execute(params![l, now.0])?;
+                        out.hourly_lines += 1;
+                    }
+                }
+            }
+            out.site_days = tx.execute(
+                "INSERT OR IGNORE INTO derived_pending (day, site) SELECT day, site FROM site_daily",
+                [],
+            )? as u64;
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+}
+
+/// What [`Store::resend`] queued.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Resend {
+    /// Stored readings, all pending again.
+    pub readings: u64,
+    /// Derived hourly lines queued.
+    pub hourly_lines: u64,
+    /// Site-days marked for their daily lines (with their district days).
+    pub site_days: u64,
 }
