@@ -27,7 +27,7 @@ use crate::metrics::Metrics;
 use crate::model::UnixMillis;
 use crate::sink::influx::InfluxSink;
 use crate::source::{mqtt, topic::SiteFilter};
-use crate::store::Store;
+use crate::store::{Store, StoreLock};
 use crate::validate::Policy;
 
 /// Committed batches waiting for their PUBACKs to be written. Batches, not messages;
@@ -49,6 +49,8 @@ pub async fn run(
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    // One service per store, held until this function returns.
+    let _lock = StoreLock::acquire(&cfg.store).context("locking the store")?;
     let registry = Arc::new(cfg.registry());
     info!(sites = registry.sites().count(), file = %cfg.sites.file.display(), "site registry");
     let mut store = Store::open(&cfg.store).context("opening the store")?;

@@ -375,6 +375,8 @@ fn resend(cfg: &Config) -> Result<String, String> {
         let d = aq_ingest::derived::Derived::new(&influx.measurement, &cfg.aqi);
         Box::new(move |h: &aq_ingest::aqi::daily::SiteHour| d.hour_line(h)) as _
     });
+    // Refused while a service runs on the store: its writer keeps its cursor in memory.
+    let _lock = aq_ingest::store::StoreLock::acquire(&cfg.store).map_err(|e| e.to_string())?;
     let mut store = aq_ingest::store::Store::open(&cfg.store).map_err(|e| e.to_string())?;
     let r = store
         .resend(

@@ -141,10 +141,9 @@ async fn resend_fills_a_new_influxdb_with_readings_and_derived_series() {
         || counts("aq") == vec![48, 48, 3],
     )
     .await;
-    svc.stop().await;
 
-    // The analysts get a new, empty database: queue everything again with the CLI
-    // (the service is stopped), then start the service pointed at it.
+    // The analysts get a new, empty database: queue everything again with the CLI,
+    // then start the service pointed at it. Refused while the service runs.
     let cfg_file = dir.path().join("aq.toml");
     std::fs::write(
         &cfg_file,
@@ -155,10 +154,18 @@ async fn resend_fills_a_new_influxdb_with_readings_and_derived_series() {
         ),
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_aq-ingest"))
-        .args(["--config", cfg_file.to_str().unwrap(), "resend"])
-        .output()
-        .unwrap();
+    let resend = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_aq-ingest"))
+            .args(["--config", cfg_file.to_str().unwrap(), "resend"])
+            .output()
+            .unwrap()
+    };
+    let busy = resend();
+    assert!(!busy.status.success());
+    let why = String::from_utf8_lossy(&busy.stderr);
+    assert!(why.contains("in use by another aq-ingest"), "{why}");
+    svc.stop().await;
+    let out = resend();
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

@@ -7,11 +7,13 @@
 
 mod daily;
 mod hourly;
+mod lock;
 mod outbox;
 mod queries;
 mod schema;
 
 pub use daily::DayRows;
+pub use lock::StoreLock;
 pub use outbox::{DeadLetter, Resend};
 
 use std::path::{Path, PathBuf};
@@ -102,6 +104,13 @@ pub enum StoreError {
     Migration {
         version: usize,
         source: rusqlite::Error,
+    },
+    #[error("the store {store} is in use by another aq-ingest service (it holds {lock}); one service per store — stop it first")]
+    InUse { store: PathBuf, lock: PathBuf },
+    #[error("cannot lock the store with {path}: {source}")]
+    Lock {
+        path: PathBuf,
+        source: std::io::Error,
     },
     #[error("store holds an invalid row: {0}")]
     Corrupt(String),
