@@ -761,4 +761,77 @@ mod tests {
         assert_eq!(ok.1.pm25.mean.unwrap().parts(), (151, 2));
         assert!(ok.1.pm10.mean.is_none());
     }
+
+    /// One step of a store's life: a commit of device hourly means, or a refresh.
+    #[derive(Debug, Clone)]
+    enum Step {
+        /// Site (index), August day, first hour, hours, PM2.5 in tenths of µg/m³.
+        Commit(usize, u32, i64, i64, u32),
+        /// A refresh under rule set (index).
+        Refresh(usize),
+    }
+
+    fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+        use proptest::prelude::*;
+        prop_oneof![
+            3 => (0usize..3, 1u32..4, 0i64..24, 1i64..24, 50u32..3000)
+                .prop_map(|(s, d, h, n, v)| Step::Commit(s, d, h, n, v)),
+            1 => (0usize..3).prop_map(Step::Refresh),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+        /// Whatever the order of commits (late ones included), refreshes and changes of
+        /// the district rules, every read — site days and district days, under any of
+        /// the rule sets — equals a recomputation from the hours.
+        #[test]
+        fn caches_always_agree_with_the_hours(steps in proptest::collection::vec(step(), 1..14)) {
+            const SITES: [&str; 3] = ["a", "bb", "ccc"];
+            let rules = [aqi(&[], 1), aqi(&["bb"], 1), aqi(&["a"], 2)];
+            let dir = tempfile::tempdir().unwrap();
+            let mut s = Store::open(&StoreConfig {
+                path: dir.path().join("aq.db"),
+                ..StoreConfig::default()
+            })
+            .unwrap();
+            for st in steps {
+                match st {
+                    Step::Commit(site, day, first, n, tenths) => {
+                        let start = Zone::BEIJING.start_of(date(day)).0;
+                        let r: Vec<Reading> = (first..(first + n).min(24))
+                            .map(|h| Reading {
+                                site: SiteId::parse(SITES[site]).unwrap(),
+                                device: None,
+                                ts: UnixMillis(start + h * 3_600_000),
+                                period: Period::Hour,
+                                flag: Flag::Normal,
+                                pm25: Some(MicrogramsPerCubicMetre::new(f64::from(tenths + h as u32) / 10.0).unwrap()),
+                                pm10: Some(MicrogramsPerCubicMetre::new(f64::from(tenths) / 5.0).unwrap()),
+                                interval_secs: None,
+                            })
+                            .collect();
+                        s.commit_batch_durable(&r, &[], UnixMillis(0)).unwrap();
+                    }
+                    Step::Refresh(i) => {
+                        s.refresh_daily(&rules[i]).unwrap();
+                    }
+                }
+                for r in &rules {
+                    proptest::prop_assert_eq!(shown(&got(&s, r)), shown(&expected(&s, r)));
+                }
+                let fresh = s.daily_fresh(Zone::BEIJING, 60, date(1), date(4), None).unwrap();
+                let hrs = s.hours(Zone::BEIJING.start_of(date(1)), Zone::BEIJING.start_of(date(5)), None).unwrap();
+                let want: Vec<(NaiveDate, String, Option<(i128, i128)>, usize)> = site_days(&hrs, Zone::BEIJING, 60)
+                    .into_iter()
+                    .map(|((d, site), v)| (d, site, v.pm25.mean.map(Milli::parts), v.pm25.valid_hours))
+                    .collect();
+                let have: Vec<(NaiveDate, String, Option<(i128, i128)>, usize)> = fresh
+                    .into_iter()
+                    .map(|(d, site, v)| (d, site, v.pm25.mean.map(Milli::parts), v.pm25.valid_hours))
+                    .collect();
+                proptest::prop_assert_eq!(have, want);
+            }
+        }
+    }
 }
