@@ -762,6 +762,9 @@ mod tests {
         assert!(ok.1.pm10.mean.is_none());
     }
 
+    /// A site-day as compared: date, site, exact PM2.5 mean, valid hours.
+    type SiteRow = (NaiveDate, String, Option<(i128, i128)>, usize);
+
     /// One step of a store's life: a commit of device hourly means, or a refresh.
     #[derive(Debug, Clone)]
     enum Step {
@@ -822,11 +825,11 @@ mod tests {
                 }
                 let fresh = s.daily_fresh(Zone::BEIJING, 60, date(1), date(4), None).unwrap();
                 let hrs = s.hours(Zone::BEIJING.start_of(date(1)), Zone::BEIJING.start_of(date(5)), None).unwrap();
-                let want: Vec<(NaiveDate, String, Option<(i128, i128)>, usize)> = site_days(&hrs, Zone::BEIJING, 60)
+                let want: Vec<SiteRow> = site_days(&hrs, Zone::BEIJING, 60)
                     .into_iter()
                     .map(|((d, site), v)| (d, site, v.pm25.mean.map(Milli::parts), v.pm25.valid_hours))
                     .collect();
-                let have: Vec<(NaiveDate, String, Option<(i128, i128)>, usize)> = fresh
+                let have: Vec<SiteRow> = fresh
                     .into_iter()
                     .map(|(d, site, v)| (d, site, v.pm25.mean.map(Milli::parts), v.pm25.valid_hours))
                     .collect();
