@@ -1,11 +1,12 @@
 //! The local SQLite store: the durable buffer that makes MQTT acks safe, the outbox the
-//! sinks drain ([`outbox`]: readings after each sink's cursor), and the embedded default
+//! sinks drain (`outbox`: readings after each sink's cursor), and the embedded default
 //! store analysts can query.
 //!
 //! One writer connection (owned by the ingest stage) and one per sink. WAL mode lets the
 //! sink read while the writer commits; `busy_timeout` serialises their short writes.
 
 mod daily;
+mod district;
 mod hourly;
 mod lock;
 mod outbox;
