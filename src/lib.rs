@@ -8,14 +8,15 @@
 //! - [`decode`]: payload bytes → observations ([`decode::json`]). Pure.
 //! - [`validate`]: observations → [`model::Reading`]s or [`reject::Rejection`]s. Pure.
 //! - [`ingest`]: the stage that batches, commits and then acknowledges.
-//! - [`store`]: SQLite — readings, outbox, dead letters, rejects, migrations.
+//! - [`store`]: SQLite — readings, outbox, dead letters, rejects, hourly aggregates, the
+//!   site and district day caches, migrations, the one-service lock.
 //! - [`sink`]: the InfluxDB writer ([`sink::influx`]), its status policy
 //!   ([`sink::policy`]), the line-protocol encoder and the schema. Encoder and policy
 //!   are pure.
 //! - [`aqi`]: the domain rules — HJ 633 index, GB 3095 validity, district value, the
 //!   good-day target. Pure.
 //! - [`derived`]: hourly and daily derived series (lines) for InfluxDB.
-//! - [`report`]: the target report from the store's hourly aggregates.
+//! - [`report`]: the target report from the store's day caches.
 //! - [`sites`]: the site registry (`config/sites.toml`).
 //! - [`sim`]: the device simulator (demo, load tests).
 //! - [`api`]: the read-only HTTP API and the dashboard (axum).
