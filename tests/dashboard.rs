@@ -21,7 +21,12 @@ use aq_ingest::metrics::Metrics;
 use common::*;
 
 fn day_msg(site: &str, day: u32, pm25: f64, pm10: f64) -> (String, Vec<u8>) {
-    let items: Vec<String> = (0..24)
+    hours_msg(site, day, pm25, pm10, (0..24).collect())
+}
+
+fn hours_msg(site: &str, day: u32, pm25: f64, pm10: f64, hours: Vec<u32>) -> (String, Vec<u8>) {
+    let items: Vec<String> = hours
+        .into_iter()
         .map(|h| format!(r#"{{"ts":"2016-07-{day:02}T{h:02}:00:00+08:00","pm25":{pm25},"pm10":{pm10},"period":"hour"}}"#))
         .collect();
     (
@@ -217,7 +222,9 @@ async fn the_dashboard_renders_status_calendar_and_bulletin() {
     // 1 July excellent (优, green), 2 July good (良, yellow), 3 July heavy (重度, purple).
     let msgs = vec![
         day_msg("a", 1, 20.0, 40.0),
-        day_msg("a", 2, 60.0, 100.0),
+        // Silent 10:00–13:59: 20 hours still make a valid day, and the site chart
+        // shows the silence as a gap.
+        hours_msg("a", 2, 60.0, 100.0, (0..10).chain(14..24).collect()),
         day_msg("a", 3, 200.0, 300.0),
     ];
     publish_all(broker.port, msgs).await;
@@ -269,6 +276,10 @@ async fn the_dashboard_renders_status_calendar_and_bulletin() {
     );
     // The bulletin of the last day with data lists the site.
     assert!(dom.contains("<td>a</td>"), "{dom}");
+    // The site chart: PM2.5 and PM10 each drawn as two runs around the silent hours.
+    let chart = &dom[dom.find(r#"id="site-chart""#).unwrap()..];
+    let chart = &chart[..chart.find("</svg>").unwrap()];
+    assert_eq!(chart.matches("<polyline").count(), 4, "{chart}");
 
     assert!(dom.contains(r#"data-fits="true""#), "wider than the window");
 
