@@ -66,7 +66,7 @@ pub(super) async fn document() -> Json<Value> {
                 p("name", "path", true, "target name"), p("as_of", "query", false, "YYYY-MM-DD, default today")],
                 "responses": ok("progress and days", false)}},
             "/api/v1/bulletin/{date}": {"get": {"summary": "the day's supervision bulletin", "parameters": [p("date", "path", true, "YYYY-MM-DD")],
-                "responses": ok("district AQI, sites ranked by PM10, exceedances, offline sites, rejects", false)}},
+                "responses": ok("district AQI, sites ranked by PM10 with exceedances and rejected counts, offline sites, messages rejected that day per site and per topic", false)}},
         }
     }))
 }
