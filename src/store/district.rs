@@ -205,9 +205,18 @@ impl Store {
                         .filter(|date| (from..=to).contains(date)),
                 );
             }
-            for date in touched {
-                let rows = self.daily_now(zone, interval, date, date, None)?;
-                days.insert(date, district_of(&rows, &exclude));
+            // One read of the touched span (its site-days, with the touched ones
+            // recomputed), however many dates a backlog touched.
+            if let (Some(&first), Some(&last)) = (touched.first(), touched.last()) {
+                let rows = self.daily_now(zone, interval, first, last, None)?;
+                for date in &touched {
+                    days.insert(*date, DistrictDay::default());
+                }
+                for chunk in rows.chunk_by(|a, b| a.0 == b.0) {
+                    if touched.contains(&chunk[0].0) {
+                        days.insert(chunk[0].0, district_of(chunk, &exclude));
+                    }
+                }
             }
         } else {
             let rows = self.daily_now(zone, interval, from, to, None)?;
