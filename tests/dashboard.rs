@@ -293,11 +293,9 @@ async fn the_dashboard_renders_status_calendar_and_bulletin() {
         tokio::task::spawn_blocking(move || {
             let mut b = Browser::start();
             b.open_phone(&url, 390, 844);
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while b.eval("document.body && document.body.dataset.ready || ''") != json!("1") {
-                assert!(Instant::now() < deadline, "the page did not finish on the phone");
-                std::thread::sleep(Duration::from_millis(50));
-            }
+            wait_until("the page finished on the phone", Duration::from_secs(20), || {
+                b.eval("document.body && document.body.dataset.ready || ''") == json!("1")
+            });
             // A mobile browser widens its layout viewport to content that does not
             // fit; so the page fits when the viewport stays at the screen's width and
             // nothing scrolls sideways within it.
