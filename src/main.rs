@@ -33,6 +33,12 @@ enum Command {
     /// Run the service with the simulator in-process: a half year of district data in
     /// `data/demo.db`, then the target report; the service keeps running (Ctrl-C stops).
     Demo(DemoArgs),
+    /// Show the lines InfluxDB refused, per status and reason; `--requeue` queues them
+    /// again (after the cause is fixed). Safe while the service runs.
+    DeadLetters {
+        #[arg(long)]
+        requeue: bool,
+    },
     /// Queue everything in the store for InfluxDB again (a new or emptied database):
     /// every reading, and the derived hourly and daily series. Stop the service first;
     /// the next start sends it all.
@@ -156,6 +162,16 @@ fn main() -> ExitCode {
             }
             Err(e) => {
                 eprintln!("aq-ingest report: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::DeadLetters { requeue } => match dead_letters(&cfg, requeue) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("aq-ingest dead-letters: {e}");
                 ExitCode::FAILURE
             }
         },
@@ -361,6 +377,33 @@ async fn demo(mut cfg: Config, a: DemoArgs) -> Result<(), String> {
     run.await
         .map_err(|e| e.to_string())?
         .map_err(|e| format!("{e:#}"))
+}
+
+fn dead_letters(cfg: &Config, requeue: bool) -> Result<String, String> {
+    use aq_ingest::clock::Clock as _;
+    let mut store = aq_ingest::store::Store::open(&cfg.store).map_err(|e| e.to_string())?;
+    let mut out = String::new();
+    let summary = store.dead_letter_summary().map_err(|e| e.to_string())?;
+    if summary.is_empty() {
+        out.push_str("no dead letters\n");
+    }
+    for (status, reason, n) in &summary {
+        let status = if *status == 0 {
+            "unencodable".to_string()
+        } else {
+            format!("HTTP {status}")
+        };
+        out.push_str(&format!("{n:>8}  {status}  {reason}\n"));
+    }
+    if requeue {
+        let n = store
+            .requeue_dead_letters(aq_ingest::clock::SystemClock.now())
+            .map_err(|e| e.to_string())?;
+        out.push_str(&format!(
+            "queued {n} refused lines again; the service sends them next\n"
+        ));
+    }
+    Ok(out)
 }
 
 fn resend(cfg: &Config) -> Result<String, String> {

@@ -505,6 +505,54 @@ mod tests {
     }
 
     #[test]
+    fn refused_lines_can_be_queued_again_but_unencodable_readings_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = open(&dir);
+        let refused = |seq: i64, line: &str, status: u16| DeadLetter {
+            seq,
+            status,
+            reason: "field type conflict".into(),
+            line: line.into(),
+        };
+        s.advance_durable(
+            "influx",
+            3,
+            &[
+                refused(1, "pm,site=a pm10=1 1000\n", 400),
+                refused(2, "Point { .. }", 0),
+                refused(3, "pm,site=b pm10=2 1000\n", 400),
+            ],
+            UnixMillis(1),
+        )
+        .unwrap();
+        let summary = s.dead_letter_summary().unwrap();
+        assert_eq!(
+            summary,
+            vec![
+                (400, "field type conflict".to_string(), 2),
+                (0, "field type conflict".to_string(), 1)
+            ]
+        );
+        assert_eq!(s.requeue_dead_letters(UnixMillis(2)).unwrap(), 2);
+        let queued: Vec<String> = s
+            .derived_head(10)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.1)
+            .collect();
+        assert_eq!(
+            queued,
+            vec!["pm,site=a pm10=1 1000\n", "pm,site=b pm10=2 1000\n"]
+        );
+        assert_eq!(
+            s.dead_letter_summary().unwrap().len(),
+            1,
+            "the unencodable one stays"
+        );
+        assert_eq!(s.requeue_dead_letters(UnixMillis(3)).unwrap(), 0);
+    }
+
+    #[test]
     fn prune_keeps_old_readings_a_sink_has_not_delivered() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = open(&dir);

@@ -153,6 +153,35 @@ impl Store {
         Ok(())
     }
 
+    /// Dead letters per status and reason: (status, reason, count), most first.
+    pub fn dead_letter_summary(&self) -> Result<Vec<(u16, String, u64)>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT status, reason, count(*) FROM dead_letters GROUP BY status, reason
+             ORDER BY count(*) DESC, status, reason",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Queues the lines InfluxDB refused for another try (after an operator fixed the
+    /// cause, e.g. a field-type conflict), in the order they were refused, and removes
+    /// them from the dead letters. Lines that never were line protocol (status 0: a
+    /// reading the encoder refused) stay. Safe beside a running service: the writer
+    /// picks them up like any derived line. Returns how many were queued.
+    pub fn requeue_dead_letters(&mut self, now: UnixMillis) -> Result<u64, StoreError> {
+        let tx = self.conn.transaction()?;
+        let n = tx.execute(
+            "INSERT INTO derived_outbox (line, created_ms)
+             SELECT line, ?1 FROM dead_letters WHERE status <> 0 ORDER BY id",
+            [now.0],
+        )?;
+        tx.execute("DELETE FROM dead_letters WHERE status <> 0", [])?;
+        tx.commit()?;
+        Ok(n as u64)
+    }
+
     /// Prepares a full re-send to a new or emptied InfluxDB, in one transaction: forgets
     /// `sink`'s cursor (so every stored reading is pending again) and, when `hour_line`
     /// is given, refills the derived outbox with one line per stored site-hour and
