@@ -155,36 +155,9 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Report(args) => match report(&cfg, args) {
-            Ok(text) => {
-                print!("{text}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("aq-ingest report: {e}");
-                ExitCode::FAILURE
-            }
-        },
-        Command::DeadLetters { requeue } => match dead_letters(&cfg, requeue) {
-            Ok(text) => {
-                print!("{text}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("aq-ingest dead-letters: {e}");
-                ExitCode::FAILURE
-            }
-        },
-        Command::Resend => match resend(&cfg) {
-            Ok(text) => {
-                println!("{text}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("aq-ingest resend: {e}");
-                ExitCode::FAILURE
-            }
-        },
+        Command::Report(args) => printed("report", report(&cfg, args)),
+        Command::DeadLetters { requeue } => printed("dead-letters", dead_letters(&cfg, requeue)),
+        Command::Resend => printed("resend", resend(&cfg)),
         Command::CheckConfig => {
             println!(
                 "config OK ({})",
@@ -379,6 +352,20 @@ async fn demo(mut cfg: Config, a: DemoArgs) -> Result<(), String> {
         .map_err(|e| format!("{e:#}"))
 }
 
+/// A one-shot command's outcome: its text on stdout, or its error on stderr.
+fn printed(command: &str, r: Result<String, String>) -> ExitCode {
+    match r {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("aq-ingest {command}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn dead_letters(cfg: &Config, requeue: bool) -> Result<String, String> {
     use aq_ingest::clock::Clock as _;
     let mut store = aq_ingest::store::Store::open(&cfg.store).map_err(|e| e.to_string())?;
@@ -429,7 +416,7 @@ fn resend(cfg: &Config) -> Result<String, String> {
         )
         .map_err(|e| e.to_string())?;
     Ok(format!(
-        "queued for {}: {} readings, {} hourly lines, {} site-days of daily values (with their district days); the service sends them when it starts",
+        "queued for {}: {} readings, {} hourly lines, {} site-days of daily values (with their district days); the service sends them when it starts\n",
         influx.url, r.readings, r.hourly_lines, r.site_days
     ))
 }

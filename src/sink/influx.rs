@@ -28,9 +28,9 @@ use crate::store::{DeadLetter, Store, StoreConfig, StoreError};
 pub const SINK_NAME: &str = "influx";
 
 /// A batch of at least `batch_max_lines / BURST_TAIL_SHARE` lines, or any batch after
-/// a full one, is a burst's tail: sent once the outbox has not grown for [`BURST_TAIL_LINGER`], without waiting for
-/// the flush interval (which exists to gather a trickle into one request, not to delay
-/// the end of a burst or a backlog).
+/// a full one, is a burst's tail: sent once the outbox has not grown for
+/// [`BURST_TAIL_LINGER`], without waiting for the flush interval (which exists to
+/// gather a trickle into one request, not to delay the end of a burst or a backlog).
 const BURST_TAIL_SHARE: usize = 10;
 /// How long a burst's tail waits for more commits.
 const BURST_TAIL_LINGER: Duration = Duration::from_millis(50);
@@ -52,13 +52,12 @@ enum Outbox {
     Derived,
 }
 
-/// What a delivery finished with, per outbox: the last line written or dead-lettered,
-/// and the dead letters.
+/// What a delivery finished with: per outbox, the last line written or dead-lettered;
+/// and the dead letters (one table for both outboxes).
 struct Done {
     readings: i64,
     derived: i64,
-    dead_readings: Vec<DeadLetter>,
-    dead_derived: Vec<DeadLetter>,
+    dead: Vec<DeadLetter>,
 }
 
 impl Done {
@@ -517,8 +516,7 @@ impl InfluxSink {
         let mut done = Done {
             readings: self.cursor,
             derived: 0,
-            dead_readings: Vec::new(),
-            dead_derived: Vec::new(),
+            dead: Vec::new(),
         };
         let mut retry = None;
         while let Some(chunk) = stack.pop() {
@@ -543,16 +541,12 @@ impl InfluxSink {
                         warn!(status, reason = %body, line = %chunk[0].line.trim_end(), "influx: server refused a line; dead-lettered");
                         Metrics::add(&self.metrics.lines_dead_lettered, 1);
                         done.through(&chunk[0]);
-                        let letter = DeadLetter {
+                        done.dead.push(DeadLetter {
                             seq: chunk[0].seq,
                             status,
                             reason: body,
                             line: chunk[0].line.clone(),
-                        };
-                        match chunk[0].from {
-                            Outbox::Readings => done.dead_readings.push(letter),
-                            Outbox::Derived => done.dead_derived.push(letter),
-                        }
+                        });
                     } else {
                         let mut left = chunk;
                         let right = left.split_off(left.len() / 2);
@@ -576,9 +570,7 @@ impl InfluxSink {
         let readings = (done.readings > self.cursor).then_some(done.readings);
         let derived = (done.derived > 0).then_some(done.derived);
         if readings.is_some() || derived.is_some() {
-            let now = self.clock.now();
-            let mut dead = done.dead_readings;
-            dead.extend(done.dead_derived);
+            let (now, dead) = (self.clock.now(), done.dead);
             self.with_store(move |s| s.sink_done_durable(SINK_NAME, readings, derived, &dead, now))
                 .await?;
             self.cursor = self.cursor.max(done.readings);

@@ -181,6 +181,10 @@ impl Store {
         let cached = keys.0.as_deref() == Some(site_key.as_str())
             && keys.1.as_deref() == Some(district_key(&site_key, aqi).as_str());
         let mut days: BTreeMap<NaiveDate, DistrictDay> = BTreeMap::new();
+        // The dates to compute from their site-days: those a counted site's commits
+        // touched since the refresh, or every date when there is no cache for these
+        // rules.
+        let mut touched = BTreeSet::new();
         if cached {
             let mut stmt = tx.prepare_cached(
                 "SELECT day, n25, h25, mean25, n10, h10, mean10 FROM district_daily
@@ -190,8 +194,6 @@ impl Store {
                 let (date, d) = row?;
                 days.insert(date, d);
             }
-            // The dates a counted site's commits touched since the refresh.
-            let mut touched = BTreeSet::new();
             let mut stmt = tx.prepare_cached("SELECT site, utc_day FROM dirty_days")?;
             let dirty = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get(1)?)))?;
             for row in dirty {
@@ -205,23 +207,20 @@ impl Store {
                         .filter(|date| (from..=to).contains(date)),
                 );
             }
-            // One read of the touched span (its site-days, with the touched ones
-            // recomputed), however many dates a backlog touched.
-            if let (Some(&first), Some(&last)) = (touched.first(), touched.last()) {
-                let rows = self.daily_now(zone, interval, first, last, None)?;
-                for date in &touched {
-                    days.insert(*date, DistrictDay::default());
-                }
-                for chunk in rows.chunk_by(|a, b| a.0 == b.0) {
-                    if touched.contains(&chunk[0].0) {
-                        days.insert(chunk[0].0, district_of(chunk, &exclude));
-                    }
-                }
-            }
         } else {
-            let rows = self.daily_now(zone, interval, from, to, None)?;
+            touched.extend(from.iter_days().take_while(|d| *d <= to));
+        }
+        // One read of the span (its site-days, with the touched ones recomputed),
+        // however many dates a backlog touched.
+        if let (Some(&first), Some(&last)) = (touched.first(), touched.last()) {
+            let rows = self.daily_now(zone, interval, first, last, None)?;
+            for date in &touched {
+                days.insert(*date, DistrictDay::default());
+            }
             for chunk in rows.chunk_by(|a, b| a.0 == b.0) {
-                days.insert(chunk[0].0, district_of(chunk, &exclude));
+                if touched.contains(&chunk[0].0) {
+                    days.insert(chunk[0].0, district_of(chunk, &exclude));
+                }
             }
         }
         tx.finish()?;
