@@ -19,7 +19,7 @@ use aq_ingest::clock::SystemClock;
 use aq_ingest::config::Config;
 use aq_ingest::metrics::Metrics;
 use aq_ingest::model::{Reading, UnixMillis};
-use aq_ingest::store::Store;
+use aq_ingest::store::{Store, Writer};
 use common::{free_port, http};
 
 fn percentiles(mut v: Vec<Duration>) -> (f64, f64, f64) {
@@ -40,7 +40,7 @@ fn main() {
     let raw: Vec<Reading> = (0..1440)
         .map(|i| fixture::reading("erqi-000", day + i * 60_000, 30.0 + (i % 50) as f64))
         .collect();
-    Store::open(&store_cfg)
+    Writer::open(&store_cfg, None)
         .unwrap()
         .commit_batch_durable(&raw, &[], UnixMillis(0))
         .unwrap();
@@ -55,8 +55,12 @@ fn main() {
     )
     .unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
+    let ctx = aq_ingest::plan::Plan::resolve(cfg, "bench")
+        .unwrap()
+        .api
+        .unwrap();
     let app = aq_ingest::api::router(
-        cfg,
+        ctx,
         Arc::new(Default::default()),
         Store::open(&store_cfg).unwrap(),
         Arc::new(Metrics::default()),
@@ -89,7 +93,7 @@ fn main() {
     let writer = {
         let (stop, written, cfg) = (Arc::clone(&stop), Arc::clone(&written), store_cfg.clone());
         std::thread::spawn(move || {
-            let mut s = Store::open(&cfg).unwrap();
+            let mut s = Writer::open(&cfg, None).unwrap();
             // "Today" is the target period's last day: every commit touches a day the
             // target report covers, so each report recomputes today's 238 site-days
             // from their hours, as it does in service between two cache refreshes.

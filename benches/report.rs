@@ -82,7 +82,8 @@ fn main() {
     let readings: Vec<_> = (0..SITES)
         .map(|i| fixture::reading(&fixture::site(i), today, 40.0))
         .collect();
-    store
+    aq_ingest::store::Writer::open(&cfg, None)
+        .unwrap()
         .commit_batch_durable(&readings, &[], aq_ingest::model::UnixMillis(0))
         .unwrap();
     let (median, worst, _) = time(&store);

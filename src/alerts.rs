@@ -96,6 +96,36 @@ impl Alerts {
     }
 }
 
+/// Where alerts go: implemented by a source that can publish (the MQTT source's client).
+/// Must never block: the ingest calls it right after a commit.
+pub trait Publish: Send + Sync {
+    /// Queues one retained alert message; an error says why it could not be queued.
+    fn try_publish(&self, alert: Alert) -> Result<(), String>;
+}
+
+/// The alert evaluator with its publisher and counters, as the ingest stage holds it.
+pub struct Alerter {
+    pub alerts: Alerts,
+    pub publish: Box<dyn Publish>,
+}
+
+impl Alerter {
+    /// Publishes the alerts these changed hours cause; returns (published, failed).
+    pub fn after_commit(&mut self, hours: &[SiteHour]) -> (u64, u64) {
+        let (mut ok, mut failed) = (0, 0);
+        for a in self.alerts.evaluate(hours) {
+            match self.publish.try_publish(a) {
+                Ok(()) => ok += 1,
+                Err(e) => {
+                    failed += 1;
+                    tracing::warn!(error = %e, "could not queue an alert message");
+                }
+            }
+        }
+        (ok, failed)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

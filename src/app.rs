@@ -1,301 +1,170 @@
-//! Wiring only: opens the store, builds the bounded channels, spawns the stages and
-//! shuts them down in order.
-//!
-//! Shutdown is by channel closure (only the source watches the shutdown signal):
-//! source stops taking messages → its channel closes → ingest commits what it has and
-//! hands the last acks back → the source writes them and disconnects; the
-//! sink sees ingest's nudge channel close and writes the outbox for at most
-//! `influx.shutdown_flush_secs`, then logs what is still pending.
+//! Wiring only: takes a resolved [`Plan`], opens the store roles, builds the bounded
+//! channels, starts the stages under their names and stops them in the order
+//! [`crate::stages`] states.
 
 use std::future::Future;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context as _;
-use tokio::sync::{mpsc, watch};
-use tracing::{error, info, warn};
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::info;
 
-use crate::alerts::Alerts;
+use crate::alerts::Alerter;
 use crate::api;
 use crate::broker;
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::derived::Derived;
+use crate::housekeeping::{log_counters, Housekeeping};
 use crate::ingest::Ingest;
 use crate::metrics::Metrics;
-use crate::model::UnixMillis;
+use crate::plan::{Plan, EXAMPLE_PAYLOAD, EXAMPLE_SITE};
 use crate::sink::influx::InfluxSink;
-use crate::source::{mqtt, topic::SiteFilter};
-use crate::store::{Store, StoreLock};
-use crate::validate::Policy;
+use crate::source::mqtt::{self, MqttAlertPublisher, SourceContext};
+use crate::source::{Acker, SourceIndex};
+use crate::stages::Stages;
+use crate::store::{HourlyLines, Store, StoreLock, Writer};
 
-/// Committed batches waiting for their PUBACKs to be written. Batches, not messages;
-/// the source drains this queue even while it waits on ingest, so it cannot deadlock.
-const ACK_QUEUE_BATCHES: usize = 64;
+/// The MQTT source's index among the ingest's ackers.
+const MQTT_SOURCE: SourceIndex = 0;
 
-/// How often the daily cache is refreshed when no sink sets the pace.
-const DAILY_REFRESH_INTERVAL: Duration = Duration::from_secs(60);
-
-/// How often old readings and rejects are pruned.
-const PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
-
-const MS_PER_DAY: i64 = 86_400_000;
-
-/// Runs the service until `shutdown` resolves, then stops it in order.
+/// Resolves `cfg` and runs the service until `shutdown` resolves (see [`serve`]).
 pub async fn run(
-    mut cfg: Config,
+    cfg: Config,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    // One service per store, held until this function returns.
-    let _lock = StoreLock::acquire(&cfg.store).context("locking the store")?;
-    let registry = Arc::new(cfg.registry());
-    info!(sites = registry.sites().count(), file = %cfg.sites.file.display(), "site registry");
-    let mut store = Store::open(&cfg.store).context("opening the store")?;
-    // The derived series go with the readings when a sink wants them.
-    let derived = cfg
-        .influx
-        .as_ref()
-        .filter(|i| i.derived)
-        .map(|i| Derived::new(&i.measurement, &cfg.aqi));
-    if let Some(d) = derived.clone() {
-        store.emit_hourly_with(Box::new(move |h| d.hour_line(h)));
-    }
-    info!(path = %cfg.store.path.display(), "store open");
-    let filters = cfg
-        .mqtt
-        .topics
-        .iter()
-        .map(|t| SiteFilter::parse(t))
-        .collect::<Result<Vec<_>, _>>()?;
+    let plan = Plan::resolve(cfg, "config")?;
+    serve(plan, clock, metrics, shutdown).await
+}
 
-    let (stop_tx, stop_rx) = watch::channel(false);
+/// Runs the service until `shutdown` resolves, then stops it in order.
+pub async fn serve(
+    plan: Plan,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let plan = Arc::new(plan);
+    // One service per store, held until this function returns.
+    let _lock = StoreLock::acquire(&plan.store).context("locking the store")?;
+    info!(sites = plan.registry.sites().count(), "site registry");
+    let hourly: Option<HourlyLines> = plan
+        .derived
+        .clone()
+        .map(|d| Box::new(move |h: &_| d.hour_line(h)) as HourlyLines);
+    let writer = Writer::open(&plan.store, hourly).context("opening the store")?;
+    info!(path = %plan.store.path.display(), "store open");
+
+    let mut stages = Stages::default();
+    let housekeeping =
+        Housekeeping::open(Arc::clone(&plan), Arc::clone(&clock), Arc::clone(&metrics))
+            .context("opening the store for housekeeping")?;
+    let (stop_hk, hk_stopped) = oneshot::channel();
+    stages.spawn_stoppable(
+        "housekeeping",
+        move || {
+            let _ = stop_hk.send(());
+        },
+        housekeeping.run(hk_stopped),
+    );
+
+    if let Some(b) = &plan.broker {
+        broker::start(b)?;
+        info!(listen = %b.listen, "embedded MQTT broker listening");
+        info!(
+            "publish a reading: mosquitto_pub -h {} -p {} -q 1 -t '{}' -m '{EXAMPLE_PAYLOAD}'",
+            b.client_host(),
+            b.listen.port(),
+            plan.reading_topic(EXAMPLE_SITE),
+        );
+    }
+
+    // Sources feed one bounded channel; its capacity is the MQTT client's queue.
+    let (messages_tx, messages_rx) = mpsc::channel(plan.mqtt.queue_capacity.max(16));
+    let (acker, acks) = Acker::channel();
+    let (stop_sources, sources_stopped) = watch::channel(false);
+    let ctx = SourceContext {
+        clock: Arc::clone(&clock),
+        metrics: Arc::clone(&metrics),
+        shutdown: sources_stopped,
+    };
+    let source = mqtt::start(&plan.mqtt, MQTT_SOURCE, messages_tx, acks, ctx)
+        .context("starting the MQTT source")?;
+    info!(url = %plan.mqtt.url, topics = ?plan.mqtt.topics, client_id = %plan.mqtt.client_id, "mqtt source started");
+    let alerts = plan.alerts.as_ref().map(|a| Alerter {
+        alerts: a.evaluator(),
+        publish: Box::new(MqttAlertPublisher(source.client.clone())),
+    });
+    stages.adopt(
+        "mqtt source",
+        move || {
+            let _ = stop_sources.send(true);
+        },
+        source.task,
+    );
 
     // The sink, when configured, with the nudge channel ingest uses to wake it. One
     // slot: a nudge only says "look at the outbox"; more would add nothing.
-    let (nudge_tx, sink_task) = match &cfg.influx {
+    let (nudge_tx, sink) = match &plan.influx {
         Some(icfg) => {
             let (tx, rx) = mpsc::channel(1);
             let sink = InfluxSink::new(
                 icfg.clone(),
-                &cfg.store,
+                &plan.store,
                 Arc::clone(&metrics),
                 Arc::clone(&clock),
             )
             .context("starting the InfluxDB sink")?;
             info!(url = %icfg.url, api = ?icfg.api, "influx sink enabled");
-            (Some(tx), Some(tokio::spawn(sink.run(rx))))
+            (Some(tx), Some(sink.run(rx)))
         }
         None => (None, None),
     };
-
-    // With the embedded broker the source connects to it over loopback, through the
-    // same code as to an external broker, with the broker's credentials.
-    let mut mqtt_cfg = cfg.mqtt.clone();
-    if cfg.broker.embedded {
-        broker::start(&cfg.broker)?;
-        mqtt_cfg.url = cfg.broker.client_url();
-        mqtt_cfg.username = cfg.broker.username.clone();
-        mqtt_cfg.password_env = cfg.broker.password_env.clone();
-        info!(listen = %cfg.broker.listen, "embedded MQTT broker listening");
-        let topic = cfg.mqtt.topics[0]
-            .replacen('+', "erqi-001", 1)
-            .replace('#', "x");
-        info!(
-            "publish a reading: mosquitto_pub -h {} -p {} -q 1 -t '{topic}' -m '{{\"ts\":\"2016-08-01T08:58:57+08:00\",\"pm25\":35.2,\"pm10\":80.1}}'",
-            if cfg.broker.listen.ip().is_unspecified() { "127.0.0.1".to_string() } else { cfg.broker.listen.ip().to_string() },
-            cfg.broker.listen.port()
-        );
-    }
-    let (ack_tx, ack_rx) = mpsc::channel(ACK_QUEUE_BATCHES);
-    let source = mqtt::start(
-        &mqtt_cfg,
-        Arc::clone(&clock),
-        Arc::clone(&metrics),
-        ack_rx,
-        stop_rx.clone(),
-    )
-    .context("starting the MQTT source")?;
-    info!(url = %mqtt_cfg.url, topics = ?cfg.mqtt.topics, client_id = %cfg.mqtt.client_id, "mqtt source started");
-
     let ingest = Ingest {
-        store,
-        filters,
-        policy: Policy {
-            max_future_ms: (cfg.ingest.max_future_secs as i64).saturating_mul(1000),
-            max_age_ms: match cfg.store.retention_days {
-                0 => None,
-                d => Some((d as i64).saturating_mul(MS_PER_DAY)),
-            },
-        },
-        max_payload_bytes: cfg.mqtt.max_payload_bytes,
-        max_batch_messages: cfg.ingest.max_batch_messages,
-        batch_gap: Duration::from_millis(cfg.ingest.batch_gap_ms),
-        max_batch_delay: Duration::from_millis(cfg.ingest.max_batch_delay_ms),
+        settings: plan.ingest.clone(),
+        store: writer,
         clock: Arc::clone(&clock),
         metrics: Arc::clone(&metrics),
-        registry: Arc::clone(&registry),
-        alerts: cfg.alerts.enabled.then(|| {
-            (
-                Alerts::new(
-                    &cfg.alerts.topic,
-                    cfg.api.hourly_alert_pm10_ug,
-                    cfg.aqi.default_interval_secs,
-                ),
-                source.client.clone(),
-            )
-        }),
+        registry: Arc::clone(&plan.registry),
+        alerts,
     };
-    let ingest_task = tokio::spawn(ingest.run(source.messages, ack_tx, nudge_tx));
+    stages.spawn("ingest", ingest.run(messages_rx, vec![acker], nudge_tx));
+    if let Some(sink) = sink {
+        stages.spawn("influx sink", sink);
+    }
 
-    // The HTTP API and dashboard, with their own store connection.
-    let api_task = if cfg.api.enabled {
-        let listener = tokio::net::TcpListener::bind(cfg.api.listen)
+    // The HTTP API and dashboard, with their own store connection; it stops last, so
+    // /readyz and /metrics answer while the rest drains.
+    if let Some(ctx) = &plan.api {
+        let listen = ctx.api.listen;
+        let listener = tokio::net::TcpListener::bind(listen)
             .await
-            .with_context(|| {
-                format!(
-                    "the API cannot listen on {} (set [api] listen)",
-                    cfg.api.listen
-                )
-            })?;
-        info!(listen = %cfg.api.listen, "HTTP API and dashboard: http://{}/", cfg.api.listen);
+            .with_context(|| format!("the API cannot listen on {listen} (set [api] listen)"))?;
+        info!(listen = %listen, "HTTP API and dashboard: http://{listen}/");
         let app = api::router(
-            cfg.clone(),
-            Arc::clone(&registry),
-            Store::open(&cfg.store).context("opening the store for the API")?,
+            ctx.clone(),
+            Arc::clone(&plan.registry),
+            Store::open(&plan.store).context("opening the store for the API")?,
             Arc::clone(&metrics),
             Arc::clone(&clock),
         );
-        let mut stop = stop_rx.clone();
-        Some(tokio::spawn(api::serve(listener, app, async move {
-            let _ = stop.wait_for(|s| *s).await;
-        })))
-    } else {
-        None
-    };
-
-    let housekeeping = tokio::spawn(housekeeping(
-        cfg.clone(),
-        derived,
-        Arc::clone(&clock),
-        Arc::clone(&metrics),
-        stop_rx,
-    ));
+        let (stop_api, api_stopped) = oneshot::channel::<()>();
+        stages.spawn_stoppable(
+            "api",
+            move || {
+                let _ = stop_api.send(());
+            },
+            api::serve(listener, app, async move {
+                let _ = api_stopped.await;
+            }),
+        );
+    }
 
     shutdown.await;
-    info!("shutting down: no new messages; committing and acknowledging what is in flight");
-    let _ = stop_tx.send(true);
-
-    match ingest_task.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => error!(error = %e, "ingest stopped with an error"),
-        Err(e) => error!(error = %e, "ingest task panicked"),
-    }
-    if let Err(e) = source.task.await {
-        error!(error = %e, "mqtt source panicked");
-    }
-    if let Some(t) = sink_task {
-        match t.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => error!(error = %e, "influx sink stopped with an error"),
-            Err(e) => error!(error = %e, "influx sink panicked"),
-        }
-    }
-    let _ = housekeeping.await;
-    if let Some(t) = api_task {
-        match t.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => error!(error = %e, "HTTP API stopped with an error"),
-            Err(e) => error!(error = %e, "HTTP API panicked"),
-        }
-    }
-    log_stats(&metrics);
+    info!(stages = ?stages.names(), "shutting down: no new messages; committing and acknowledging what is in flight");
+    stages.drain(plan.shutdown_deadline).await;
+    log_counters(&metrics);
     info!("stopped");
     Ok(())
-}
-
-/// Periodic counters in the log and retention pruning, until shutdown.
-async fn housekeeping(
-    cfg: Config,
-    derived: Option<Derived>,
-    clock: Arc<dyn Clock>,
-    metrics: Arc<Metrics>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let stats_every = match cfg.log.stats_interval_secs {
-        0 => Duration::from_secs(u64::MAX / 4),
-        s => Duration::from_secs(s),
-    };
-    let mut stats = tokio::time::interval(stats_every);
-    let mut prune = tokio::time::interval(PRUNE_INTERVAL);
-    // The daily cache is refreshed here, on a timer, so that reads never write; the
-    // derived series (when a sink wants them) follow each refresh.
-    let daily_every = cfg.influx.as_ref().map_or(DAILY_REFRESH_INTERVAL, |i| {
-        Duration::from_secs(i.derived_daily_interval_secs)
-    });
-    let mut daily = tokio::time::interval(daily_every);
-    stats.tick().await;
-    loop {
-        tokio::select! {
-            _ = stop.changed() => return,
-            _ = stats.tick() => log_stats(&metrics),
-            _ = daily.tick() => {
-                let (store_cfg, d, now) = (cfg.store.clone(), derived.clone(), clock.now());
-                let aqi = cfg.aqi.clone();
-                let r = tokio::task::spawn_blocking(move || {
-                    let mut s = Store::open(&store_cfg)?;
-                    s.refresh_daily(&aqi)?;
-                    match d {
-                        Some(d) => s.emit_derived_days(now, |pending, rows| d.day_lines(pending, rows)),
-                        None => Ok(0),
-                    }
-                })
-                .await;
-                match r {
-                    Ok(Ok(_)) => {}
-                    Ok(Err(e)) => warn!(error = %e, "daily derived series failed; retried at the next interval"),
-                    Err(e) => warn!(error = %e, "daily derived task failed"),
-                }
-            }
-            _ = prune.tick() => {
-                let store_cfg = cfg.store.clone();
-                // Retention 0 keeps every reading; rejects are still capped.
-                let cutoff = (cfg.store.retention_days > 0).then(|| {
-                    UnixMillis(clock.now().0 - (cfg.store.retention_days as i64) * MS_PER_DAY)
-                });
-                // Readings the InfluxDB writer has not delivered stay, whatever their age.
-                let sink = cfg.influx.is_some().then_some(crate::sink::influx::SINK_NAME);
-                let r = tokio::task::spawn_blocking(move || Store::open(&store_cfg)?.prune(cutoff, sink)).await;
-                match r {
-                    Ok(Ok(0)) => {}
-                    Ok(Ok(n)) => info!(readings = n, "pruned readings past retention"),
-                    Ok(Err(e)) => warn!(error = %e, "pruning failed; retried next hour"),
-                    Err(e) => warn!(error = %e, "pruning task failed"),
-                }
-            }
-        }
-    }
-}
-
-fn log_stats(m: &Metrics) {
-    let g = Metrics::get;
-    info!(
-        messages_received = g(&m.messages_received),
-        messages_acked = g(&m.messages_acked),
-        readings_received = g(&m.readings_received),
-        readings_stored = g(&m.readings_stored),
-        readings_duplicate = g(&m.readings_duplicate),
-        store_commits = g(&m.store_commits),
-        rejected = m.rejected_total(),
-        rejected_by_reason = ?m.rejected_by_reason(),
-        lines_written = g(&m.lines_written),
-        lines_dead_lettered = g(&m.lines_dead_lettered),
-        write_errors = ?m.write_errors_by_class(),
-        outbox_depth = g(&m.outbox_depth),
-        outbox_oldest_age_secs = g(&m.outbox_oldest_age_secs),
-        mqtt_connected = m.mqtt_connected.load(Ordering::Relaxed),
-        "pipeline counters"
-    );
 }

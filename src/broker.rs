@@ -67,6 +67,11 @@ impl BrokerConfig {
     /// The address the service's own client connects to: the listener, on loopback when
     /// it listens on all interfaces.
     pub fn client_url(&self) -> String {
+        format!("mqtt://{}:{}", self.client_host(), self.listen.port())
+    }
+
+    /// The host part of [`BrokerConfig::client_url`] (IPv6 in brackets).
+    pub fn client_host(&self) -> String {
         let ip = if self.listen.ip().is_unspecified() {
             if self.listen.is_ipv4() {
                 "127.0.0.1".to_owned()
@@ -78,7 +83,7 @@ impl BrokerConfig {
         } else {
             self.listen.ip().to_string()
         };
-        format!("mqtt://{ip}:{}", self.listen.port())
+        ip
     }
 
     /// Every problem with this section.

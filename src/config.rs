@@ -18,6 +18,7 @@ use crate::sink::influx::InfluxConfig;
 use crate::sites::{Registry, SitesConfig};
 use crate::source::mqtt::MqttConfig;
 use crate::source::topic::SiteFilter;
+use crate::stages::ShutdownConfig;
 use crate::store::StoreConfig;
 
 /// The built-in defaults: the shipped `config/default.toml`, compiled in so that the
@@ -87,6 +88,8 @@ pub struct Config {
     /// Good-day targets (`[[target]]`).
     #[serde(default)]
     pub target: Vec<TargetConfig>,
+    #[serde(default)]
+    pub shutdown: ShutdownConfig,
 }
 
 /// Config failures; `Invalid` lists every problem found.
@@ -138,18 +141,6 @@ impl Config {
         }
     }
 
-    /// Loads the site registry and applies it: sites that do not count for the district
-    /// join `aqi.district_exclude`. (Validated in [`Config::problems`] already.)
-    pub fn registry(&mut self) -> Registry {
-        let r = Registry::load(&self.sites).unwrap_or_default();
-        for id in r.not_in_district() {
-            if !self.aqi.district_exclude.contains(&id) {
-                self.aqi.district_exclude.push(id);
-            }
-        }
-        r
-    }
-
     /// Every semantic problem, not just the first.
     pub fn problems(&self) -> Vec<String> {
         let mut p = Vec::new();
@@ -195,6 +186,7 @@ impl Config {
             p.extend(i.problems());
         }
         p.extend(self.broker.problems());
+        p.extend(self.shutdown.problems());
         if let Err(e) = Registry::load(&self.sites) {
             p.extend(e);
         }

@@ -16,16 +16,16 @@ use thiserror::Error;
 use tokio::sync::mpsc;
 use tracing::{error, warn};
 
-use crate::alerts::Alerts;
+use crate::alerts::Alerter;
 use crate::backoff::Backoff;
 use crate::clock::Clock;
 use crate::decode::json;
 use crate::metrics::Metrics;
 use crate::model::Reading;
 use crate::reject::{excerpt, RejectReason, Rejection};
-use crate::source::mqtt::{AckToken, Message};
 use crate::source::topic::{self, SiteFilter};
-use crate::store::{RejectRecord, Store};
+use crate::source::{Acker, Message, Origin};
+use crate::store::{on_blocking_thread, RejectRecord, Writer};
 use crate::validate::{self, Policy, DEFAULT_MAX_FUTURE_SECS};
 
 /// The `[ingest]` config.
@@ -74,23 +74,32 @@ pub enum IngestError {
     Join(#[from] tokio::task::JoinError),
 }
 
-/// Everything the stage needs, built by `app`.
-pub struct Ingest {
-    /// The writer connection; moved into a blocking task for each commit.
-    pub store: Store,
+/// How the stage treats messages: resolved once from config by [`crate::plan`].
+#[derive(Debug, Clone)]
+pub struct IngestSettings {
+    /// Topic filters that name the site level.
     pub filters: Vec<SiteFilter>,
     pub policy: Policy,
+    /// Larger payloads are refused (and acknowledged, so they cannot loop).
     pub max_payload_bytes: usize,
     pub max_batch_messages: usize,
     /// Batch growth: see [`IngestConfig::batch_gap_ms`] and `max_batch_delay_ms`.
     pub batch_gap: Duration,
     pub max_batch_delay: Duration,
+}
+
+/// Everything the stage needs, built by `app`.
+pub struct Ingest {
+    pub settings: IngestSettings,
+    /// The writer: the only handle that commits readings. Moved into a blocking task
+    /// for each commit.
+    pub store: Writer,
     pub clock: Arc<dyn Clock>,
     pub metrics: Arc<Metrics>,
     /// The site registry: unregistered sites, units and cadences.
     pub registry: Arc<crate::sites::Registry>,
-    /// Hourly PM10 alerts and the client they are published with.
-    pub alerts: Option<(Alerts, rumqttc::AsyncClient)>,
+    /// Hourly PM10 alerts and where they are published.
+    pub alerts: Option<Alerter>,
 }
 
 /// How often one reason's rejections are logged at most.
@@ -103,7 +112,7 @@ struct RejectLog {
 }
 
 impl RejectLog {
-    fn note(&mut self, r: &Rejection, topic: &str) {
+    fn note(&mut self, r: &Rejection, origin: &str) {
         let now = Instant::now();
         let entry = self
             .last
@@ -111,7 +120,7 @@ impl RejectLog {
             .or_insert((now - REJECT_LOG_INTERVAL, 0));
         entry.1 += 1;
         if now.duration_since(entry.0) >= REJECT_LOG_INTERVAL {
-            warn!(reason = r.reason.as_str(), count = entry.1, topic, detail = %r.detail, "rejected readings (first of this batch shown)");
+            warn!(reason = r.reason.as_str(), count = entry.1, origin, detail = %r.detail, "rejected readings (first of this batch shown)");
             *entry = (now, 0);
         }
     }
@@ -124,13 +133,14 @@ struct Prepared {
 }
 
 impl Ingest {
-    /// Runs until `messages` closes, then returns after the last commit and after the
-    /// last ack tokens have been handed to `acks` (dropping it tells the source that no
-    /// more will come).
+    /// Runs until `messages` closes (every source has stopped sending), then returns
+    /// after the last commit and after the last tokens have been handed back through
+    /// `ackers` (indexed by [`crate::source::AckToken::source`]; dropping them tells
+    /// each source that no more will come).
     pub async fn run(
         mut self,
         mut messages: mpsc::Receiver<Message>,
-        acks: mpsc::Sender<Vec<AckToken>>,
+        ackers: Vec<Acker>,
         sink_nudge: Option<mpsc::Sender<()>>,
     ) -> Result<(), IngestError> {
         let mut log = RejectLog::default();
@@ -139,9 +149,9 @@ impl Ingest {
             let batch = collect(
                 first,
                 &mut messages,
-                self.max_batch_messages,
-                self.batch_gap,
-                self.max_batch_delay,
+                self.settings.max_batch_messages,
+                self.settings.batch_gap,
+                self.settings.max_batch_delay,
             )
             .await;
             let now = self.clock.now();
@@ -150,11 +160,9 @@ impl Ingest {
             // A failed commit is retried with backoff, never acknowledged: an ack
             // without a commit is a lost reading.
             loop {
-                let mut store = self.store;
                 let p = Arc::clone(&prepared);
-                let (s, r) = tokio::task::spawn_blocking(move || {
-                    let r = store.commit_batch_watched(&p.readings, &p.rejects, now);
-                    (store, r)
+                let (s, r) = on_blocking_thread(self.store, move |w| {
+                    w.commit_batch_watched(&p.readings, &p.rejects, now)
                 })
                 .await?;
                 self.store = s;
@@ -180,12 +188,13 @@ impl Ingest {
                     }
                 }
             }
-            let tokens = batch.iter().map(|m| m.ack).collect();
-            drop(batch);
-            if acks.send(tokens).await.is_err() {
-                // The acknowledger is gone (source stopped): the broker redelivers.
-                warn!("ingest: acknowledger gone; committed messages will be redelivered and ignored as duplicates");
+            for (source, ids) in tokens_by_source(&batch, ackers.len()) {
+                if !ackers[source].committed(ids).await {
+                    // The source is gone (stopped): its broker or devices redeliver.
+                    warn!(source, "ingest: source gone; committed messages will be redelivered and ignored as duplicates");
+                }
             }
+            drop(batch);
             if let Some(n) = &sink_nudge {
                 let _ = n.try_send(());
             }
@@ -195,17 +204,10 @@ impl Ingest {
 
     /// Publishes (retained, without waiting) the alerts these changed hours cause.
     fn publish_alerts(&mut self, hours: &[crate::aqi::daily::SiteHour]) {
-        let Some((alerts, client)) = &mut self.alerts else {
-            return;
-        };
-        for a in alerts.evaluate(hours) {
-            match client.try_publish(a.topic, rumqttc::QoS::AtLeastOnce, true, a.payload) {
-                Ok(()) => Metrics::add(&self.metrics.alerts_published, 1),
-                Err(e) => {
-                    Metrics::add(&self.metrics.alerts_failed, 1);
-                    warn!(error = %e, "could not queue an alert message");
-                }
-            }
+        if let Some(a) = &mut self.alerts {
+            let (ok, failed) = a.after_commit(hours);
+            Metrics::add(&self.metrics.alerts_published, ok);
+            Metrics::add(&self.metrics.alerts_failed, failed);
         }
     }
 
@@ -214,30 +216,40 @@ impl Ingest {
             readings: Vec::with_capacity(batch.len()),
             rejects: Vec::new(),
         };
+        let settings = &self.settings;
         for m in batch {
-            let topic = &m.topic;
+            let label = m.origin.label();
             let payload = &m.payload[..];
             let mut reject = |r: Rejection| {
                 self.metrics.reject(r.reason);
-                log.note(&r, topic);
+                log.note(&r, &label);
                 out.rejects.push(RejectRecord {
                     rejection: r,
-                    topic: excerpt(topic.as_bytes()),
+                    topic: excerpt(label.as_bytes()),
                     excerpt: excerpt(payload),
                 });
             };
-            if payload.len() > self.max_payload_bytes {
+            if payload.len() > settings.max_payload_bytes {
                 reject(Rejection::new(
                     RejectReason::PayloadTooLarge,
                     format!(
                         "{} bytes, at most {}",
                         payload.len(),
-                        self.max_payload_bytes
+                        settings.max_payload_bytes
                     ),
                 ));
                 continue;
             }
-            let Some(raw_site) = topic::site_of(&self.filters, topic) else {
+            let Origin::Topic(topic) = &m.origin else {
+                // Device connections (HJ 212 over TCP) carry their site in the frame;
+                // no source produces them yet.
+                reject(Rejection::new(
+                    RejectReason::BadTopic,
+                    "no decoder for device connections",
+                ));
+                continue;
+            };
+            let Some(raw_site) = topic::site_of(&settings.filters, topic) else {
                 reject(Rejection::new(
                     RejectReason::BadTopic,
                     "topic matches no configured filter",
@@ -269,7 +281,7 @@ impl Ingest {
             Metrics::add(&self.metrics.readings_received, observations.len() as u64);
             for obs in observations {
                 match obs.and_then(|o| {
-                    validate::reading_with(&site, o, m.received, &self.policy, defaults)
+                    validate::reading_with(&site, o, m.received, &settings.policy, defaults)
                 }) {
                     Ok(reading) => out.readings.push(reading),
                     Err(r) => reject(r),
@@ -278,6 +290,21 @@ impl Ingest {
         }
         out
     }
+}
+
+/// A committed batch's tokens, grouped by the source that issued them, each group in
+/// receive order.
+fn tokens_by_source(batch: &[Message], sources: usize) -> Vec<(usize, Vec<u64>)> {
+    let mut by: Vec<Vec<u64>> = vec![Vec::new(); sources];
+    for m in batch {
+        if let Some(ids) = by.get_mut(usize::from(m.ack.source)) {
+            ids.push(m.ack.id);
+        }
+    }
+    by.into_iter()
+        .enumerate()
+        .filter(|(_, ids)| !ids.is_empty())
+        .collect()
 }
 
 /// Grows a batch from its first message: takes what is queued, then keeps waiting

@@ -86,6 +86,10 @@ impl DeviceId {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct UnixMillis(pub i64);
 
+/// Milliseconds in a day (days here are fixed-offset local days: no DST, no leap
+/// seconds in Unix time).
+pub const MS_PER_DAY: i64 = 86_400_000;
+
 impl UnixMillis {
     pub fn from_datetime(t: DateTime<Utc>) -> Self {
         UnixMillis(t.timestamp_millis())

@@ -11,10 +11,11 @@
 use std::time::Duration;
 
 use chrono::NaiveDate;
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
 
 use crate::aqi::zone::Zone;
-use crate::model::{Flag, UnixMillis};
+use crate::clock::Clock;
+use crate::model::{Flag, UnixMillis, MS_PER_DAY};
 
 /// One simulated reading.
 #[derive(Debug, Clone, PartialEq)]
@@ -172,6 +173,34 @@ impl Simulator {
     }
 }
 
+/// Where the simulator publishes: a plain-MQTT broker and the reading topic filter
+/// whose first `+` level is replaced by the site id (the service's configured filter).
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub host: String,
+    pub port: u16,
+    pub topic_filter: String,
+}
+
+impl Target {
+    /// The topic site `s` publishes to.
+    pub fn topic(&self, s: usize) -> String {
+        crate::plan::reading_topic(
+            std::slice::from_ref(&self.topic_filter),
+            &Simulator::site_id(s),
+        )
+    }
+
+    /// A QoS 1 client and its event loop; the loop must be polled by the caller.
+    fn connect(&self, client_id: String) -> (AsyncClient, EventLoop) {
+        let mut o = MqttOptions::new(client_id, &self.host, self.port);
+        o.set_keep_alive(Duration::from_secs(30))
+            .set_max_packet_size(16 << 20, 16 << 20)
+            .set_inflight(500);
+        AsyncClient::new(o, 1000)
+    }
+}
+
 /// How `publish_history` sends.
 #[derive(Debug, Clone)]
 pub struct Replay {
@@ -190,16 +219,12 @@ pub struct Replay {
 /// broker when it returns.
 pub async fn publish_history(
     sim: &Simulator,
-    host: &str,
-    port: u16,
+    target: &Target,
     replay: &Replay,
 ) -> Result<u64, rumqttc::ConnectionError> {
-    let mut o = MqttOptions::new(format!("aq-sim-{}", sim.seed), host, port);
-    o.set_keep_alive(Duration::from_secs(30))
-        .set_max_packet_size(16 << 20, 16 << 20)
-        .set_inflight(500);
-    let (client, mut el) = AsyncClient::new(o, 1000);
+    let (client, mut el) = target.connect(format!("aq-sim-{}", sim.seed));
     let closer = client.clone();
+    let target = target.clone();
     let (done_tx, mut done_rx) = tokio::sync::oneshot::channel();
     let sim2 = sim.clone();
     let replay = replay.clone();
@@ -210,7 +235,7 @@ pub async fn publish_history(
         let sim_start = sim2.zone.start_of(replay.from).0;
         for day in 0..replay.days {
             let date = replay.from + chrono::Duration::days(i64::from(day));
-            let d = sim2.zone.start_of(date).0.div_euclid(86_400_000);
+            let d = sim2.zone.start_of(date).0.div_euclid(MS_PER_DAY);
             let per_site: Vec<Vec<SimReading>> =
                 (0..sim2.sites).map(|s| sim2.site_day(s, date)).collect();
             for (s, readings) in per_site.into_iter().enumerate() {
@@ -228,7 +253,7 @@ pub async fn publish_history(
                         tokio::time::sleep_until(t0 + Duration::from_secs_f64(sent as f64 / rate))
                             .await;
                     }
-                    let topic = format!("aq/{}/readings", Simulator::site_id(s));
+                    let topic = target.topic(s);
                     if client
                         .publish(topic, QoS::AtLeastOnce, false, sim2.payload(chunk))
                         .await
@@ -243,7 +268,7 @@ pub async fn publish_history(
         // The backlog: each late site-day as one upload.
         for readings in late {
             if let Some(r) = readings.first() {
-                let topic = format!("aq/{}/readings", Simulator::site_id(r.site));
+                let topic = target.topic(r.site);
                 for chunk in readings.chunks(5000) {
                     if client
                         .publish(topic.clone(), QoS::AtLeastOnce, false, sim2.payload(chunk))
@@ -279,6 +304,59 @@ pub async fn publish_history(
     let sent = feeder.await.unwrap_or(acked);
     let _ = closer.try_disconnect();
     Ok(sent)
+}
+
+/// Live mode: every interval, one reading per site stamped with the current slot of
+/// `clock`, for `days` days. Returns the number of messages published.
+pub async fn publish_live(
+    sim: &Simulator,
+    target: &Target,
+    days: u32,
+    clock: &dyn Clock,
+) -> Result<u64, rumqttc::ClientError> {
+    let (client, mut el) = target.connect(format!("aq-sim-live-{}", sim.seed));
+    // Drive the connection; rumqttc reconnects on the next poll after an error.
+    let driver = tokio::spawn(async move {
+        loop {
+            if el.poll().await.is_err() {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    });
+    let step = i64::from(sim.interval_secs) * 1000;
+    let end = clock.now().0 + i64::from(days) * MS_PER_DAY;
+    let mut sent = 0u64;
+    let r = loop {
+        let now = clock.now().0;
+        let slot = (now / step + 1) * step;
+        if slot > end {
+            break Ok(sent);
+        }
+        tokio::time::sleep(Duration::from_millis((slot - now) as u64)).await;
+        let date = sim.zone.date_of(UnixMillis(slot));
+        let mut failed = None;
+        for s in 0..sim.sites {
+            let day = sim.site_day(s, date);
+            if let Some(r) = day.iter().find(|r| r.ts.0 == slot) {
+                let payload = sim.payload(std::slice::from_ref(r));
+                match client
+                    .publish(target.topic(s), QoS::AtLeastOnce, false, payload)
+                    .await
+                {
+                    Ok(()) => sent += 1,
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+            }
+        }
+        if let Some(e) = failed {
+            break Err(e);
+        }
+    };
+    driver.abort();
+    r
 }
 
 #[cfg(test)]

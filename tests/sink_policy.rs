@@ -13,7 +13,7 @@ use aq_ingest::metrics::{Metrics, WriteErrorClass};
 use aq_ingest::model::{Flag, MicrogramsPerCubicMetre, Period, Reading, SiteId, UnixMillis};
 use aq_ingest::sink::influx::{InfluxConfig, InfluxSink};
 use aq_ingest::sink::{line_protocol, schema};
-use aq_ingest::store::{Store, StoreConfig};
+use aq_ingest::store::StoreConfig;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
@@ -136,7 +136,7 @@ fn filled_store(dir: &std::path::Path, n: usize) -> (StoreConfig, Vec<String>) {
         path: dir.join("aq.db"),
         ..StoreConfig::default()
     };
-    let mut s = Store::open(&cfg).unwrap();
+    let mut s = aq_ingest::store::Writer::open(&cfg, None).unwrap();
     let batch: Vec<Reading> = (0..n).map(reading).collect();
     let lines = batch
         .iter()

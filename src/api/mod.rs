@@ -22,11 +22,13 @@ use axum::routing::get;
 use axum::Router;
 use serde::Deserialize;
 
+use crate::aqi::target::TargetConfig;
+use crate::aqi::AqiConfig;
 use crate::clock::Clock;
-use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::sites::Registry;
-use crate::store::Store;
+use crate::source::topic::SiteFilter;
+use crate::store::{on_blocking_thread, Store};
 use error::ApiError;
 
 /// The `[api]` config.
@@ -91,6 +93,20 @@ impl Default for ApiConfig {
     }
 }
 
+/// What the API is told at start, resolved once by [`crate::plan`]: its own section,
+/// the AQI rules with the district exclusions settled, the targets, the reading topic
+/// filters (the bulletin counts rejects per site) and the bearer token.
+#[derive(Debug, Clone)]
+pub struct ApiContext {
+    pub api: ApiConfig,
+    pub aqi: AqiConfig,
+    /// The configured `[[target]]`s.
+    pub target: Vec<TargetConfig>,
+    pub filters: Vec<SiteFilter>,
+    /// The bearer token every route but `/healthz` needs, when one is set.
+    pub token: Option<String>,
+}
+
 /// What every handler shares.
 #[derive(Clone)]
 pub struct ApiState {
@@ -102,20 +118,18 @@ struct Inner {
     /// Requests wait for it asynchronously (an async mutex), within their time limit,
     /// so a burst of slow requests queues as cheap tasks, not as blocked threads.
     store: Arc<tokio::sync::Mutex<Store>>,
-    cfg: Config,
+    cfg: ApiContext,
     /// The site registry (names, locations, district membership).
     registry: Arc<Registry>,
     metrics: Arc<Metrics>,
     clock: Arc<dyn Clock>,
-    /// The bearer token, when one is required.
-    token: Option<String>,
 }
 
 impl ApiState {
     /// Runs `f` on the store on a blocking thread, within the request time limit.
     async fn with_store<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut Store, &Config) -> Result<T, ApiError> + Send + 'static,
+        f: impl FnOnce(&mut Store, &ApiContext) -> Result<T, ApiError> + Send + 'static,
     ) -> Result<T, ApiError> {
         let limit = Duration::from_secs(self.inner.cfg.api.request_timeout_secs.max(1));
         let deadline = tokio::time::Instant::now() + limit;
@@ -125,15 +139,15 @@ impl ApiState {
             message: "the query took too long".into(),
             parameter: None,
         };
-        let Ok(mut store) =
+        let Ok(store) =
             tokio::time::timeout_at(deadline, Arc::clone(&self.inner.store).lock_owned()).await
         else {
             return Err(timeout());
         };
         let inner = Arc::clone(&self.inner);
-        let task = tokio::task::spawn_blocking(move || f(&mut store, &inner.cfg));
+        let task = on_blocking_thread(store, move |s| f(s, &inner.cfg));
         match tokio::time::timeout_at(deadline, task).await {
-            Ok(Ok(r)) => r,
+            Ok(Ok((_, r))) => r,
             Ok(Err(e)) => Err(ApiError::internal(e)),
             Err(_) => Err(timeout()),
         }
@@ -142,15 +156,12 @@ impl ApiState {
 
 /// Builds the router.
 pub fn router(
-    cfg: Config,
+    cfg: ApiContext,
     registry: Arc<Registry>,
     store: Store,
     metrics: Arc<Metrics>,
     clock: Arc<dyn Clock>,
 ) -> Router {
-    let token = std::env::var(&cfg.api.token_env)
-        .ok()
-        .filter(|t| !t.is_empty());
     let state = ApiState {
         inner: Arc::new(Inner {
             store: Arc::new(tokio::sync::Mutex::new(store)),
@@ -158,7 +169,6 @@ pub fn router(
             registry,
             metrics,
             clock,
-            token,
         }),
     };
     let protected = Router::new()
@@ -181,7 +191,7 @@ pub fn router(
 
 /// Bearer-token check (constant-time compare) when a token is configured.
 async fn auth(State(st): State<ApiState>, req: Request, next: Next) -> Response {
-    if let Some(want) = &st.inner.token {
+    if let Some(want) = &st.inner.cfg.token {
         let got = req
             .headers()
             .get(header::AUTHORIZATION)

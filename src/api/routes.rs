@@ -388,7 +388,7 @@ pub(super) async fn bulletin(
             // (a payload too broken to name one still came in on a site's topic).
             let rejects = s.rejects_by_topic(t0, t1).map_err(ApiError::internal)?;
             let filters: Vec<SiteFilter> =
-                cfg.mqtt.topics.iter().filter_map(|t| SiteFilter::parse(t).ok()).collect();
+                cfg.filters.clone();
             let mut rejected: BTreeMap<Option<&str>, i64> = BTreeMap::new();
             for (topic, n) in &rejects {
                 *rejected.entry(site_of(&filters, topic)).or_default() += n;

@@ -28,10 +28,10 @@ use tokio::sync::{mpsc, watch};
 use tokio_rustls::rustls;
 use tracing::{debug, error, info, warn};
 
+use super::{AckToken, Message, Origin, SourceIndex};
 use crate::backoff::Backoff;
 use crate::clock::Clock;
 use crate::metrics::Metrics;
-use crate::model::UnixMillis;
 
 /// The largest MQTT packet the protocol allows. rumqttc's default (10 KiB) would turn one
 /// oversized message into a disconnect and an endless redelivery loop, so we accept
@@ -233,28 +233,42 @@ impl MqttConfig {
     }
 }
 
-/// What it takes to acknowledge one message: its packet id, QoS and connection.
+/// What acknowledging one message takes: its packet id, QoS and connection, packed into
+/// the source-neutral [`AckToken`]'s `id` (generation in the high bits, QoS in bits
+/// 16–17, packet id in the low 16).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AckToken {
-    pub pkid: u16,
-    pub qos: QoS,
+struct Pending {
+    pkid: u16,
+    qos: QoS,
     /// The connection it arrived on; an ack for an older connection is void.
-    pub generation: u64,
+    generation: u64,
 }
 
-/// One received message.
-#[derive(Debug)]
-pub struct Message {
-    pub topic: String,
-    pub payload: bytes::Bytes,
-    pub received: UnixMillis,
-    pub ack: AckToken,
+impl Pending {
+    fn pack(self) -> u64 {
+        let q = match self.qos {
+            QoS::AtMostOnce => 0,
+            QoS::AtLeastOnce => 1,
+            QoS::ExactlyOnce => 2,
+        };
+        (self.generation << 18) | (q << 16) | u64::from(self.pkid)
+    }
+    fn unpack(id: u64) -> Pending {
+        let qos = match (id >> 16) & 3 {
+            0 => QoS::AtMostOnce,
+            1 => QoS::AtLeastOnce,
+            _ => QoS::ExactlyOnce,
+        };
+        Pending {
+            pkid: (id & 0xFFFF) as u16,
+            qos,
+            generation: id >> 18,
+        }
+    }
 }
 
 /// A started source.
 pub struct MqttSource {
-    /// Messages in receive order. Closes when the source stops taking messages.
-    pub messages: mpsc::Receiver<Message>,
     /// The poll task; ends after shutdown once the acks are out (or the deadline passed).
     pub task: tokio::task::JoinHandle<()>,
     /// For publishing (alerts), with `try_publish` only: never awaited by the ingest.
@@ -265,28 +279,29 @@ pub struct MqttSource {
 pub const ACK_DRAIN_DEADLINE: Duration = Duration::from_secs(30);
 
 /// Starts the source: connects (retrying forever with capped exponential backoff and
-/// jitter) and subscribes. Messages flow until `shutdown` turns true. Committed
-/// messages come back on `acks`, in receive order; the source acknowledges them and,
-/// after shutdown, disconnects once `acks` has closed.
+/// jitter) and subscribes. Messages go to `messages`, stamped with `source` as their
+/// [`AckToken::source`], until `shutdown` turns true. Committed messages come back on
+/// `acks`, in receive order; the source acknowledges them and, after shutdown,
+/// disconnects once `acks` has closed.
 pub fn start(
     cfg: &MqttConfig,
-    clock: Arc<dyn Clock>,
-    metrics: Arc<Metrics>,
-    acks: mpsc::Receiver<Vec<AckToken>>,
-    shutdown: watch::Receiver<bool>,
+    source: SourceIndex,
+    messages: mpsc::Sender<Message>,
+    acks: mpsc::Receiver<Vec<u64>>,
+    ctx: SourceContext,
 ) -> Result<MqttSource, MqttError> {
     let options = cfg.options()?;
     let cap = cfg.queue_capacity.max(16);
     let (client, eventloop) = AsyncClient::new(options, cap);
-    let (tx, rx) = mpsc::channel(cap);
     let poller = Poller {
         client,
         eventloop,
         topics: cfg.topics.clone(),
+        source,
         generation: 0,
-        clock,
-        metrics,
-        tx: Some(tx),
+        clock: ctx.clock,
+        metrics: ctx.metrics,
+        tx: Some(messages),
         acks,
         backoff: Backoff::new(
             Duration::from_millis(cfg.reconnect_min_ms.max(1)),
@@ -295,12 +310,31 @@ pub fn start(
         subscribed_once: false,
     };
     let publisher = poller.client.clone();
-    let task = tokio::spawn(poller.run(shutdown));
+    let task = tokio::spawn(poller.run(ctx.shutdown));
     Ok(MqttSource {
-        messages: rx,
         task,
         client: publisher,
     })
+}
+
+/// What every source shares with the rest of the service.
+pub struct SourceContext {
+    pub clock: Arc<dyn Clock>,
+    pub metrics: Arc<Metrics>,
+    /// Turns true when the service stops taking messages.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// Publishes alerts through the source's client, without ever waiting on it.
+#[derive(Clone)]
+pub struct MqttAlertPublisher(pub AsyncClient);
+
+impl crate::alerts::Publish for MqttAlertPublisher {
+    fn try_publish(&self, alert: crate::alerts::Alert) -> Result<(), String> {
+        self.0
+            .try_publish(alert.topic, QoS::AtLeastOnce, true, alert.payload)
+            .map_err(|e| e.to_string())
+    }
 }
 
 /// The task that owns the rumqttc event loop.
@@ -317,14 +351,16 @@ struct Poller {
     client: AsyncClient,
     eventloop: EventLoop,
     topics: Vec<String>,
+    /// This source's index in the ingest's acker list, stamped on every token.
+    source: SourceIndex,
     /// Connection counter: bumped at each CONNACK.
     generation: u64,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
     /// To the ingest stage; dropped at shutdown, which is how ingest learns to finish.
     tx: Option<mpsc::Sender<Message>>,
-    /// Committed batches, in receive order.
-    acks: mpsc::Receiver<Vec<AckToken>>,
+    /// Committed batches (packed [`Pending`] ids), in receive order.
+    acks: mpsc::Receiver<Vec<u64>>,
     backoff: Backoff,
     subscribed_once: bool,
 }
@@ -405,14 +441,18 @@ impl Poller {
     /// not acknowledged and the broker redelivers it next time) or ingest is gone.
     async fn forward(&mut self, p: Publish, shutdown: &mut watch::Receiver<bool>) -> bool {
         Metrics::add(&self.metrics.messages_received, 1);
+        let pending = Pending {
+            pkid: p.pkid,
+            qos: p.qos,
+            generation: self.generation,
+        };
         let msg = Message {
             received: self.clock.now(),
             ack: AckToken {
-                pkid: p.pkid,
-                qos: p.qos,
-                generation: self.generation,
+                source: self.source,
+                id: pending.pack(),
             },
-            topic: p.topic,
+            origin: Origin::Topic(p.topic),
             payload: p.payload,
         };
         let Some(tx) = self.tx.clone() else {
@@ -440,14 +480,14 @@ impl Poller {
     }
 
     /// Writes the PUBACKs of one committed batch and flushes once.
-    async fn ack(&mut self, batch: Vec<AckToken>) {
+    async fn ack(&mut self, batch: Vec<u64>) {
         let current = self.generation;
         let Some(net) = self.eventloop.network.as_mut() else {
             // Disconnected: the broker redelivers; the copies are stored as duplicates.
             return;
         };
         let mut n = 0;
-        for t in batch {
+        for t in batch.into_iter().map(Pending::unpack) {
             if t.generation != current || t.qos == QoS::AtMostOnce {
                 continue;
             }

@@ -2,8 +2,11 @@
 //! sinks drain (`outbox`: readings after each sink's cursor), and the embedded default
 //! store analysts can query.
 //!
-//! One writer connection (owned by the ingest stage) and one per sink. WAL mode lets the
-//! sink read while the writer commits; `busy_timeout` serialises their short writes.
+//! Roles are types: the [`Writer`] (owned by the ingest stage) is the only handle that
+//! commits readings and their hourly aggregates; each sink reads its outbox on a
+//! connection of its own; the API and reports query on theirs. WAL mode lets them read
+//! while the writer commits; `busy_timeout` serialises their short writes.
+//! [`on_blocking_thread`] is the one way async code runs a store call.
 
 mod daily;
 mod district;
@@ -142,16 +145,84 @@ pub struct Committed {
     pub hours: Vec<crate::aqi::daily::SiteHour>,
 }
 
-/// A handle on the store: one SQLite connection.
+/// A handle on the store: one SQLite connection, for the roles that read, refresh the
+/// day caches, drain an outbox or prune. Readings are committed by a [`Writer`] only.
 pub struct Store {
     conn: Connection,
-    /// When set, each commit also emits the hourly derived series of the hours it
-    /// changed (see [`Store::emit_hourly_with`]).
-    hourly_lines: Option<HourlyLines>,
 }
 
 /// Turns a site-hour's aggregate into derived-series lines.
 pub type HourlyLines = Box<dyn Fn(&crate::aqi::daily::SiteHour) -> Option<String> + Send>;
+
+/// Runs `f` with `handle` on a blocking thread (SQLite calls block) and gives the handle
+/// back with the result. The one `spawn_blocking` round trip of the async stages.
+pub async fn on_blocking_thread<H, T>(
+    mut handle: H,
+    f: impl FnOnce(&mut H) -> T + Send + 'static,
+) -> Result<(H, T), tokio::task::JoinError>
+where
+    H: Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(move || {
+        let r = f(&mut handle);
+        (handle, r)
+    })
+    .await
+}
+
+/// The ingest's handle: the only one that commits readings, the hourly aggregates they
+/// change, rejects and — when a sink wants derived series — the hourly lines, all in one
+/// transaction. Whether hourly lines are emitted is decided when it is opened, so a
+/// writer cannot be forgotten half-configured.
+pub struct Writer {
+    store: Store,
+    /// Derived-series lines for each site-hour a commit changes; `None`: no sink wants
+    /// them.
+    hourly_lines: Option<HourlyLines>,
+}
+
+impl Writer {
+    /// Opens the store for writing (creating it and migrating when needed).
+    pub fn open(
+        cfg: &StoreConfig,
+        hourly_lines: Option<HourlyLines>,
+    ) -> Result<Writer, StoreError> {
+        Ok(Writer {
+            store: Store::open(cfg)?,
+            hourly_lines,
+        })
+    }
+
+    /// Commits readings (ignoring those already stored), the hourly aggregates they
+    /// change and rejects in one transaction. Durable per [`Durability`] when it
+    /// returns: only then may the messages they came from be acknowledged.
+    pub fn commit_batch_durable(
+        &mut self,
+        readings: &[Reading],
+        rejects: &[RejectRecord],
+        now: UnixMillis,
+    ) -> Result<CommitOutcome, StoreError> {
+        Ok(self.commit_batch_watched(readings, rejects, now)?.outcome)
+    }
+
+    /// [`Writer::commit_batch_durable`], also returning the site-hours it changed.
+    pub fn commit_batch_watched(
+        &mut self,
+        readings: &[Reading],
+        rejects: &[RejectRecord],
+        now: UnixMillis,
+    ) -> Result<Committed, StoreError> {
+        self.store
+            .commit(readings, rejects, self.hourly_lines.as_ref(), now)
+    }
+
+    /// The store underneath, for checks in tests and for one-shot commands that write
+    /// and then read on the same connection.
+    pub fn store(&mut self) -> &mut Store {
+        &mut self.store
+    }
+}
 
 impl Store {
     /// Opens (creating when missing) the store and applies pending migrations.
@@ -184,18 +255,9 @@ impl Store {
             .map_err(open_err)?;
         conn.pragma_update(None, "wal_autocheckpoint", WAL_CHECKPOINT_PAGES)
             .map_err(open_err)?;
-        let mut store = Store {
-            conn,
-            hourly_lines: None,
-        };
+        let mut store = Store { conn };
         store.migrate()?;
         Ok(store)
-    }
-
-    /// Emits a derived line for every site-hour a commit changes, computed by `f` from
-    /// the hour's aggregate after the commit's additions, in the same transaction.
-    pub fn emit_hourly_with(&mut self, f: HourlyLines) {
-        self.hourly_lines = Some(f);
     }
 
     /// The database file.
@@ -222,23 +284,13 @@ impl Store {
         Ok(())
     }
 
-    /// Commits readings (ignoring those already stored), the hourly aggregates they
-    /// change and rejects in one transaction. Durable per [`Durability`] when it returns: only then may the
-    /// messages they came from be acknowledged. Only the writer connection calls this.
-    pub fn commit_batch_durable(
+    /// The commit behind [`Writer`]; in-crate tests call it through
+    /// [`Store::commit_batch_durable`].
+    fn commit(
         &mut self,
         readings: &[Reading],
         rejects: &[RejectRecord],
-        now: UnixMillis,
-    ) -> Result<CommitOutcome, StoreError> {
-        Ok(self.commit_batch_watched(readings, rejects, now)?.outcome)
-    }
-
-    /// [`Store::commit_batch_durable`], also returning the site-hours it changed.
-    pub fn commit_batch_watched(
-        &mut self,
-        readings: &[Reading],
-        rejects: &[RejectRecord],
+        hourly_lines: Option<&HourlyLines>,
         now: UnixMillis,
     ) -> Result<Committed, StoreError> {
         let tx = self.conn.transaction()?;
@@ -270,7 +322,7 @@ impl Store {
                     hours.add(r);
                 }
             }
-            touched = hours.apply(&tx, self.hourly_lines.as_ref(), now)?;
+            touched = hours.apply(&tx, hourly_lines, now)?;
             let mut rej = tx.prepare_cached(
                 "INSERT INTO rejects (at_ms, reason, topic, detail, excerpt)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -290,6 +342,18 @@ impl Store {
             outcome: out,
             hours: touched,
         })
+    }
+
+    /// A commit without hourly lines, for the crate's own tests of the roles that read
+    /// what a writer committed.
+    #[cfg(test)]
+    pub(crate) fn commit_batch_durable(
+        &mut self,
+        readings: &[Reading],
+        rejects: &[RejectRecord],
+        now: UnixMillis,
+    ) -> Result<CommitOutcome, StoreError> {
+        Ok(self.commit(readings, rejects, None, now)?.outcome)
     }
 
     /// Deletes readings and rejects older than `cutoff` (when there is one), and rejects

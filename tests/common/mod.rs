@@ -107,6 +107,21 @@ impl Proc {
             let _ = c.wait();
         }
     }
+    /// Waits at most `limit` for the process to exit; kills it (and returns `None`)
+    /// when it has not.
+    pub fn exit_within(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let until = std::time::Instant::now() + limit;
+        let c = self.child.as_mut().unwrap();
+        while std::time::Instant::now() < until {
+            if let Some(st) = c.try_wait().unwrap() {
+                self.child = None;
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.kill();
+        None
+    }
     /// Waits for a clean exit; returns the exit status.
     pub fn wait(&mut self) -> std::process::ExitStatus {
         self.child.take().unwrap().wait().unwrap()

@@ -1,0 +1,338 @@
+//! The one-shot and demo commands, as library functions over a resolved [`Plan`]:
+//! `main.rs` parses the command line and calls them. Each returns what it prints, or a
+//! [`CommandError`] that says what to do.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::NaiveDate;
+use thiserror::Error;
+
+use crate::clock::Clock;
+use crate::metrics::Metrics;
+use crate::plan::Plan;
+use crate::report::{self, Spec};
+use crate::sim::{self, Replay, Simulator};
+use crate::store::{Store, StoreError, StoreLock};
+
+/// Why a command failed.
+#[derive(Debug, Error)]
+pub enum CommandError {
+    /// The command line or config does not allow it; the message says what to give.
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Report(#[from] report::ReportError),
+    #[error("MQTT: {0}")]
+    Mqtt(String),
+    /// The service under the demo stopped.
+    #[error("the service stopped: {0}")]
+    Service(String),
+}
+
+/// Output formats of the report.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+    Csv,
+}
+
+/// `aq-ingest report`.
+#[derive(Debug, clap::Args)]
+pub struct ReportArgs {
+    /// A configured [[target]] (default: the first one).
+    #[arg(long, conflicts_with_all = ["from", "to"])]
+    pub target: Option<String>,
+    /// A period instead of a target (inclusive local dates, YYYY-MM-DD).
+    #[arg(long, requires = "to")]
+    pub from: Option<NaiveDate>,
+    #[arg(long, requires = "from")]
+    pub to: Option<NaiveDate>,
+    /// Report as of this date (default: today).
+    #[arg(long)]
+    pub as_of: Option<NaiveDate>,
+    /// One site instead of the district.
+    #[arg(long)]
+    pub site: Option<String>,
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+/// The good-day report from the store, as text, JSON or CSV.
+pub fn report(plan: &Plan, args: ReportArgs, clock: &dyn Clock) -> Result<String, CommandError> {
+    let as_of = args
+        .as_of
+        .unwrap_or_else(|| plan.aqi.zone().date_of(clock.now()));
+    let (target, from, to) = match (args.from, args.to) {
+        (Some(f), Some(t)) => (None, f, t),
+        _ => {
+            let t = plan
+                .target(args.target.as_deref())
+                .map_err(|e| CommandError::Usage(format!("{e}; give --from and --to")))?;
+            (Some(t.clone()), t.from, t.to)
+        }
+    };
+    let store = Store::open(&plan.store)?;
+    let spec = Spec {
+        from,
+        to,
+        as_of,
+        site: args.site,
+        target,
+    };
+    let r = report::build(&store, &plan.aqi, spec)?;
+    Ok(match args.format {
+        Format::Table => r.to_table(),
+        Format::Json => format!("{:#}\n", r.to_json()),
+        Format::Csv => r.to_csv(),
+    })
+}
+
+/// The lines InfluxDB refused, per status and reason; with `requeue`, the refused ones
+/// queued again. Safe while the service runs.
+pub fn dead_letters(plan: &Plan, requeue: bool, clock: &dyn Clock) -> Result<String, CommandError> {
+    let mut store = Store::open(&plan.store)?;
+    let mut out = String::new();
+    let summary = store.dead_letter_summary()?;
+    if summary.is_empty() {
+        out.push_str("no dead letters\n");
+    }
+    for (status, reason, n) in &summary {
+        let status = if *status == 0 {
+            "unencodable".to_string()
+        } else {
+            format!("HTTP {status}")
+        };
+        out.push_str(&format!("{n:>8}  {status}  {reason}\n"));
+    }
+    if requeue {
+        let n = store.requeue_dead_letters(clock.now())?;
+        out.push_str(&format!(
+            "queued {n} refused lines again; the service sends them next\n"
+        ));
+    }
+    Ok(out)
+}
+
+/// Queues the whole store for InfluxDB again (a new or emptied database). Refused while
+/// a service runs on the store: its writer keeps its cursor in memory.
+pub fn resend(plan: &Plan, clock: &dyn Clock) -> Result<String, CommandError> {
+    let influx = plan.influx.as_ref().ok_or_else(|| {
+        CommandError::Usage("no [influx] section in the config: nothing to re-send to".into())
+    })?;
+    let line: Option<crate::store::HourlyLines> = plan
+        .derived
+        .clone()
+        .map(|d| Box::new(move |h: &crate::aqi::daily::SiteHour| d.hour_line(h)) as _);
+    let _lock = StoreLock::acquire(&plan.store)?;
+    let mut store = Store::open(&plan.store)?;
+    let r = store.resend(crate::sink::influx::SINK_NAME, line.as_ref(), clock.now())?;
+    Ok(format!(
+        "queued for {}: {} readings, {} hourly lines, {} site-days of daily values (with their district days); the service sends them when it starts\n",
+        influx.url, r.readings, r.hourly_lines, r.site_days
+    ))
+}
+
+/// `aq-ingest simulate`.
+#[derive(Debug, clap::Args)]
+pub struct SimulateArgs {
+    /// mqtt://host:port
+    #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
+    pub broker: String,
+    #[arg(long, default_value_t = 10)]
+    pub sites: usize,
+    #[arg(long, default_value_t = 60)]
+    pub interval_secs: u32,
+    /// Historical mode: the first local date to replay (live mode without it).
+    #[arg(long)]
+    pub from: Option<NaiveDate>,
+    /// Days to replay (historical) or to run (live).
+    #[arg(long, default_value_t = 1)]
+    pub days: u32,
+    /// Historical mode: simulated seconds per real second (default: as fast as possible).
+    #[arg(long)]
+    pub speed: Option<f64>,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// At most this many messages per second.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Readings per message (a device's batch upload).
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+}
+
+/// A plain-MQTT broker address and the plan's reading topic, for the simulator.
+fn sim_target(plan: &Plan, url: &str) -> Result<sim::Target, CommandError> {
+    let m = crate::source::mqtt::MqttConfig {
+        url: url.to_owned(),
+        ..Default::default()
+    };
+    let a = m.broker().map_err(|e| CommandError::Usage(e.to_string()))?;
+    if a.tls {
+        return Err(CommandError::Usage(
+            "the simulator speaks plain MQTT (mqtt://)".into(),
+        ));
+    }
+    Ok(sim::Target {
+        host: a.host,
+        port: a.port,
+        topic_filter: plan.reading_topic("+"),
+    })
+}
+
+/// Publishes simulated readings; returns the number of messages.
+pub async fn simulate(
+    plan: &Plan,
+    a: SimulateArgs,
+    clock: &dyn Clock,
+) -> Result<u64, CommandError> {
+    let target = sim_target(plan, &a.broker)?;
+    let sim = Simulator {
+        sites: a.sites,
+        interval_secs: a.interval_secs.max(1),
+        seed: a.seed,
+        zone: plan.aqi.zone(),
+    };
+    match a.from {
+        Some(from) => {
+            let replay = Replay {
+                from,
+                days: a.days,
+                batch: a.batch,
+                rate: a.rate,
+                speed: a.speed,
+            };
+            sim::publish_history(&sim, &target, &replay)
+                .await
+                .map_err(|e| CommandError::Mqtt(e.to_string()))
+        }
+        None => sim::publish_live(&sim, &target, a.days, clock)
+            .await
+            .map_err(|e| CommandError::Mqtt(e.to_string())),
+    }
+}
+
+/// `aq-ingest demo`.
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    #[arg(long, default_value_t = 10)]
+    pub sites: usize,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// The demo's own store (the service's is left alone).
+    #[arg(long, default_value = "data/demo.db")]
+    pub store: PathBuf,
+}
+
+/// The demo's sampling interval: 5-minute readings keep a half year for 10 sites at
+/// ~520 000 readings, replayed in seconds.
+pub const DEMO_INTERVAL_SECS: u32 = 300;
+
+/// Readings per demo message: an hour of 5-minute readings, as a device uploads them.
+pub const DEMO_BATCH: usize = 12;
+
+/// Runs the service with the simulator in-process: the first target's period replayed
+/// into the demo store through the embedded broker, then the target report; the service
+/// keeps running until `shutdown`.
+pub async fn demo(
+    mut plan: Plan,
+    a: DemoArgs,
+    clock: Arc<dyn Clock>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    print: impl Fn(&str),
+) -> Result<(), CommandError> {
+    let target = plan
+        .target(None)
+        .map_err(|e| CommandError::Usage(e.to_string()))?
+        .clone();
+    plan.store.path = a.store.clone();
+    let broker = plan.broker.clone().ok_or_else(|| {
+        CommandError::Usage(
+            "the demo runs on the embedded broker: set [broker] embedded = true".into(),
+        )
+    })?;
+    let metrics = Arc::new(Metrics::default());
+    let sim_to = sim_target(&plan, &broker.client_url())?;
+    let service = tokio::spawn(crate::app::serve(
+        plan.clone(),
+        Arc::clone(&clock),
+        Arc::clone(&metrics),
+        shutdown,
+    ));
+    let subscribed = {
+        let m = Arc::clone(&metrics);
+        move || m.mqtt_subscribed.load(std::sync::atomic::Ordering::Relaxed)
+    };
+    wait_for_service(&service, subscribed).await?;
+    let sim = Simulator {
+        sites: a.sites,
+        interval_secs: DEMO_INTERVAL_SECS,
+        seed: a.seed,
+        zone: plan.aqi.zone(),
+    };
+    let t0 = std::time::Instant::now();
+    let replay = Replay {
+        from: target.from,
+        days: target.days(),
+        batch: DEMO_BATCH,
+        rate: None,
+        speed: None,
+    };
+    let before = Metrics::get(&metrics.messages_acked);
+    let sent = sim::publish_history(&sim, &sim_to, &replay)
+        .await
+        .map_err(|e| CommandError::Mqtt(e.to_string()))?;
+    let acked = {
+        let m = Arc::clone(&metrics);
+        move || Metrics::get(&m.messages_acked) >= before + sent
+    };
+    wait_for_service(&service, acked).await?;
+    tracing::info!(
+        messages = sent,
+        readings = Metrics::get(&metrics.readings_stored),
+        secs = t0.elapsed().as_secs(),
+        "demo: half year replayed"
+    );
+    let store = Store::open(&plan.store)?;
+    let spec = Spec {
+        from: target.from,
+        to: target.to,
+        as_of: target.to,
+        site: None,
+        target: Some(target),
+    };
+    print(&report::build(&store, &plan.aqi, spec)?.to_table());
+    print(&format!(
+        "The service keeps running on the demo data ({}); Ctrl-C stops it.",
+        a.store.display()
+    ));
+    match service.await {
+        Ok(r) => r.map_err(|e| CommandError::Service(format!("{e:#}"))),
+        Err(e) => Err(CommandError::Service(e.to_string())),
+    }
+}
+
+/// How often the demo looks at the service's counters while it waits on them.
+const DEMO_POLL: Duration = Duration::from_millis(20);
+
+/// Waits until `done` holds, failing if the service stops first. The counters are the
+/// service's own account (subscribed, messages acknowledged after their commit).
+async fn wait_for_service(
+    service: &tokio::task::JoinHandle<anyhow::Result<()>>,
+    done: impl Fn() -> bool,
+) -> Result<(), CommandError> {
+    while !done() {
+        if service.is_finished() {
+            return Err(CommandError::Service(
+                "it exited during the demo (see the log above)".into(),
+            ));
+        }
+        tokio::time::sleep(DEMO_POLL).await;
+    }
+    Ok(())
+}

@@ -1,0 +1,181 @@
+//! Housekeeping: the periodic work beside the data path, on one long-lived store
+//! connection of its own — the day caches refreshed (and the daily derived series
+//! emitted) on a timer so that reads never write, retention pruning, the outbox gauges
+//! recomputed from the store (so that a sink asleep in backoff cannot freeze them), and
+//! the counters in the log. A failure here is logged and retried at the next tick; it
+//! never stops or blocks the ingest (SQLite's busy timeout makes its writes wait their
+//! turn behind the writer's commits).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tracing::{info, warn};
+
+use crate::aqi::AqiConfig;
+use crate::clock::Clock;
+use crate::derived::Derived;
+use crate::metrics::Metrics;
+use crate::plan::{Housekeeping as Timers, Plan};
+use crate::store::{on_blocking_thread, Store, StoreError};
+
+/// The stage.
+pub struct Housekeeping {
+    /// Its own connection, opened once (each open re-runs the migration check); `None`
+    /// only after a task panicked with it, and then reopened at the next use.
+    store: Option<Store>,
+    timers: Timers,
+    aqi: AqiConfig,
+    derived: Option<Derived>,
+    /// The sink whose undelivered readings pruning must keep, and whose outbox the
+    /// gauges describe; `None` without a sink.
+    sink: Option<&'static str>,
+    plan: Arc<Plan>,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
+}
+
+impl Housekeeping {
+    /// Opens the stage's store connection.
+    pub fn open(
+        plan: Arc<Plan>,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Housekeeping, StoreError> {
+        Ok(Housekeeping {
+            store: Some(Store::open(&plan.store)?),
+            timers: plan.housekeeping.clone(),
+            aqi: plan.aqi.clone(),
+            derived: plan.derived.clone(),
+            sink: plan
+                .influx
+                .is_some()
+                .then_some(crate::sink::influx::SINK_NAME),
+            plan,
+            clock,
+            metrics,
+        })
+    }
+
+    /// Runs until `stop` fires (or its sender is dropped).
+    pub async fn run(mut self, mut stop: oneshot::Receiver<()>) -> Result<(), StoreError> {
+        // A period long enough to mean "never" without overflowing the timer.
+        let never = Duration::from_secs(u64::MAX / 4);
+        let mut stats = tokio::time::interval(self.timers.stats_every.unwrap_or(never));
+        let mut prune = tokio::time::interval(self.timers.prune_every);
+        let mut daily = tokio::time::interval(self.timers.daily_every);
+        let mut gauges = tokio::time::interval(self.timers.gauges_every);
+        stats.tick().await;
+        loop {
+            tokio::select! {
+                _ = &mut stop => return Ok(()),
+                _ = stats.tick() => log_counters(&self.metrics),
+                _ = gauges.tick() => self.gauges().await,
+                _ = daily.tick() => self.daily().await,
+                _ = prune.tick() => self.prune().await,
+            }
+        }
+    }
+
+    /// Runs `f` on the connection on a blocking thread; a panic there is logged.
+    async fn on_store<T: Send + 'static>(
+        &mut self,
+        what: &'static str,
+        f: impl FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Option<T> {
+        let store = match self.store.take() {
+            Some(s) => s,
+            None => match Store::open(&self.plan.store) {
+                Ok(s) => s,
+                Err(e) => {
+                    warn!(error = %e, task = what, "housekeeping cannot reopen the store; retried at the next interval");
+                    return None;
+                }
+            },
+        };
+        match on_blocking_thread(store, f).await {
+            Ok((s, r)) => {
+                self.store = Some(s);
+                r.map_err(|e| warn!(error = %e, task = what, "housekeeping failed; retried at the next interval"))
+                    .ok()
+            }
+            Err(e) => {
+                // The connection went down with the panicking task; the next use opens
+                // another.
+                warn!(error = %e, task = what, "housekeeping task failed");
+                None
+            }
+        }
+    }
+
+    /// The day caches, and the derived daily series when a sink wants them.
+    async fn daily(&mut self) {
+        let (aqi, d, now) = (self.aqi.clone(), self.derived.clone(), self.clock.now());
+        self.on_store("daily refresh", move |s| {
+            s.refresh_daily(&aqi)?;
+            match d {
+                Some(d) => s.emit_derived_days(now, |pending, rows| d.day_lines(pending, rows)),
+                None => Ok(0),
+            }
+        })
+        .await;
+    }
+
+    /// Retention: readings past it (but never those the sink has not delivered), and
+    /// rejects past it or beyond their cap.
+    async fn prune(&mut self) {
+        let cutoff = self.plan.prune_cutoff(self.clock.now());
+        let sink = self.sink;
+        if let Some(n) = self
+            .on_store("pruning", move |s| s.prune(cutoff, sink))
+            .await
+            .filter(|n| *n > 0)
+        {
+            info!(readings = n, "pruned readings past retention");
+        }
+    }
+
+    /// The outbox gauges, from the store itself.
+    async fn gauges(&mut self) {
+        let Some(sink) = self.sink else {
+            return;
+        };
+        let now = self.clock.now();
+        if let Some((depth, oldest)) = self
+            .on_store("outbox gauges", move |s| {
+                let cursor = s.cursor(sink)?;
+                s.pending_stats(cursor)
+            })
+            .await
+        {
+            self.metrics.outbox_depth.store(depth, Ordering::Relaxed);
+            let age = oldest.map_or(0, |t| ((now.0 - t.0).max(0) / 1000) as u64);
+            self.metrics
+                .outbox_oldest_age_secs
+                .store(age, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The counters, in one log line.
+pub fn log_counters(m: &Metrics) {
+    let g = Metrics::get;
+    info!(
+        messages_received = g(&m.messages_received),
+        messages_acked = g(&m.messages_acked),
+        readings_received = g(&m.readings_received),
+        readings_stored = g(&m.readings_stored),
+        readings_duplicate = g(&m.readings_duplicate),
+        store_commits = g(&m.store_commits),
+        rejected = m.rejected_total(),
+        rejected_by_reason = ?m.rejected_by_reason(),
+        lines_written = g(&m.lines_written),
+        lines_dead_lettered = g(&m.lines_dead_lettered),
+        write_errors = ?m.write_errors_by_class(),
+        outbox_depth = g(&m.outbox_depth),
+        outbox_oldest_age_secs = g(&m.outbox_oldest_age_secs),
+        mqtt_connected = m.mqtt_connected.load(Ordering::Relaxed),
+        "pipeline counters"
+    );
+}
