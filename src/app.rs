@@ -20,7 +20,7 @@ use crate::metrics::Metrics;
 use crate::plan::{Plan, EXAMPLE_PAYLOAD, EXAMPLE_SITE};
 use crate::sink::influx::InfluxSink;
 use crate::source::mqtt::{self, MqttAlertPublisher, SourceContext};
-use crate::source::{Acker, SourceIndex};
+use crate::source::{Acker, Message, SourceIndex};
 use crate::stages::Stages;
 use crate::store::{HourlyLines, Store, StoreLock, Writer};
 
@@ -56,54 +56,10 @@ pub async fn serve(
     let writer = Writer::open(&plan.store, hourly).context("opening the store")?;
     info!(path = %plan.store.path.display(), "store open");
 
+    // Registered in drain order (see `stages`).
     let mut stages = Stages::default();
-    let housekeeping =
-        Housekeeping::open(Arc::clone(&plan), Arc::clone(&clock), Arc::clone(&metrics))
-            .context("opening the store for housekeeping")?;
-    let (stop_hk, hk_stopped) = oneshot::channel();
-    stages.spawn_stoppable(
-        "housekeeping",
-        move || {
-            let _ = stop_hk.send(());
-        },
-        housekeeping.run(hk_stopped),
-    );
-
-    if let Some(b) = &plan.broker {
-        broker::start(b)?;
-        info!(listen = %b.listen, "embedded MQTT broker listening");
-        info!(
-            "publish a reading: mosquitto_pub -h {} -p {} -q 1 -t '{}' -m '{EXAMPLE_PAYLOAD}'",
-            b.client_host(),
-            b.listen.port(),
-            plan.reading_topic(EXAMPLE_SITE),
-        );
-    }
-
-    // Sources feed one bounded channel; its capacity is the MQTT client's queue.
-    let (messages_tx, messages_rx) = mpsc::channel(plan.mqtt.queue_capacity.max(16));
-    let (acker, acks) = Acker::channel();
-    let (stop_sources, sources_stopped) = watch::channel(false);
-    let ctx = SourceContext {
-        clock: Arc::clone(&clock),
-        metrics: Arc::clone(&metrics),
-        shutdown: sources_stopped,
-    };
-    let source = mqtt::start(&plan.mqtt, MQTT_SOURCE, messages_tx, acks, ctx)
-        .context("starting the MQTT source")?;
-    info!(url = %plan.mqtt.url, topics = ?plan.mqtt.topics, client_id = %plan.mqtt.client_id, "mqtt source started");
-    let alerts = plan.alerts.as_ref().map(|a| Alerter {
-        alerts: a.evaluator(),
-        publish: Box::new(MqttAlertPublisher(source.client.clone())),
-    });
-    stages.adopt(
-        "mqtt source",
-        move || {
-            let _ = stop_sources.send(true);
-        },
-        source.task,
-    );
-
+    start_housekeeping(&plan, &clock, &metrics, &mut stages)?;
+    let (messages, acker, alerts) = start_sources(&plan, &clock, &metrics, &mut stages)?;
     // The sink, when configured, with the nudge channel ingest uses to wake it. One
     // slot: a nudge only says "look at the outbox"; more would add nothing.
     let (nudge_tx, sink) = match &plan.influx {
@@ -129,42 +85,116 @@ pub async fn serve(
         registry: Arc::clone(&plan.registry),
         alerts,
     };
-    stages.spawn("ingest", ingest.run(messages_rx, vec![acker], nudge_tx));
+    stages.spawn("ingest", ingest.run(messages, vec![acker], nudge_tx));
     if let Some(sink) = sink {
         stages.spawn("influx sink", sink);
     }
-
-    // The HTTP API and dashboard, with their own store connection; it stops last, so
-    // /readyz and /metrics answer while the rest drains.
-    if let Some(ctx) = &plan.api {
-        let listen = ctx.api.listen;
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .with_context(|| format!("the API cannot listen on {listen} (set [api] listen)"))?;
-        info!(listen = %listen, "HTTP API and dashboard: http://{listen}/");
-        let app = api::router(
-            ctx.clone(),
-            Arc::clone(&plan.registry),
-            Store::open(&plan.store).context("opening the store for the API")?,
-            Arc::clone(&metrics),
-            Arc::clone(&clock),
-        );
-        let (stop_api, api_stopped) = oneshot::channel::<()>();
-        stages.spawn_stoppable(
-            "api",
-            move || {
-                let _ = stop_api.send(());
-            },
-            api::serve(listener, app, async move {
-                let _ = api_stopped.await;
-            }),
-        );
-    }
+    start_api(&plan, &clock, &metrics, &mut stages).await?;
 
     shutdown.await;
     info!(stages = ?stages.names(), "shutting down: no new messages; committing and acknowledging what is in flight");
     stages.drain(plan.shutdown_deadline).await;
     log_counters(&metrics);
     info!("stopped");
+    Ok(())
+}
+
+/// Housekeeping, first in the drain: it holds nothing.
+fn start_housekeeping(
+    plan: &Arc<Plan>,
+    clock: &Arc<dyn Clock>,
+    metrics: &Arc<Metrics>,
+    stages: &mut Stages,
+) -> anyhow::Result<()> {
+    let housekeeping = Housekeeping::open(Arc::clone(plan), Arc::clone(clock), Arc::clone(metrics))
+        .context("opening the store for housekeeping")?;
+    let (stop, stopped) = oneshot::channel();
+    stages.spawn_stoppable(
+        "housekeeping",
+        move || {
+            let _ = stop.send(());
+        },
+        housekeeping.run(stopped),
+    );
+    Ok(())
+}
+
+/// The embedded broker (when configured) and the MQTT source. Returns the ingest's
+/// input, its acker for the source, and the alert publisher on the source's client.
+fn start_sources(
+    plan: &Plan,
+    clock: &Arc<dyn Clock>,
+    metrics: &Arc<Metrics>,
+    stages: &mut Stages,
+) -> anyhow::Result<(mpsc::Receiver<Message>, Acker, Option<Alerter>)> {
+    if let Some(b) = &plan.broker {
+        broker::start(b)?;
+        info!(listen = %b.listen, "embedded MQTT broker listening");
+        info!(
+            "publish a reading: mosquitto_pub -h {} -p {} -q 1 -t '{}' -m '{EXAMPLE_PAYLOAD}'",
+            b.client_host(),
+            b.listen.port(),
+            plan.reading_topic(EXAMPLE_SITE),
+        );
+    }
+    // Sources feed one bounded channel; its capacity is the MQTT client's queue.
+    let (messages_tx, messages_rx) = mpsc::channel(plan.mqtt.queue_capacity.max(16));
+    let (acker, acks) = Acker::channel();
+    let (stop, stopped) = watch::channel(false);
+    let ctx = SourceContext {
+        clock: Arc::clone(clock),
+        metrics: Arc::clone(metrics),
+        shutdown: stopped,
+    };
+    let source = mqtt::start(&plan.mqtt, MQTT_SOURCE, messages_tx, acks, ctx)
+        .context("starting the MQTT source")?;
+    info!(url = %plan.mqtt.url, topics = ?plan.mqtt.topics, client_id = %plan.mqtt.client_id, "mqtt source started");
+    let alerts = plan.alerts.as_ref().map(|a| Alerter {
+        alerts: a.evaluator(),
+        publish: Box::new(MqttAlertPublisher(source.client.clone())),
+    });
+    stages.adopt(
+        "mqtt source",
+        move || {
+            let _ = stop.send(true);
+        },
+        source.task,
+    );
+    Ok((messages_rx, acker, alerts))
+}
+
+/// The HTTP API and dashboard, with their own store connection; last in the drain, so
+/// /readyz and /metrics answer while the rest stops.
+async fn start_api(
+    plan: &Plan,
+    clock: &Arc<dyn Clock>,
+    metrics: &Arc<Metrics>,
+    stages: &mut Stages,
+) -> anyhow::Result<()> {
+    let Some(ctx) = &plan.api else {
+        return Ok(());
+    };
+    let listen = ctx.api.listen;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("the API cannot listen on {listen} (set [api] listen)"))?;
+    info!(listen = %listen, "HTTP API and dashboard: http://{listen}/");
+    let app = api::router(
+        ctx.clone(),
+        Arc::clone(&plan.registry),
+        Store::open(&plan.store).context("opening the store for the API")?,
+        Arc::clone(metrics),
+        Arc::clone(clock),
+    );
+    let (stop, stopped) = oneshot::channel::<()>();
+    stages.spawn_stoppable(
+        "api",
+        move || {
+            let _ = stop.send(());
+        },
+        api::serve(listener, app, async move {
+            let _ = stopped.await;
+        }),
+    );
     Ok(())
 }

@@ -62,7 +62,10 @@ async fn every_endpoint_against_a_service_fed_through_mqtt() {
         broker.url(),
         dir.path().join("aq.db").display()
     );
-    let svc = Service::start(Config::parse(&text, "test").unwrap()).await;
+    // "Now" is pinned for the service (offline sites, the day rejects were received).
+    let now = aq_ingest::model::UnixMillis(chrono::Utc::now().timestamp_millis());
+    let clock = Arc::new(aq_ingest::clock::ManualClock::new(now));
+    let svc = Service::start_with_clock(Config::parse(&text, "test").unwrap(), clock).await;
     let m = Arc::clone(&svc.metrics);
     // Site a: clean on 1 and 2 August; site b: dusty (PM10 200) on 1 August, silent on
     // the 2nd. One bad payload.
@@ -72,11 +75,7 @@ async fn every_endpoint_against_a_service_fed_through_mqtt() {
         day_msg("a", 2, 20.0, 40.0, 24),
         ("aq/b/readings".to_string(), b"{\"ts\":".to_vec()),
     ];
-    let beijing_today = || {
-        aq_ingest::aqi::zone::Zone::BEIJING.date_of(aq_ingest::model::UnixMillis(
-            chrono::Utc::now().timestamp_millis(),
-        ))
-    };
+    let beijing_today = || aq_ingest::aqi::zone::Zone::BEIJING.date_of(now);
     let published_on = beijing_today();
     publish_all(broker.port, msgs).await;
     wait_for("4 messages acknowledged", Duration::from_secs(30), || {

@@ -150,9 +150,16 @@ fn corpus(now_ms: i64) -> Vec<(String, Vec<u8>, &'static str)> {
 async fn each_hostile_payload_is_rejected_with_its_reason_and_valid_ones_are_stored() {
     let dir = tempfile::tempdir().unwrap();
     let broker = Mosquitto::start(dir.path());
-    let svc = Service::start(config(dir.path(), &broker.url(), "t-hostile", None)).await;
-    let m = Arc::clone(&svc.metrics);
+    // "Now" is pinned: the time-window rejections are measured against exactly the
+    // instant the corpus was built for.
     let now = chrono::Utc::now().timestamp_millis();
+    let clock = Arc::new(aq_ingest::clock::ManualClock::new(
+        aq_ingest::model::UnixMillis(now),
+    ));
+    let svc =
+        Service::start_with_clock(config(dir.path(), &broker.url(), "t-hostile", None), clock)
+            .await;
+    let m = Arc::clone(&svc.metrics);
     let bad = corpus(now);
     assert!(bad.len() >= 30);
     let base = base_ts_ms();

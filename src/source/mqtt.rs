@@ -601,6 +601,22 @@ mod tests {
     }
 
     #[test]
+    fn ack_tokens_round_trip_through_the_neutral_id() {
+        for (pkid, qos, generation) in [
+            (1, QoS::AtLeastOnce, 1),
+            (u16::MAX, QoS::AtMostOnce, 7),
+            (42, QoS::ExactlyOnce, (1 << 40) + 3),
+        ] {
+            let p = Pending {
+                pkid,
+                qos,
+                generation,
+            };
+            assert_eq!(Pending::unpack(p.pack()), p);
+        }
+    }
+
+    #[test]
     fn tls_needs_both_client_files() {
         let cfg = MqttConfig {
             url: "mqtts://x:8883".into(),

@@ -535,11 +535,17 @@ pub struct Service {
 impl Service {
     /// Starts the service and waits until the broker confirmed its subscription.
     pub async fn start(cfg: Config) -> Service {
+        Self::start_with_clock(cfg, Arc::new(SystemClock)).await
+    }
+
+    /// [`Service::start`] with the service's "now" injected (a pinned `ManualClock`
+    /// makes the time-dependent rules — future timestamps, offline sites — exact).
+    pub async fn start_with_clock(cfg: Config, clock: Arc<dyn aq_ingest::clock::Clock>) -> Service {
         let metrics = Arc::new(Metrics::default());
         let (tx, rx) = tokio::sync::oneshot::channel();
         let task = tokio::spawn(aq_ingest::app::run(
             cfg,
-            Arc::new(SystemClock),
+            clock,
             Arc::clone(&metrics),
             async move {
                 let _ = rx.await;
