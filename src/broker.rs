@@ -183,7 +183,24 @@ pub fn start(cfg: &BrokerConfig) -> Result<(), BrokerError> {
             },
         );
     }
-    let config = rumqttd::Config {
+    let mut broker = rumqttd::Broker::new(broker_config(cfg, servers));
+    std::thread::Builder::new()
+        .name("broker".into())
+        .spawn(move || {
+            if let Err(e) = broker.start() {
+                tracing::error!(error = %e, "embedded broker stopped; devices cannot publish");
+            }
+        })
+        .map_err(BrokerError::Thread)?;
+    Ok(())
+}
+
+/// rumqttd's settings: the router's limits and the listeners.
+fn broker_config(
+    cfg: &BrokerConfig,
+    servers: HashMap<String, rumqttd::ServerSettings>,
+) -> rumqttd::Config {
+    rumqttd::Config {
         id: 0,
         router: rumqttd::RouterConfig {
             max_connections: cfg.max_connections,
@@ -203,17 +220,7 @@ pub fn start(cfg: &BrokerConfig) -> Result<(), BrokerError> {
         bridge: None,
         prometheus: None,
         metrics: None,
-    };
-    let mut broker = rumqttd::Broker::new(config);
-    std::thread::Builder::new()
-        .name("broker".into())
-        .spawn(move || {
-            if let Err(e) = broker.start() {
-                tracing::error!(error = %e, "embedded broker stopped; devices cannot publish");
-            }
-        })
-        .map_err(BrokerError::Thread)?;
-    Ok(())
+    }
 }
 
 #[cfg(test)]

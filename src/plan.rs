@@ -113,26 +113,11 @@ impl Plan {
     /// this adds what needs several sections or the filesystem (the registry), and
     /// reports every problem at once.
     pub fn resolve(cfg: Config, origin: &str) -> Result<Plan, ConfigError> {
-        let mut problems = Vec::new();
-        let registry = match crate::sites::Registry::load(&cfg.sites) {
-            Ok(r) => r,
-            Err(p) => {
-                problems.extend(p);
-                Registry::default()
-            }
-        };
-        let filters: Vec<SiteFilter> = cfg
-            .mqtt
-            .topics
-            .iter()
-            .filter_map(|t| match SiteFilter::parse(t) {
-                Ok(f) => Some(f),
-                Err(e) => {
-                    problems.push(format!("mqtt.topics: {e}"));
-                    None
-                }
-            })
-            .collect();
+        let (registry, filters) =
+            load_registry_and_filters(&cfg).map_err(|problems| ConfigError::Invalid {
+                origin: origin.to_owned(),
+                problems,
+            })?;
         let mut mqtt = cfg.mqtt.clone();
         let broker = cfg.broker.embedded.then(|| cfg.broker.clone());
         if let Some(b) = &broker {
@@ -140,12 +125,6 @@ impl Plan {
             mqtt.url = b.client_url();
             mqtt.username = b.username.clone();
             mqtt.password_env = b.password_env.clone();
-        }
-        if !problems.is_empty() {
-            return Err(ConfigError::Invalid {
-                origin: origin.to_owned(),
-                problems,
-            });
         }
         let mut aqi = cfg.aqi.clone();
         for id in registry.not_in_district() {
@@ -155,17 +134,7 @@ impl Plan {
         }
         let retention = (cfg.store.retention_days > 0)
             .then(|| Duration::from_secs(u64::from(cfg.store.retention_days) * 86_400));
-        let ingest = IngestSettings {
-            filters: filters.clone(),
-            policy: Policy {
-                max_future_ms: (cfg.ingest.max_future_secs as i64).saturating_mul(1000),
-                max_age_ms: retention.map(|r| r.as_millis() as i64),
-            },
-            max_payload_bytes: cfg.mqtt.max_payload_bytes,
-            max_batch_messages: cfg.ingest.max_batch_messages,
-            batch_gap: Duration::from_millis(cfg.ingest.batch_gap_ms),
-            max_batch_delay: Duration::from_millis(cfg.ingest.max_batch_delay_ms),
-        };
+        let ingest = ingest_settings(&cfg, filters.clone(), retention);
         let derived = cfg
             .influx
             .as_ref()
@@ -231,6 +200,47 @@ impl Plan {
         self.housekeeping
             .retention
             .map(|r| UnixMillis(now.0 - r.as_millis() as i64))
+    }
+}
+
+/// The registry (read once, here) and the reading topic filters, or every problem.
+fn load_registry_and_filters(cfg: &Config) -> Result<(Registry, Vec<SiteFilter>), Vec<String>> {
+    let mut problems = Vec::new();
+    let registry = Registry::load(&cfg.sites).unwrap_or_else(|p| {
+        problems.extend(p);
+        Registry::default()
+    });
+    let mut filters = Vec::new();
+    for t in &cfg.mqtt.topics {
+        match SiteFilter::parse(t) {
+            Ok(f) => filters.push(f),
+            Err(e) => problems.push(format!("mqtt.topics: {e}")),
+        }
+    }
+    if problems.is_empty() {
+        Ok((registry, filters))
+    } else {
+        Err(problems)
+    }
+}
+
+/// The ingest's settings: the validation policy in the units it compares (ms), the
+/// payload cap, the batch shape.
+fn ingest_settings(
+    cfg: &Config,
+    filters: Vec<SiteFilter>,
+    retention: Option<Duration>,
+) -> IngestSettings {
+    IngestSettings {
+        filters,
+        policy: Policy {
+            max_future_ms: (cfg.ingest.max_future_secs as i64).saturating_mul(1000),
+            max_age_ms: retention.map(|r| r.as_millis() as i64),
+        },
+        max_payload_bytes: cfg.mqtt.max_payload_bytes,
+        max_batch_messages: cfg.ingest.max_batch_messages,
+        batch_gap: Duration::from_millis(cfg.ingest.batch_gap_ms),
+        max_batch_delay: Duration::from_millis(cfg.ingest.max_batch_delay_ms),
     }
 }
 

@@ -229,58 +229,7 @@ pub async fn publish_history(
     let sim2 = sim.clone();
     let replay = replay.clone();
     let feeder = tokio::spawn(async move {
-        let mut sent: u64 = 0;
-        let mut late = Vec::new();
-        let t0 = tokio::time::Instant::now();
-        let sim_start = sim2.zone.start_of(replay.from).0;
-        for day in 0..replay.days {
-            let date = replay.from + chrono::Duration::days(i64::from(day));
-            let d = sim2.zone.start_of(date).0.div_euclid(MS_PER_DAY);
-            let per_site: Vec<Vec<SimReading>> =
-                (0..sim2.sites).map(|s| sim2.site_day(s, date)).collect();
-            for (s, readings) in per_site.into_iter().enumerate() {
-                if sim2.late(s, d) {
-                    late.push(readings);
-                    continue;
-                }
-                for chunk in readings.chunks(replay.batch.max(1)) {
-                    if let Some(speed) = replay.speed {
-                        let sim_elapsed = (chunk[0].ts.0 - sim_start) as f64 / 1000.0;
-                        tokio::time::sleep_until(t0 + Duration::from_secs_f64(sim_elapsed / speed))
-                            .await;
-                    }
-                    if let Some(rate) = replay.rate {
-                        tokio::time::sleep_until(t0 + Duration::from_secs_f64(sent as f64 / rate))
-                            .await;
-                    }
-                    let topic = target.topic(s);
-                    if client
-                        .publish(topic, QoS::AtLeastOnce, false, sim2.payload(chunk))
-                        .await
-                        .is_err()
-                    {
-                        return sent;
-                    }
-                    sent += 1;
-                }
-            }
-        }
-        // The backlog: each late site-day as one upload.
-        for readings in late {
-            if let Some(r) = readings.first() {
-                let topic = target.topic(r.site);
-                for chunk in readings.chunks(5000) {
-                    if client
-                        .publish(topic.clone(), QoS::AtLeastOnce, false, sim2.payload(chunk))
-                        .await
-                        .is_err()
-                    {
-                        return sent;
-                    }
-                    sent += 1;
-                }
-            }
-        }
+        let sent = feed(&client, &sim2, &target, &replay).await;
         let _ = done_tx.send(sent);
         sent
     });
@@ -304,6 +253,64 @@ pub async fn publish_history(
     let sent = feeder.await.unwrap_or(acked);
     let _ = closer.try_disconnect();
     Ok(sent)
+}
+
+/// Publishes the replay's messages (late site-days last, as backlog uploads); returns
+/// how many were queued before the first failure, if any.
+async fn feed(client: &AsyncClient, sim: &Simulator, target: &Target, replay: &Replay) -> u64 {
+    let mut sent: u64 = 0;
+    let mut late = Vec::new();
+    let t0 = tokio::time::Instant::now();
+    let sim_start = sim.zone.start_of(replay.from).0;
+    for day in 0..replay.days {
+        let date = replay.from + chrono::Duration::days(i64::from(day));
+        let d = sim.zone.start_of(date).0.div_euclid(MS_PER_DAY);
+        let per_site: Vec<Vec<SimReading>> =
+            (0..sim.sites).map(|s| sim.site_day(s, date)).collect();
+        for (s, readings) in per_site.into_iter().enumerate() {
+            if sim.late(s, d) {
+                late.push(readings);
+                continue;
+            }
+            for chunk in readings.chunks(replay.batch.max(1)) {
+                if let Some(speed) = replay.speed {
+                    let sim_elapsed = (chunk[0].ts.0 - sim_start) as f64 / 1000.0;
+                    tokio::time::sleep_until(t0 + Duration::from_secs_f64(sim_elapsed / speed))
+                        .await;
+                }
+                if let Some(rate) = replay.rate {
+                    tokio::time::sleep_until(t0 + Duration::from_secs_f64(sent as f64 / rate))
+                        .await;
+                }
+                let topic = target.topic(s);
+                if client
+                    .publish(topic, QoS::AtLeastOnce, false, sim.payload(chunk))
+                    .await
+                    .is_err()
+                {
+                    return sent;
+                }
+                sent += 1;
+            }
+        }
+    }
+    // The backlog: each late site-day as one upload.
+    for readings in late {
+        if let Some(r) = readings.first() {
+            let topic = target.topic(r.site);
+            for chunk in readings.chunks(5000) {
+                if client
+                    .publish(topic.clone(), QoS::AtLeastOnce, false, sim.payload(chunk))
+                    .await
+                    .is_err()
+                {
+                    return sent;
+                }
+                sent += 1;
+            }
+        }
+    }
+    sent
 }
 
 /// Live mode: every interval, one reading per site stamped with the current slot of
