@@ -8,7 +8,6 @@
 //! `influx.shutdown_flush_secs`, then logs what is still pending.
 
 use std::future::Future;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -280,22 +279,5 @@ async fn housekeeping(
 }
 
 fn log_stats(m: &Metrics) {
-    let g = Metrics::get;
-    info!(
-        messages_received = g(&m.messages_received),
-        messages_acked = g(&m.messages_acked),
-        readings_received = g(&m.readings_received),
-        readings_stored = g(&m.readings_stored),
-        readings_duplicate = g(&m.readings_duplicate),
-        store_commits = g(&m.store_commits),
-        rejected = m.rejected_total(),
-        rejected_by_reason = ?m.rejected_by_reason(),
-        lines_written = g(&m.lines_written),
-        lines_dead_lettered = g(&m.lines_dead_lettered),
-        write_errors = ?m.write_errors_by_class(),
-        outbox_depth = g(&m.outbox_depth),
-        outbox_oldest_age_secs = g(&m.outbox_oldest_age_secs),
-        mqtt_connected = m.mqtt_connected.load(Ordering::Relaxed),
-        "pipeline counters"
-    );
+    m.log_counters();
 }
