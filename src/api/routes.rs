@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use super::error::ApiError;
 use super::ApiState;
 use crate::aqi::daily::site_value;
-use crate::model::{SiteId, UnixMillis};
+use crate::model::{Pollutant, SiteId, UnixMillis};
 use crate::report::{self, build, day_json, Spec, DAY_API_CSV_COLUMNS};
 use crate::source::topic::{site_of, SiteFilter};
 
@@ -336,6 +336,9 @@ pub(super) async fn bulletin(
                 .map_err(ApiError::internal)?;
             let hours = s.hours(t0, t1, None).map_err(ApiError::internal)?;
             let alert = cfg.api.hourly_alert_pm10_ug;
+            // Exceeding = an IAQI above 100 in the table set in use.
+            let limit_pm10 = cfg.aqi.table_set.limit_at_iaqi_100(Pollutant::Pm10);
+            let limit_pm25 = cfg.aqi.table_set.limit_at_iaqi_100(Pollutant::Pm25);
             // Refusals received that day, per site: the site is the topic's site level
             // (a payload too broken to name one still came in on a site's topic).
             let rejects = s.rejects_by_topic(t0, t1).map_err(ApiError::internal)?;
@@ -361,9 +364,8 @@ pub(super) async fn bulletin(
                         "pm25": v.pm25_ug,
                         "aqi": v.aqi.as_ref().map(|a| a.value),
                         "category_zh": v.aqi.as_ref().map(|a| a.category.zh()),
-                        // GB 3095-2012 Grade II 24-hour limits.
-                        "pm10_exceeds_daily_limit": v.pm10_ug.is_some_and(|c| c > 150),
-                        "pm25_exceeds_daily_limit": v.pm25_ug.is_some_and(|c| c > 75),
+                        "pm10_exceeds_daily_limit": v.pm10_ug.is_some_and(|c| c > limit_pm10),
+                        "pm25_exceeds_daily_limit": v.pm25_ug.is_some_and(|c| c > limit_pm25),
                         "hours_over_pm10_alert": over,
                         "rejected": rejected.get(&Some(site.as_str())).copied().unwrap_or(0),
                     })
@@ -386,7 +388,7 @@ pub(super) async fn bulletin(
                 "offline": offline,
                 "rejects_by_site": by_site.into_iter().map(|(site, n)| json!({"site": site, "count": n})).collect::<Vec<_>>(),
                 "rejects": rejects.iter().map(|(topic, n)| json!({"topic": topic, "count": n})).collect::<Vec<_>>(),
-                "limits": {"pm10_daily": 150, "pm25_daily": 75, "pm10_hourly_alert": alert},
+                "limits": {"pm10_daily": limit_pm10, "pm25_daily": limit_pm25, "pm10_hourly_alert": alert},
             }))
         })
         .await?;
