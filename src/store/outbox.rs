@@ -218,10 +218,7 @@ impl Store {
                     }
                 }
             }
-            out.site_days = tx.execute(
-                "INSERT OR IGNORE INTO derived_pending (day, site) SELECT day, site FROM site_daily",
-                [],
-            )? as u64;
+            out.site_days = super::daily::mark_every_site_day_pending(&tx)?;
         }
         tx.commit()?;
         Ok(out)
