@@ -10,14 +10,13 @@ use std::collections::BTreeSet;
 use chrono::{Duration, NaiveDate};
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
 
-use super::hourly::DAY_MS;
 use super::{Store, StoreError};
 use crate::aqi::daily::{site_days, SiteDay};
 use crate::aqi::mean::Milli;
 use crate::aqi::validity::{DayAgg, MIN_VALID_HOURS, VALID_HOUR_COVERAGE_SECS};
 use crate::aqi::zone::Zone;
 use crate::aqi::AqiConfig;
-use crate::model::UnixMillis;
+use crate::model::{UnixMillis, MS_PER_DAY};
 
 pub(super) fn epoch() -> NaiveDate {
     NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch")
@@ -77,8 +76,8 @@ fn daily_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(NaiveDate, String, Site
 /// The local days that UTC day `utc_day` overlaps.
 pub(super) fn local_days(zone: Zone, utc_day: i64) -> [NaiveDate; 2] {
     [
-        zone.date_of(UnixMillis(utc_day * DAY_MS)),
-        zone.date_of(UnixMillis(utc_day * DAY_MS + DAY_MS - 1)),
+        zone.date_of(UnixMillis(utc_day * MS_PER_DAY)),
+        zone.date_of(UnixMillis(utc_day * MS_PER_DAY + MS_PER_DAY - 1)),
     ]
 }
 
@@ -164,7 +163,7 @@ fn reset_on_new_rules(tx: &rusqlite::Transaction<'_>, key: &str) -> Result<bool,
     }
     tx.execute("DELETE FROM site_daily", [])?;
     tx.execute(
-        "INSERT OR IGNORE INTO dirty_days SELECT DISTINCT site, hour_ms / 86400000 FROM hourly",
+        &format!("INSERT OR IGNORE INTO dirty_days SELECT DISTINCT site, hour_ms / {MS_PER_DAY} FROM hourly"),
         [],
     )?;
     tx.execute(
