@@ -2,7 +2,7 @@
 //! an `Arc<Metrics>`. Plain atomics: a reading costs a few relaxed increments, never a
 //! lock.
 //!
-//! The metric set is defined once, in the [`metric_set!`] table below: each row names a
+//! The metric set is defined once, in the `metric_set!` table below: each row names a
 //! field, its kind, its Prometheus name and its help text. The same rows generate the
 //! [`Metrics`] struct, the [`METRICS`] table the `/metrics` exposition is rendered from
 //! ([`Metrics::exposition`]) and the periodic log line ([`Metrics::log_counters`]), so a
