@@ -14,7 +14,7 @@ use crate::api;
 use crate::broker;
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::housekeeping::{log_counters, Housekeeping};
+use crate::housekeeping::Housekeeping;
 use crate::ingest::Ingest;
 use crate::metrics::Metrics;
 use crate::plan::{Plan, EXAMPLE_PAYLOAD, EXAMPLE_SITE};
@@ -94,7 +94,7 @@ pub async fn serve(
     shutdown.await;
     info!(stages = ?stages.names(), "shutting down: no new messages; committing and acknowledging what is in flight");
     stages.drain(plan.shutdown_deadline).await;
-    log_counters(&metrics);
+    metrics.log_counters();
     info!("stopped");
     Ok(())
 }

@@ -101,13 +101,8 @@ pub fn dead_letters(plan: &Plan, requeue: bool, clock: &dyn Clock) -> Result<Str
     if summary.is_empty() {
         out.push_str("no dead letters\n");
     }
-    for (status, reason, n) in &summary {
-        let status = if *status == 0 {
-            "unencodable".to_string()
-        } else {
-            format!("HTTP {status}")
-        };
-        out.push_str(&format!("{n:>8}  {status}  {reason}\n"));
+    for c in &summary {
+        out.push_str(&format!("{:>8}  {}  {}\n", c.count, c.kind, c.reason));
     }
     if requeue {
         let n = store.requeue_dead_letters(clock.now())?;

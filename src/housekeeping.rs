@@ -70,7 +70,7 @@ impl Housekeeping {
         loop {
             tokio::select! {
                 _ = &mut stop => return Ok(()),
-                _ = stats.tick() => log_counters(&self.metrics),
+                _ = stats.tick() => self.metrics.log_counters(),
                 _ = gauges.tick() => self.gauges().await,
                 _ = daily.tick() => self.daily().await,
                 _ = prune.tick() => self.prune().await,
@@ -156,26 +156,4 @@ impl Housekeeping {
                 .store(age, Ordering::Relaxed);
         }
     }
-}
-
-/// The counters, in one log line.
-pub fn log_counters(m: &Metrics) {
-    let g = Metrics::get;
-    info!(
-        messages_received = g(&m.messages_received),
-        messages_acked = g(&m.messages_acked),
-        readings_received = g(&m.readings_received),
-        readings_stored = g(&m.readings_stored),
-        readings_duplicate = g(&m.readings_duplicate),
-        store_commits = g(&m.store_commits),
-        rejected = m.rejected_total(),
-        rejected_by_reason = ?m.rejected_by_reason(),
-        lines_written = g(&m.lines_written),
-        lines_dead_lettered = g(&m.lines_dead_lettered),
-        write_errors = ?m.write_errors_by_class(),
-        outbox_depth = g(&m.outbox_depth),
-        outbox_oldest_age_secs = g(&m.outbox_oldest_age_secs),
-        mqtt_connected = m.mqtt_connected.load(Ordering::Relaxed),
-        "pipeline counters"
-    );
 }

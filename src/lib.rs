@@ -1,6 +1,7 @@
 //! aq-ingest: takes PM2.5/PM10 readings from construction-site monitors over MQTT,
 //! keeps every one durably in a local SQLite store, forwards them to InfluxDB, and
-//! (later stages) counts good-air days under GB 3095 / HJ 633.
+//! counts good-air days under GB 3095 / HJ 633 (site and district daily values, the
+//! target report, the HTTP API and dashboard).
 //!
 //! Module map, in data-path order:
 //!

@@ -81,14 +81,15 @@ impl DeviceId {
     }
 }
 
+/// The length of a day in milliseconds: a UTC day, and a local day too (zones here are
+/// fixed offsets, without daylight saving time). The one definition: day arithmetic on
+/// [`UnixMillis`] and the day numbers in the store use it.
+pub const MS_PER_DAY: i64 = 86_400_000;
+
 /// An instant, as milliseconds since the Unix epoch (UTC). Milliseconds because that is
 /// what devices send at best and what every store we write to keeps exactly.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct UnixMillis(pub i64);
-
-/// Milliseconds in a day (days here are fixed-offset local days: no DST, no leap
-/// seconds in Unix time).
-pub const MS_PER_DAY: i64 = 86_400_000;
 
 impl UnixMillis {
     pub fn from_datetime(t: DateTime<Utc>) -> Self {

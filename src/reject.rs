@@ -32,7 +32,7 @@ pub enum RejectReason {
     MissingTimestamp,
     /// `ts` is neither RFC 3339 with an offset nor Unix seconds/milliseconds.
     BadTimestamp,
-    /// `ts` is further ahead of the receive clock than `validate.max_future_secs`.
+    /// `ts` is further ahead of the receive clock than `ingest.max_future_secs`.
     FutureTimestamp,
     /// `ts` is older than the retention window.
     StaleTimestamp,

@@ -53,6 +53,89 @@ pub struct Report {
 /// Longest period reported at once.
 pub const MAX_REPORT_DAYS: i64 = 3660;
 
+/// The fields of a day (a site's or the district's) in every form that serializes one:
+/// the report's JSON and CSV and the API's daily series, district days, target report
+/// and bulletin, all through [`day_json`]. The report's CSV has every column, in this
+/// order; the API's daily CSV has the first eleven ([`DAY_API_CSV_COLUMNS`]).
+pub const DAY_COLUMNS: [&str; 17] = [
+    "date",
+    "pm25",
+    "pm10",
+    "aqi",
+    "category",
+    "primary",
+    "class",
+    "valid",
+    "valid_hours_pm25",
+    "valid_hours_pm10",
+    "sites",
+    "sites_pm25",
+    "sites_pm10",
+    "pm25_mean",
+    "pm10_mean",
+    "category_zh",
+    "color",
+];
+
+/// The API's daily CSV columns (`/sites/{id}/series?resolution=day`,
+/// `/district/daily`): its columns from before the serializers were one, which clients
+/// read by position; the JSON has every column of [`DAY_COLUMNS`].
+pub const DAY_API_CSV_COLUMNS: &[&str] = DAY_COLUMNS.split_at(11).0;
+
+/// A day as one flat JSON object with every key of [`DAY_COLUMNS`]: `pm25`/`pm10` are
+/// the rounded µg/m³ that were indexed, `pm25_mean`/`pm10_mean` the unrounded daily
+/// concentrations; `aqi`, `category`, `category_zh`, `color` and `primary` are null on a
+/// day without data (`primary` is empty when the AQI is 50 or less: HJ 633 names no
+/// primary pollutant then); `sites` is the larger of the per-pollutant site counts.
+pub fn day_json(d: &DayValue) -> Value {
+    let aqi = d.aqi.as_ref();
+    json!({
+        "date": d.date.to_string(),
+        "pm25": d.pm25_ug,
+        "pm10": d.pm10_ug,
+        "aqi": aqi.map(|a| a.value),
+        "category": aqi.map(|a| a.category.en()),
+        "primary": aqi.map(|_| d.primary_label()),
+        "class": d.class.as_str(),
+        "valid": d.class != DayClass::NoData,
+        "valid_hours_pm25": d.valid_hours_pm25,
+        "valid_hours_pm10": d.valid_hours_pm10,
+        "sites": d.sites_pm25.max(d.sites_pm10),
+        "sites_pm25": d.sites_pm25,
+        "sites_pm10": d.sites_pm10,
+        "pm25_mean": d.pm25.map(|m| m.as_ug()),
+        "pm10_mean": d.pm10.map(|m| m.as_ug()),
+        "category_zh": aqi.map(|a| a.category.zh()),
+        "color": aqi.map(|a| {
+            let (r, g, b) = a.category.rgb();
+            format!("#{r:02x}{g:02x}{b:02x}")
+        }),
+    })
+}
+
+/// Flat JSON objects as CSV, `cols` in order: null is an empty cell, a string is written
+/// as it is (quoted when it holds a comma, quote or line break), anything else as JSON.
+pub fn csv(rows: &[Value], cols: &[&str]) -> String {
+    let mut s = cols.join(",");
+    s.push('\n');
+    for r in rows {
+        let cells: Vec<String> = cols.iter().map(|c| csv_cell(&r[*c])).collect();
+        let _ = writeln!(s, "{}", cells.join(","));
+    }
+    s
+}
+
+fn csv_cell(v: &Value) -> String {
+    match v {
+        Value::Null => String::new(),
+        Value::String(x) if x.contains([',', '"', '\n', '\r']) => {
+            format!("\"{}\"", x.replace('"', "\"\""))
+        }
+        Value::String(x) => x.clone(),
+        other => other.to_string(),
+    }
+}
+
 /// Builds a report.
 pub fn build(store: &Store, aqi: &AqiConfig, spec: Spec) -> Result<Report, ReportError> {
     if spec.to < spec.from {
@@ -106,31 +189,9 @@ pub fn build(store: &Store, aqi: &AqiConfig, spec: Spec) -> Result<Report, Repor
 }
 
 impl Report {
-    /// The JSON form: every day with at least `date`, `pm25`, `pm10`, `aqi` (null when no
-    /// data) and `class`, and the counts.
+    /// The JSON form: every day as [`day_json`] writes it, and the counts.
     pub fn to_json(&self) -> Value {
-        let days: Vec<Value> = self
-            .days
-            .iter()
-            .map(|d| {
-                json!({
-                    "date": d.date.to_string(),
-                    "pm25": d.pm25_ug,
-                    "pm10": d.pm10_ug,
-                    "pm25_mean": d.pm25.map(|m| m.as_ug()),
-                    "pm10_mean": d.pm10.map(|m| m.as_ug()),
-                    "aqi": d.aqi.as_ref().map(|a| a.value),
-                    "category": d.aqi.as_ref().map(|a| a.category.en()),
-                    "category_zh": d.aqi.as_ref().map(|a| a.category.zh()),
-                    "primary": d.primary_label(),
-                    "class": d.class.as_str(),
-                    "valid_hours_pm25": d.valid_hours_pm25,
-                    "valid_hours_pm10": d.valid_hours_pm10,
-                    "sites_pm25": d.sites_pm25,
-                    "sites_pm10": d.sites_pm10,
-                })
-            })
-            .collect();
+        let days: Vec<Value> = self.days.iter().map(day_json).collect();
         let count = |c| self.days.iter().filter(|d| d.class == c).count();
         json!({
             "target": self.spec.target.as_ref().map(|t| json!({
@@ -153,28 +214,10 @@ impl Report {
         })
     }
 
-    /// One row per day.
+    /// One row per day, the columns of [`DAY_COLUMNS`].
     pub fn to_csv(&self) -> String {
-        let mut s = String::from("date,pm25,pm10,aqi,category,primary,class,valid_hours_pm25,valid_hours_pm10,sites_pm25,sites_pm10\n");
-        for d in &self.days {
-            let opt = |v: Option<u32>| v.map(|x| x.to_string()).unwrap_or_default();
-            let _ = writeln!(
-                s,
-                "{},{},{},{},{},{},{},{},{},{},{}",
-                d.date,
-                opt(d.pm25_ug),
-                opt(d.pm10_ug),
-                opt(d.aqi.as_ref().map(|a| a.value)),
-                d.aqi.as_ref().map(|a| a.category.en()).unwrap_or(""),
-                d.primary_label(),
-                d.class.as_str(),
-                d.valid_hours_pm25,
-                d.valid_hours_pm10,
-                d.sites_pm25,
-                d.sites_pm10
-            );
-        }
-        s
+        let rows: Vec<Value> = self.days.iter().map(day_json).collect();
+        csv(&rows, &DAY_COLUMNS)
     }
 
     /// The table for officials: the status in words, then the days.
@@ -256,5 +299,90 @@ impl Report {
             );
         }
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aqi::index::{aqi, iaqi, TableSet};
+    use crate::model::Pollutant;
+
+    fn day(aqi_of: Option<(u32, u32)>) -> DayValue {
+        let t = TableSet::Hj633_2012;
+        let date = NaiveDate::from_ymd_opt(2016, 8, 1).unwrap();
+        let a = aqi_of.and_then(|(pm25, pm10)| {
+            aqi(&[
+                (Pollutant::Pm25, iaqi(t, Pollutant::Pm25, pm25)),
+                (Pollutant::Pm10, iaqi(t, Pollutant::Pm10, pm10)),
+            ])
+        });
+        DayValue {
+            date,
+            pm25: None,
+            pm10: None,
+            pm25_ug: aqi_of.map(|x| x.0),
+            pm10_ug: aqi_of.map(|x| x.1),
+            class: match &a {
+                Some(a) if a.value <= 100 => DayClass::Good,
+                Some(_) => DayClass::Polluted,
+                None => DayClass::NoData,
+            },
+            aqi: a,
+            valid_hours_pm25: 24,
+            valid_hours_pm10: 20,
+            sites_pm25: 3,
+            sites_pm10: 4,
+        }
+    }
+
+    #[test]
+    fn a_day_has_every_column_in_json_and_csv() {
+        for d in [day(Some((50, 200))), day(None)] {
+            let j = day_json(&d);
+            let keys: Vec<&str> = j.as_object().unwrap().keys().map(String::as_str).collect();
+            let mut cols = DAY_COLUMNS.to_vec();
+            cols.sort_unstable();
+            let mut keys_sorted = keys.clone();
+            keys_sorted.sort_unstable();
+            assert_eq!(keys_sorted, cols);
+        }
+        let d = day(Some((50, 200)));
+        let j = day_json(&d);
+        assert_eq!(
+            (j["aqi"].clone(), j["primary"].clone(), j["sites"].clone()),
+            (125.into(), "PM10".into(), 4.into())
+        );
+        assert_eq!(j["color"], "#ff7e00");
+        let text = csv(&[j], &DAY_COLUMNS);
+        assert_eq!(
+            text,
+            "date,pm25,pm10,aqi,category,primary,class,valid,valid_hours_pm25,valid_hours_pm10,sites,sites_pm25,sites_pm10,pm25_mean,pm10_mean,category_zh,color\n\
+             2016-08-01,50,200,125,lightly polluted,PM10,polluted,true,24,20,4,3,4,,,轻度污染,#ff7e00\n"
+        );
+        // No data: every AQI-derived cell empty, the class still named.
+        let none = day_json(&day(None));
+        assert!(none["aqi"].is_null() && none["primary"].is_null() && none["color"].is_null());
+        assert_eq!(
+            (none["class"].clone(), none["valid"].clone()),
+            ("no_data".into(), false.into())
+        );
+    }
+
+    #[test]
+    fn the_api_csv_keeps_its_columns() {
+        assert_eq!(
+            DAY_API_CSV_COLUMNS.join(","),
+            "date,pm25,pm10,aqi,category,primary,class,valid,valid_hours_pm25,valid_hours_pm10,sites"
+        );
+    }
+
+    #[test]
+    fn csv_cells_with_separators_are_quoted() {
+        let rows = [json!({"a": "x, \"y\"", "b": 1.5, "c": null})];
+        assert_eq!(
+            csv(&rows, &["a", "b", "c"]),
+            "a,b,c\n\"x, \"\"y\"\"\",1.5,\n"
+        );
     }
 }

@@ -4,7 +4,7 @@
 use std::process::Command;
 
 use aq_ingest::model::UnixMillis;
-use aq_ingest::store::{DeadLetter, Store, StoreConfig};
+use aq_ingest::store::{DeadLetter, DeadLetterKind, Store, StoreConfig};
 
 fn run(cfg: &std::path::Path, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_aq-ingest"))
@@ -38,9 +38,10 @@ fn dead_letters_are_listed_and_queued_again() {
     assert!(ok, "{err}");
     assert_eq!(said, "no dead letters\n");
 
-    let letter = |seq: i64, status: u16, reason: &str, line: &str| DeadLetter {
+    let http400 = DeadLetterKind::Refused { status: 400 };
+    let letter = |seq: i64, kind: DeadLetterKind, reason: &str, line: &str| DeadLetter {
         seq,
-        status,
+        kind,
         reason: reason.into(),
         line: line.into(),
     };
@@ -50,9 +51,14 @@ fn dead_letters_are_listed_and_queued_again() {
             "influx",
             3,
             &[
-                letter(1, 400, "field type conflict", "pm,site=a pm10=1 1000\n"),
-                letter(2, 400, "field type conflict", "pm,site=b pm10=2 1000\n"),
-                letter(3, 0, "not encodable", "Point { .. }"),
+                letter(1, http400, "field type conflict", "pm,site=a pm10=1 1000\n"),
+                letter(2, http400, "field type conflict", "pm,site=b pm10=2 1000\n"),
+                letter(
+                    3,
+                    DeadLetterKind::Unencodable,
+                    "not encodable",
+                    "Point { .. }",
+                ),
             ],
             UnixMillis(1),
         )

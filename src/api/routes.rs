@@ -2,7 +2,6 @@
 //! default; CSV with `?format=csv` or `Accept: text/csv` where a table is natural.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap};
@@ -14,9 +13,9 @@ use serde_json::{json, Value};
 
 use super::error::ApiError;
 use super::ApiState;
-use crate::aqi::daily::{site_value, DayClass};
-use crate::model::{SiteId, UnixMillis};
-use crate::report::{build, Spec};
+use crate::aqi::daily::site_value;
+use crate::model::{Pollutant, SiteId, UnixMillis};
+use crate::report::{self, build, day_json, Spec, DAY_API_CSV_COLUMNS};
 use crate::source::topic::{site_of, SiteFilter};
 
 /// Common query parameters.
@@ -66,20 +65,11 @@ fn table(rows: Vec<Value>, cols: &[&str], csv: bool) -> Response {
     if !csv {
         return Json(Value::Array(rows)).into_response();
     }
-    let mut s = cols.join(",");
-    s.push('\n');
-    for r in rows {
-        let cells: Vec<String> = cols
-            .iter()
-            .map(|c| match &r[*c] {
-                Value::Null => String::new(),
-                Value::String(x) => x.clone(),
-                other => other.to_string(),
-            })
-            .collect();
-        let _ = writeln!(s, "{}", cells.join(","));
-    }
-    ([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], s).into_response()
+    (
+        [(header::CONTENT_TYPE, "text/csv; charset=utf-8")],
+        report::csv(&rows, cols),
+    )
+        .into_response()
 }
 
 fn site_param(id: &str) -> Result<SiteId, ApiError> {
@@ -247,41 +237,9 @@ pub(super) async fn series(
             "pm25_samples",
             "pm10_samples",
         ],
-        _ => &DAY_COLS,
+        _ => DAY_API_CSV_COLUMNS,
     };
     Ok(table(rows, cols, csv))
-}
-
-const DAY_COLS: [&str; 11] = [
-    "date",
-    "pm25",
-    "pm10",
-    "aqi",
-    "category",
-    "primary",
-    "class",
-    "valid",
-    "valid_hours_pm25",
-    "valid_hours_pm10",
-    "sites",
-];
-
-fn day_json(v: &crate::aqi::daily::DayValue) -> Value {
-    json!({
-        "date": v.date.to_string(),
-        "pm25": v.pm25_ug,
-        "pm10": v.pm10_ug,
-        "aqi": v.aqi.as_ref().map(|a| a.value),
-        "category": v.aqi.as_ref().map(|a| a.category.en()),
-        "category_zh": v.aqi.as_ref().map(|a| a.category.zh()),
-        "color": v.aqi.as_ref().map(|a| { let (r, g, b) = a.category.rgb(); format!("#{r:02x}{g:02x}{b:02x}") }),
-        "primary": v.aqi.as_ref().map(|_| v.primary_label()),
-        "class": v.class.as_str(),
-        "valid": v.class != DayClass::NoData,
-        "valid_hours_pm25": v.valid_hours_pm25,
-        "valid_hours_pm10": v.valid_hours_pm10,
-        "sites": v.sites_pm25.max(v.sites_pm10),
-    })
 }
 
 /// `GET /api/v1/district/daily?from=&to=`.
@@ -308,7 +266,7 @@ pub(super) async fn district_daily(
             Ok(r.days.iter().map(day_json).collect::<Vec<_>>())
         })
         .await?;
-    Ok(table(rows, &DAY_COLS, wants_csv(&q, &headers)))
+    Ok(table(rows, DAY_API_CSV_COLUMNS, wants_csv(&q, &headers)))
 }
 
 /// `GET /api/v1/targets`.
@@ -353,14 +311,8 @@ pub(super) async fn target(
                 },
             )
             .map_err(ApiError::internal)?;
-            let mut v = r.to_json();
-            // The calendar needs the colours too.
-            if let Some(days) = v["days"].as_array_mut() {
-                for (j, d) in days.iter_mut().zip(r.days.iter()) {
-                    j["color"] = day_json(d)["color"].clone();
-                }
-            }
-            Ok(v)
+            // The calendar's colours are in every day already.
+            Ok(r.to_json())
         })
         .await?;
     Ok(Json(v))
@@ -384,6 +336,9 @@ pub(super) async fn bulletin(
                 .map_err(ApiError::internal)?;
             let hours = s.hours(t0, t1, None).map_err(ApiError::internal)?;
             let alert = cfg.api.hourly_alert_pm10_ug;
+            // Exceeding = an IAQI above 100 in the table set in use.
+            let limit_pm10 = cfg.aqi.table_set.limit_at_iaqi_100(Pollutant::Pm10);
+            let limit_pm25 = cfg.aqi.table_set.limit_at_iaqi_100(Pollutant::Pm25);
             // Refusals received that day, per site: the site is the topic's site level
             // (a payload too broken to name one still came in on a site's topic).
             let rejects = s.rejects_by_topic(t0, t1).map_err(ApiError::internal)?;
@@ -409,9 +364,8 @@ pub(super) async fn bulletin(
                         "pm25": v.pm25_ug,
                         "aqi": v.aqi.as_ref().map(|a| a.value),
                         "category_zh": v.aqi.as_ref().map(|a| a.category.zh()),
-                        // GB 3095-2012 Grade II 24-hour limits.
-                        "pm10_exceeds_daily_limit": v.pm10_ug.is_some_and(|c| c > 150),
-                        "pm25_exceeds_daily_limit": v.pm25_ug.is_some_and(|c| c > 75),
+                        "pm10_exceeds_daily_limit": v.pm10_ug.is_some_and(|c| c > limit_pm10),
+                        "pm25_exceeds_daily_limit": v.pm25_ug.is_some_and(|c| c > limit_pm25),
                         "hours_over_pm10_alert": over,
                         "rejected": rejected.get(&Some(site.as_str())).copied().unwrap_or(0),
                     })
@@ -434,7 +388,7 @@ pub(super) async fn bulletin(
                 "offline": offline,
                 "rejects_by_site": by_site.into_iter().map(|(site, n)| json!({"site": site, "count": n})).collect::<Vec<_>>(),
                 "rejects": rejects.iter().map(|(topic, n)| json!({"topic": topic, "count": n})).collect::<Vec<_>>(),
-                "limits": {"pm10_daily": 150, "pm25_daily": 75, "pm10_hourly_alert": alert},
+                "limits": {"pm10_daily": limit_pm10, "pm25_daily": limit_pm25, "pm10_hourly_alert": alert},
             }))
         })
         .await?;

@@ -24,6 +24,17 @@ impl TableSet {
         }
     }
 
+    /// The 24-hour concentration (µg/m³) at IAQI 100 for `p`: a daily value above it has
+    /// an IAQI above 100, i.e. the pollutant exceeds (超标, HJ 633 §5). For HJ 633-2012
+    /// these are the GB 3095-2012 Grade II 24-hour limits, PM2.5 75 and PM10 150.
+    pub fn limit_at_iaqi_100(self, p: Pollutant) -> u32 {
+        // Every HJ 633 table has the same IAQI levels (0, 50, 100, …); the tables differ
+        // in concentrations only. A test checks the row of every table.
+        let (_, c) = self.breakpoints(p)[IAQI_100_ROW];
+        // Breakpoints are small positive constants.
+        c as u32
+    }
+
     /// (IAQI, concentration) breakpoints of the 24-hour table for `p`, µg/m³.
     fn breakpoints(self, p: Pollutant) -> &'static [(i64, i64); 8] {
         match (self, p) {
@@ -50,6 +61,9 @@ impl TableSet {
         }
     }
 }
+
+/// The row of IAQI 100 in every breakpoint table.
+const IAQI_100_ROW: usize = 2;
 
 /// The top of every table: IAQI above the last breakpoint is capped here.
 pub const IAQI_CAP: u32 = 500;
@@ -202,6 +216,21 @@ mod tests {
         }
         for (c, want) in [(7, 7), (50, 50), (149, 100), (150, 100), (151, 101)] {
             assert_eq!(i(Pm10, c), want, "PM10 {c}");
+        }
+    }
+
+    #[test]
+    fn the_limit_is_the_last_concentration_at_iaqi_100() {
+        let t = TableSet::Hj633_2012;
+        for p in Pollutant::ALL {
+            assert_eq!(t.breakpoints(p)[IAQI_100_ROW].0, 100, "{p:?}");
+        }
+        assert_eq!(t.limit_at_iaqi_100(Pm25), 75);
+        assert_eq!(t.limit_at_iaqi_100(Pm10), 150);
+        for p in Pollutant::ALL {
+            let l = t.limit_at_iaqi_100(p);
+            assert_eq!(i(p, l), 100, "{p:?}");
+            assert!(i(p, l + 1) > 100, "{p:?}");
         }
     }
 

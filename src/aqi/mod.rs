@@ -1,7 +1,8 @@
-//! The air-quality rules of `shared/spec/domain.md`, as pure functions: HJ 633 index
-//! ([`index`]), exact means and rounding ([`mean`]), GB 3095 validity ([`validity`]),
-//! local days ([`zone`]), site and district daily values ([`daily`]) and the good-day
-//! target ([`target`]). No I/O, no tokio.
+//! The air-quality rules, as pure functions: the HJ 633-2012 index ([`index`]), exact
+//! means and the rounding of HJ 663-2013 / GB/T 8170 ([`mean`]), GB 3095-2012 data
+//! validity ([`validity`]), local days ([`zone`]), site and district daily values after
+//! HJ 663-2013 ([`daily`]) and the good-day target ([`target`]). Where the standards
+//! leave a choice, the choice is named in the item's doc. No I/O, no tokio.
 
 pub mod daily;
 pub mod index;
@@ -30,7 +31,8 @@ pub struct AqiConfig {
     /// pollutant).
     #[serde(default = "default_min_sites")]
     pub district_min_sites: usize,
-    /// Sites that do not count for the district value (until the site registry lands).
+    /// Sites that do not count for the district value, besides those the site registry
+    /// marks `counts_for_district = false`.
     #[serde(default)]
     pub district_exclude: Vec<String>,
 }

@@ -5,7 +5,11 @@
 
 use chrono::{Duration, NaiveDate};
 
-use crate::model::UnixMillis;
+use crate::model::{UnixMillis, MS_PER_DAY};
+
+/// Zone offsets are whole seconds, so the arithmetic is in seconds (no overflow for any
+/// stored instant).
+const SECS_PER_DAY: i64 = MS_PER_DAY / 1000;
 
 /// A fixed UTC offset, whole hours.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,14 +59,14 @@ impl Zone {
     /// The local date of an instant.
     pub fn date_of(self, t: UnixMillis) -> NaiveDate {
         let local_secs = t.0.div_euclid(1000) + i64::from(self.offset_secs);
-        let days = local_secs.div_euclid(86_400);
+        let days = local_secs.div_euclid(SECS_PER_DAY);
         NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch") + Duration::days(days)
     }
 
     /// The instant a local date starts.
     pub fn start_of(self, d: NaiveDate) -> UnixMillis {
         let days = (d - NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch")).num_days();
-        UnixMillis((days * 86_400 - i64::from(self.offset_secs)) * 1000)
+        UnixMillis((days * SECS_PER_DAY - i64::from(self.offset_secs)) * 1000)
     }
 }
 

@@ -22,7 +22,7 @@ use super::{line_protocol, schema};
 use crate::backoff::Backoff;
 use crate::clock::Clock;
 use crate::metrics::{Metrics, WriteErrorClass};
-use crate::store::{DeadLetter, Store, StoreConfig, StoreError};
+use crate::store::{DeadLetter, DeadLetterKind, Store, StoreConfig, StoreError};
 
 /// This sink's name in the store's cursor table.
 pub const SINK_NAME: &str = "influx";
@@ -467,7 +467,7 @@ impl InfluxSink {
                 // kept in the store and the operator sees it in dead_letters.
                 Err(e) => unencodable.push(DeadLetter {
                     seq,
-                    status: 0,
+                    kind: DeadLetterKind::Unencodable,
                     reason: e.to_string(),
                     line: format!("{point:?}"),
                 }),
@@ -543,7 +543,7 @@ impl InfluxSink {
                         done.through(&chunk[0]);
                         done.dead.push(DeadLetter {
                             seq: chunk[0].seq,
-                            status,
+                            kind: DeadLetterKind::Refused { status },
                             reason: body,
                             line: chunk[0].line.clone(),
                         });

@@ -1,20 +1,22 @@
 //! Daily values per site: a cache of what the hourly aggregates imply (schema
-//! migration 3), refreshed on a timer together with the district's ([`super::district`]),
-//! with the days commits have touched since recomputed on read.
+//! migration 3), refreshed on a timer together with the district's, with the days
+//! commits have touched since recomputed on read. Every statement on `site_daily` is
+//! here. The district cache ([`super::district`]) is built over these site-days and uses
+//! this module, never the reverse: the refresh of both, one transaction, is started
+//! there.
 
 use std::collections::BTreeSet;
 
 use chrono::{Duration, NaiveDate};
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
 
-use super::hourly::DAY_MS;
-use super::{district, Store, StoreError};
+use super::{Store, StoreError};
 use crate::aqi::daily::{site_days, SiteDay};
 use crate::aqi::mean::Milli;
 use crate::aqi::validity::{DayAgg, MIN_VALID_HOURS, VALID_HOUR_COVERAGE_SECS};
 use crate::aqi::zone::Zone;
 use crate::aqi::AqiConfig;
-use crate::model::UnixMillis;
+use crate::model::{UnixMillis, MS_PER_DAY};
 
 pub(super) fn epoch() -> NaiveDate {
     NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch")
@@ -37,8 +39,12 @@ fn store_parts(m: Milli) -> (i64, i64) {
 /// Cached site-days grouped by date.
 pub type DayRows = std::collections::BTreeMap<NaiveDate, Vec<(String, SiteDay)>>;
 
-/// Reads one `site_daily` row selected as `day, site, h25, num25, den25, h10, num10, den10`.
-pub(super) fn daily_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(NaiveDate, String, SiteDay)> {
+/// The columns of `site_daily`, in the order [`daily_row`] reads them and
+/// [`refresh_sites`] writes them: their one home.
+const COLUMNS: &str = "day, site, h25, num25, den25, h10, num10, den10";
+
+/// Reads one `site_daily` row selected as [`COLUMNS`].
+fn daily_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(NaiveDate, String, SiteDay)> {
     let agg = |o: usize| -> rusqlite::Result<DayAgg> {
         let num: Option<i64> = r.get(o + 1)?;
         let den: Option<i64> = r.get(o + 2)?;
@@ -70,9 +76,48 @@ pub(super) fn daily_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(NaiveDate, S
 /// The local days that UTC day `utc_day` overlaps.
 pub(super) fn local_days(zone: Zone, utc_day: i64) -> [NaiveDate; 2] {
     [
-        zone.date_of(UnixMillis(utc_day * DAY_MS)),
-        zone.date_of(UnixMillis(utc_day * DAY_MS + DAY_MS - 1)),
+        zone.date_of(UnixMillis(utc_day * MS_PER_DAY)),
+        zone.date_of(UnixMillis(utc_day * MS_PER_DAY + MS_PER_DAY - 1)),
     ]
+}
+
+/// The cached site-days of one date (for the district and the derived series).
+pub(super) fn site_days_on(
+    conn: &rusqlite::Connection,
+    date: NaiveDate,
+) -> Result<Vec<(NaiveDate, String, SiteDay)>, StoreError> {
+    let mut stmt =
+        conn.prepare_cached(&format!("SELECT {COLUMNS} FROM site_daily WHERE day = ?1"))?;
+    let rows = stmt.query_map([day_number(date)], daily_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Every date with a cached site-day.
+pub(super) fn cached_dates(conn: &rusqlite::Connection) -> Result<Vec<NaiveDate>, StoreError> {
+    let mut stmt = conn.prepare("SELECT DISTINCT day FROM site_daily")?;
+    let days = stmt.query_map([], |r| Ok(epoch() + Duration::days(r.get(0)?)))?;
+    Ok(days.collect::<Result<_, _>>()?)
+}
+
+/// Marks every cached date for the derived series (through one of its sites, whose line
+/// is rewritten unchanged), so that its district day is emitted again.
+pub(super) fn mark_every_date_pending(conn: &rusqlite::Connection) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT OR IGNORE INTO derived_pending (day, site)
+         SELECT day, min(site) FROM site_daily GROUP BY day",
+        [],
+    )?;
+    Ok(())
+}
+
+/// Marks every cached site-day for the derived series (a resend of everything).
+/// Returns how many.
+pub(super) fn mark_every_site_day_pending(conn: &rusqlite::Connection) -> Result<u64, StoreError> {
+    let n = conn.execute(
+        "INSERT OR IGNORE INTO derived_pending (day, site) SELECT day, site FROM site_daily",
+        [],
+    )?;
+    Ok(n as u64)
 }
 
 /// The cache key: the rules daily values were computed with.
@@ -103,6 +148,102 @@ fn recompute(
     Ok(site_days(&hours, zone, default_interval_secs)
         .into_values()
         .next())
+}
+
+/// Starts the cache afresh when it was computed under other rules than `key`: every
+/// site-day is dropped and every day with hours marked dirty. Returns whether it did.
+fn reset_on_new_rules(tx: &rusqlite::Transaction<'_>, key: &str) -> Result<bool, StoreError> {
+    let old: Option<String> = tx
+        .query_row("SELECT key FROM daily_cache_key WHERE id = 1", [], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    if old.as_deref() == Some(key) {
+        return Ok(false);
+    }
+    tx.execute("DELETE FROM site_daily", [])?;
+    tx.execute(
+        &format!("INSERT OR IGNORE INTO dirty_days SELECT DISTINCT site, hour_ms / {MS_PER_DAY} FROM hourly"),
+        [],
+    )?;
+    tx.execute(
+        "INSERT INTO daily_cache_key (id, key) VALUES (1, ?1)
+         ON CONFLICT (id) DO UPDATE SET key = excluded.key",
+        [key],
+    )?;
+    Ok(true)
+}
+
+/// What a refresh of the site cache did, for the district refresh in the same
+/// transaction.
+pub(super) struct SiteRefresh {
+    /// The site cache key (the rules the site-days were computed with).
+    pub(super) key: String,
+    /// The rules changed since the last refresh: every site-day was recomputed.
+    pub(super) rules_changed: bool,
+    /// The site-days recomputed.
+    pub(super) touched: BTreeSet<(String, NaiveDate)>,
+}
+
+/// Recomputes, inside the caller's IMMEDIATE transaction, the site-days that commits
+/// have touched since the last refresh (all of them when the rules changed), and marks
+/// them for the derived series.
+pub(super) fn refresh_sites(
+    tx: &rusqlite::Transaction<'_>,
+    aqi: &AqiConfig,
+) -> Result<SiteRefresh, StoreError> {
+    let (zone, default_interval_secs) = (aqi.zone(), aqi.default_interval_secs);
+    let key = cache_key(zone, default_interval_secs);
+    let rules_changed = reset_on_new_rules(tx, &key)?;
+    let dirty: Vec<(String, i64)> = {
+        let mut stmt = tx.prepare("SELECT site, utc_day FROM dirty_days")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        rows.collect::<Result<_, _>>()?
+    };
+    // The local days a UTC day overlaps.
+    let mut touched: BTreeSet<(String, NaiveDate)> = BTreeSet::new();
+    for (site, d) in &dirty {
+        for date in local_days(zone, *d) {
+            touched.insert((site.clone(), date));
+        }
+    }
+    {
+        // REPLACE: the key is (day, site) and every other column is written.
+        let mut up = tx.prepare_cached(&format!(
+            "INSERT OR REPLACE INTO site_daily ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+        ))?;
+        let mut pending =
+            tx.prepare_cached("INSERT OR IGNORE INTO derived_pending (day, site) VALUES (?1, ?2)")?;
+        for (site, date) in &touched {
+            let Some(d) = recompute(tx, site, *date, zone, default_interval_secs)? else {
+                continue;
+            };
+            let a = d.pm25.mean.map(store_parts);
+            let b = d.pm10.mean.map(store_parts);
+            up.execute(params![
+                day_number(*date),
+                site,
+                d.pm25.valid_hours as i64,
+                a.map(|x| x.0),
+                a.map(|x| x.1),
+                d.pm10.valid_hours as i64,
+                b.map(|x| x.0),
+                b.map(|x| x.1),
+            ])?;
+            // The sinks' derived series follow every recomputed day that has data.
+            pending.execute(params![day_number(*date), site])?;
+        }
+        let mut del =
+            tx.prepare_cached("DELETE FROM dirty_days WHERE site = ?1 AND utc_day = ?2")?;
+        for (site, d) in &dirty {
+            del.execute(params![site, d])?;
+        }
+    }
+    Ok(SiteRefresh {
+        key,
+        rules_changed,
+        touched,
+    })
 }
 
 impl Store {
@@ -190,89 +331,6 @@ impl Store {
         Ok(rows)
     }
 
-    /// Recomputes the daily values that commits have touched since the last refresh (all
-    /// of them when the rules changed). Returns how many site-days were recomputed.
-    /// The district days of the touched dates (of every date when the district rules
-    /// changed) are recomputed from the refreshed site-days in the same transaction.
-    pub fn refresh_daily(&mut self, aqi: &AqiConfig) -> Result<usize, StoreError> {
-        let (zone, default_interval_secs) = (aqi.zone(), aqi.default_interval_secs);
-        let key = cache_key(zone, default_interval_secs);
-        // IMMEDIATE: the writer waits while we refresh, so no mark is lost between our
-        // read of dirty_days and our delete of it.
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let old: Option<String> = tx
-            .query_row("SELECT key FROM daily_cache_key WHERE id = 1", [], |r| {
-                r.get(0)
-            })
-            .optional()?;
-        let rules_changed = old.as_deref() != Some(key.as_str());
-        if rules_changed {
-            tx.execute("DELETE FROM site_daily", [])?;
-            tx.execute(
-                "INSERT OR IGNORE INTO dirty_days SELECT DISTINCT site, hour_ms / 86400000 FROM hourly",
-                [],
-            )?;
-            tx.execute(
-                "INSERT INTO daily_cache_key (id, key) VALUES (1, ?1)
-                 ON CONFLICT (id) DO UPDATE SET key = excluded.key",
-                [&key],
-            )?;
-        }
-        let dirty: Vec<(String, i64)> = {
-            let mut stmt = tx.prepare("SELECT site, utc_day FROM dirty_days")?;
-            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            rows.collect::<Result<_, _>>()?
-        };
-        // The local days a UTC day overlaps.
-        let mut touched: BTreeSet<(String, NaiveDate)> = BTreeSet::new();
-        for (site, d) in &dirty {
-            for date in local_days(zone, *d) {
-                touched.insert((site.clone(), date));
-            }
-        }
-        {
-            let mut up = tx.prepare_cached(
-                "INSERT INTO site_daily (day, site, h25, num25, den25, h10, num10, den10)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-                 ON CONFLICT (day, site) DO UPDATE SET h25 = excluded.h25, num25 = excluded.num25,
-                    den25 = excluded.den25, h10 = excluded.h10, num10 = excluded.num10, den10 = excluded.den10",
-            )?;
-            let mut pending = tx.prepare_cached(
-                "INSERT OR IGNORE INTO derived_pending (day, site) VALUES (?1, ?2)",
-            )?;
-            for (site, date) in &touched {
-                let Some(d) = recompute(&tx, site, *date, zone, default_interval_secs)? else {
-                    continue;
-                };
-                let a = d.pm25.mean.map(store_parts);
-                let b = d.pm10.mean.map(store_parts);
-                up.execute(params![
-                    day_number(*date),
-                    site,
-                    d.pm25.valid_hours as i64,
-                    a.map(|x| x.0),
-                    a.map(|x| x.1),
-                    d.pm10.valid_hours as i64,
-                    b.map(|x| x.0),
-                    b.map(|x| x.1),
-                ])?;
-                // The sinks' derived series follow every recomputed day that has data.
-                pending.execute(params![day_number(*date), site])?;
-            }
-            let mut del =
-                tx.prepare_cached("DELETE FROM dirty_days WHERE site = ?1 AND utc_day = ?2")?;
-            for (site, d) in &dirty {
-                del.execute(params![site, d])?;
-            }
-        }
-        // The district days over the refreshed site-days.
-        district::refresh(&tx, aqi, &key, rules_changed, touched.iter().map(|t| t.1))?;
-        tx.commit()?;
-        Ok(touched.len())
-    }
-
     /// Emits the derived daily series: in one transaction, hands the site-days
     /// recomputed since the last call (and every cached site-day of their dates, for the
     /// district values) to `make`, stores the lines it returns in the derived outbox,
@@ -298,13 +356,8 @@ impl Store {
         let mut by_date = DayRows::new();
         {
             let dates: BTreeSet<NaiveDate> = pending.iter().map(|p| p.0).collect();
-            let mut stmt = tx.prepare_cached(
-                "SELECT day, site, h25, num25, den25, h10, num10, den10 FROM site_daily WHERE day = ?1",
-            )?;
             for d in dates {
-                let rows = stmt.query_map([day_number(d)], daily_row)?;
-                for row in rows {
-                    let (date, site, day) = row?;
+                for (date, site, day) in site_days_on(&tx, d)? {
                     by_date.entry(date).or_default().push((site, day));
                 }
             }
@@ -334,10 +387,10 @@ impl Store {
         to: NaiveDate,
         site: Option<&str>,
     ) -> Result<Vec<(NaiveDate, String, SiteDay)>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT day, site, h25, num25, den25, h10, num10, den10 FROM site_daily
-             WHERE day >= ?1 AND day <= ?2 AND (?3 IS NULL OR site = ?3) ORDER BY day, site",
-        )?;
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM site_daily
+             WHERE day >= ?1 AND day <= ?2 AND (?3 IS NULL OR site = ?3) ORDER BY day, site"
+        ))?;
         let rows = stmt.query_map(params![day_number(from), day_number(to), site], daily_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }

@@ -7,9 +7,12 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use chrono::{Duration, NaiveDate};
-use rusqlite::{params, OptionalExtension};
+use rusqlite::{params, OptionalExtension, TransactionBehavior};
 
-use super::daily::{cache_key, daily_row, day_number, epoch, local_days};
+use super::daily::{
+    cache_key, cached_dates, day_number, epoch, local_days, mark_every_date_pending, refresh_sites,
+    site_days_on,
+};
 use super::{Store, StoreError};
 use crate::aqi::daily::{DistrictAgg, DistrictDay, SiteDay};
 use crate::aqi::mean::Milli;
@@ -92,7 +95,7 @@ fn district_of(rows: &[(NaiveDate, String, SiteDay)], exclude: &HashSet<&str>) -
 /// Brings `district_daily` up to date inside the site cache's refresh transaction:
 /// the `touched` dates, or every date (and a re-emission of the derived district days)
 /// when the site rules (`rules_changed`) or the district rules changed.
-pub(super) fn refresh(
+fn refresh(
     tx: &rusqlite::Transaction<'_>,
     aqi: &AqiConfig,
     site_key: &str,
@@ -112,24 +115,14 @@ pub(super) fn refresh(
              ON CONFLICT (id) DO UPDATE SET key = excluded.key",
             [&dkey],
         )?;
-        // The derived series' district days change with the rules: re-emit each
-        // date (through one of its sites, whose line is rewritten unchanged).
-        tx.execute(
-            "INSERT OR IGNORE INTO derived_pending (day, site)
-             SELECT day, min(site) FROM site_daily GROUP BY day",
-            [],
-        )?;
-        let mut stmt = tx.prepare("SELECT DISTINCT day FROM site_daily")?;
-        let days = stmt.query_map([], |r| Ok(epoch() + Duration::days(r.get(0)?)))?;
-        days.collect::<Result<_, _>>()?
+        // The derived series' district days change with the rules: re-emit each date.
+        mark_every_date_pending(tx)?;
+        cached_dates(tx)?.into_iter().collect()
     } else {
         touched.collect()
     };
     {
         let exclude: HashSet<&str> = aqi.district_exclude.iter().map(String::as_str).collect();
-        let mut read = tx.prepare_cached(
-            "SELECT day, site, h25, num25, den25, h10, num10, den10 FROM site_daily WHERE day = ?1",
-        )?;
         let mut up = tx.prepare_cached(
             "INSERT INTO district_daily (day, n25, h25, mean25, n10, h10, mean10)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
@@ -138,10 +131,7 @@ pub(super) fn refresh(
                 mean10 = excluded.mean10",
         )?;
         for date in dates {
-            let rows = read
-                .query_map([day_number(date)], daily_row)?
-                .collect::<Result<Vec<_>, _>>()?;
-            let d = district_of(&rows, &exclude);
+            let d = district_of(&site_days_on(tx, date)?, &exclude);
             up.execute(params![
                 day_number(date),
                 d.pm25.sites as i64,
@@ -157,6 +147,25 @@ pub(super) fn refresh(
 }
 
 impl Store {
+    /// Recomputes the daily values that commits have touched since the last refresh (all
+    /// of them when the rules changed). Returns how many site-days were recomputed.
+    /// The district days of the touched dates (of every date when the district rules
+    /// changed) are recomputed from the refreshed site-days in the same transaction.
+    /// (Here rather than in `daily`: the district depends on the site-days, not the
+    /// reverse.)
+    pub fn refresh_daily(&mut self, aqi: &AqiConfig) -> Result<usize, StoreError> {
+        // IMMEDIATE: the writer waits while we refresh, so no mark is lost between our
+        // read of dirty_days and our delete of it.
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let sites = refresh_sites(&tx, aqi)?;
+        let dates = sites.touched.iter().map(|t| t.1);
+        refresh(&tx, aqi, &sites.key, sites.rules_changed, dates)?;
+        tx.commit()?;
+        Ok(sites.touched.len())
+    }
+
     /// The district's days for `from..=to` (one entry per date, in order) as they are
     /// now, without writing: the cached district days, with the dates commits touched
     /// since the last refresh recomputed from their site-days — in one read snapshot.

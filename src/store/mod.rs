@@ -18,7 +18,7 @@ mod schema;
 
 pub use daily::DayRows;
 pub use lock::StoreLock;
-pub use outbox::{DeadLetter, Resend};
+pub use outbox::{DeadLetter, DeadLetterCount, DeadLetterKind, Resend};
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -503,7 +503,7 @@ mod tests {
             assert_eq!(head[3].1, batch[3]);
             let dead = DeadLetter {
                 seq: head[2].0,
-                status: 400,
+                kind: DeadLetterKind::Refused { status: 400 },
                 reason: "bad".into(),
                 line: "x".into(),
             };
@@ -572,9 +572,10 @@ mod tests {
     fn refused_lines_can_be_queued_again_but_unencodable_readings_stay() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = open(&dir);
-        let refused = |seq: i64, line: &str, status: u16| DeadLetter {
+        let http400 = DeadLetterKind::Refused { status: 400 };
+        let refused = |seq: i64, line: &str, kind: DeadLetterKind| DeadLetter {
             seq,
-            status,
+            kind,
             reason: "field type conflict".into(),
             line: line.into(),
         };
@@ -582,19 +583,28 @@ mod tests {
             "influx",
             3,
             &[
-                refused(1, "pm,site=a pm10=1 1000\n", 400),
-                refused(2, "Point { .. }", 0),
-                refused(3, "pm,site=b pm10=2 1000\n", 400),
+                refused(1, "pm,site=a pm10=1 1000\n", http400),
+                refused(2, "Point { .. }", DeadLetterKind::Unencodable),
+                refused(3, "pm,site=b pm10=2 1000\n", http400),
             ],
             UnixMillis(1),
         )
         .unwrap();
-        let summary = s.dead_letter_summary().unwrap();
+        let summary: Vec<_> = s
+            .dead_letter_summary()
+            .unwrap()
+            .into_iter()
+            .map(|c| (c.kind, c.reason, c.count))
+            .collect();
         assert_eq!(
             summary,
             vec![
-                (400, "field type conflict".to_string(), 2),
-                (0, "field type conflict".to_string(), 1)
+                (http400, "field type conflict".to_string(), 2),
+                (
+                    DeadLetterKind::Unencodable,
+                    "field type conflict".to_string(),
+                    1
+                )
             ]
         );
         assert_eq!(s.requeue_dead_letters(UnixMillis(2)).unwrap(), 2);

@@ -8,13 +8,62 @@ use rusqlite::{params, OptionalExtension};
 use super::{Store, StoreError};
 use crate::model::{DeviceId, Flag, MicrogramsPerCubicMetre, Period, Reading, SiteId, UnixMillis};
 
+use std::fmt;
+
 /// A line the server refused, to be kept for an operator.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeadLetter {
     pub seq: i64,
-    pub status: u16,
+    pub kind: DeadLetterKind,
     pub reason: String,
     pub line: String,
+}
+
+/// Why a line is a dead letter, which decides whether it may be queued again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum DeadLetterKind {
+    /// The server refused the line with this HTTP status (400, 422, …): once the cause
+    /// is fixed (a field-type conflict, say) it can be queued again.
+    Refused { status: u16 },
+    /// The encoder could not make line protocol of the reading: nothing to send again.
+    Unencodable,
+}
+
+impl DeadLetterKind {
+    /// The `status` column's value for [`DeadLetterKind::Unencodable`] (no HTTP status is
+    /// 0). The storage encoding is decoded here and nowhere else.
+    const UNENCODABLE_STATUS: u16 = 0;
+
+    fn to_status_column(self) -> u16 {
+        match self {
+            Self::Refused { status } => status,
+            Self::Unencodable => Self::UNENCODABLE_STATUS,
+        }
+    }
+
+    fn from_status_column(status: u16) -> Self {
+        match status {
+            Self::UNENCODABLE_STATUS => Self::Unencodable,
+            status => Self::Refused { status },
+        }
+    }
+}
+
+impl fmt::Display for DeadLetterKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Refused { status } => write!(f, "HTTP {status}"),
+            Self::Unencodable => f.write_str("unencodable"),
+        }
+    }
+}
+
+/// How many dead letters share a kind and a reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetterCount {
+    pub kind: DeadLetterKind,
+    pub reason: String,
+    pub count: u64,
 }
 
 /// Records refused lines for an operator, inside the caller's transaction.
@@ -27,7 +76,7 @@ fn record_dead_letters(
         "INSERT INTO dead_letters (at_ms, status, reason, line) VALUES (?1, ?2, ?3, ?4)",
     )?;
     for d in dead {
-        dl.execute(params![now.0, d.status, d.reason, d.line])?;
+        dl.execute(params![now.0, d.kind.to_status_column(), d.reason, d.line])?;
     }
     Ok(())
 }
@@ -153,31 +202,36 @@ impl Store {
         Ok(())
     }
 
-    /// Dead letters per status and reason: (status, reason, count), most first.
-    pub fn dead_letter_summary(&self) -> Result<Vec<(u16, String, u64)>, StoreError> {
+    /// Dead letters per kind and reason, most first.
+    pub fn dead_letter_summary(&self) -> Result<Vec<DeadLetterCount>, StoreError> {
         let mut stmt = self.conn.prepare(
             "SELECT status, reason, count(*) FROM dead_letters GROUP BY status, reason
              ORDER BY count(*) DESC, status, reason",
         )?;
         let rows = stmt.query_map([], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64))
+            Ok(DeadLetterCount {
+                kind: DeadLetterKind::from_status_column(r.get(0)?),
+                reason: r.get(1)?,
+                count: r.get::<_, i64>(2)? as u64,
+            })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Queues the lines InfluxDB refused for another try (after an operator fixed the
     /// cause, e.g. a field-type conflict), in the order they were refused, and removes
-    /// them from the dead letters. Lines that never were line protocol (status 0: a
-    /// reading the encoder refused) stay. Safe beside a running service: the writer
+    /// them from the dead letters. Lines that never were line protocol
+    /// ([`DeadLetterKind::Unencodable`]: a reading the encoder refused) stay. Safe beside a running service: the writer
     /// picks them up like any derived line. Returns how many were queued.
     pub fn requeue_dead_letters(&mut self, now: UnixMillis) -> Result<u64, StoreError> {
         let tx = self.conn.transaction()?;
+        let unencodable = DeadLetterKind::Unencodable.to_status_column();
         let n = tx.execute(
             "INSERT INTO derived_outbox (line, created_ms)
-             SELECT line, ?1 FROM dead_letters WHERE status <> 0 ORDER BY id",
-            [now.0],
+             SELECT line, ?1 FROM dead_letters WHERE status <> ?2 ORDER BY id",
+            params![now.0, unencodable],
         )?;
-        tx.execute("DELETE FROM dead_letters WHERE status <> 0", [])?;
+        tx.execute("DELETE FROM dead_letters WHERE status <> ?1", [unencodable])?;
         tx.commit()?;
         Ok(n as u64)
     }
@@ -218,10 +272,7 @@ impl Store {
                     }
                 }
             }
-            out.site_days = tx.execute(
-                "INSERT OR IGNORE INTO derived_pending (day, site) SELECT day, site FROM site_daily",
-                [],
-            )? as u64;
+            out.site_days = super::daily::mark_every_site_day_pending(&tx)?;
         }
         tx.commit()?;
         Ok(out)
@@ -237,4 +288,25 @@ pub struct Resend {
     pub hourly_lines: u64,
     /// Site-days marked for their daily lines (with their district days).
     pub site_days: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_kind_round_trips_through_its_column() {
+        for k in [
+            DeadLetterKind::Unencodable,
+            DeadLetterKind::Refused { status: 400 },
+            DeadLetterKind::Refused { status: 422 },
+        ] {
+            assert_eq!(DeadLetterKind::from_status_column(k.to_status_column()), k);
+        }
+        assert_eq!(DeadLetterKind::Unencodable.to_string(), "unencodable");
+        assert_eq!(
+            DeadLetterKind::Refused { status: 400 }.to_string(),
+            "HTTP 400"
+        );
+    }
 }
