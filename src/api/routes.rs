@@ -202,31 +202,29 @@ pub(super) async fn series(
                         })
                     })
                     .collect(),
+                // A site's days are the report's, one per date.
                 _ => {
-                    let days = s
-                        .daily_fresh(
-                            zone,
-                            cfg.aqi.default_interval_secs,
-                            from,
-                            to,
-                            Some(site.as_str()),
-                        )
-                        .map_err(ApiError::internal)?;
-                    let mut out = Vec::new();
-                    let mut d = from;
-                    while d <= to {
-                        let day = days.iter().find(|x| x.0 == d).map(|x| &x.2);
-                        let v = site_value(d, day, cfg.aqi.table_set);
-                        out.push(day_json(&v));
-                        d += Duration::days(1);
-                    }
-                    out
+                    let site = Some(site.to_string());
+                    let spec = Spec {
+                        from,
+                        to,
+                        as_of: to,
+                        site,
+                        target: None,
+                    };
+                    let r = build(s, &cfg.aqi, spec).map_err(ApiError::internal)?;
+                    r.days.iter().map(day_json).collect()
                 }
             };
             Ok(rows)
         })
         .await?;
-    let cols: &[&str] = match resolution.as_str() {
+    Ok(table(rows, series_columns(&resolution), csv))
+}
+
+/// The CSV columns of a series at `resolution` (`raw`, `hour`, else `day`).
+fn series_columns(resolution: &str) -> &'static [&'static str] {
+    match resolution {
         "raw" => &["time", "period", "flag", "valid", "pm25", "pm10"],
         "hour" => &[
             "time",
@@ -238,8 +236,7 @@ pub(super) async fn series(
             "pm10_samples",
         ],
         _ => DAY_API_CSV_COLUMNS,
-    };
-    Ok(table(rows, cols, csv))
+    }
 }
 
 /// `GET /api/v1/district/daily?from=&to=`.

@@ -302,6 +302,7 @@ impl InfluxSink {
     /// `nudges` carries "new rows committed" hints; the outbox itself is the truth.
     pub async fn run(mut self, mut nudges: mpsc::Receiver<()>) -> Result<(), SinkError> {
         let flush_interval = Duration::from_secs_f64(self.cfg.flush_interval_secs);
+        let shutdown_flush = Duration::from_secs(self.cfg.shutdown_flush_secs);
         let mut open = true;
         let mut last_send = Instant::now();
         let mut last_stats = Instant::now() - Duration::from_secs(3600);
@@ -336,23 +337,17 @@ impl InfluxSink {
                 if !open {
                     break;
                 }
-                // Wait for more rows, but no longer than the flush interval after the
-                // last send (or a long idle tick when nothing is waiting).
-                // Idle: look again after a flush interval (the derived series are written
-                // by a timer that does not nudge).
-                let wait = if rows.is_empty() {
-                    flush_interval.max(Duration::from_millis(100))
-                } else if burst_tail {
-                    flush_interval
-                        .saturating_sub(last_send.elapsed())
-                        .min(BURST_TAIL_LINGER.saturating_sub(grown_at.elapsed()))
-                } else {
-                    flush_interval.saturating_sub(last_send.elapsed())
-                };
+                let wait = idle_wait(
+                    rows.is_empty(),
+                    burst_tail,
+                    flush_interval,
+                    last_send,
+                    grown_at,
+                );
                 tokio::select! {
                     n = nudges.recv() => if n.is_none() {
                         open = false;
-                        shutdown_deadline = Some(Instant::now() + Duration::from_secs(self.cfg.shutdown_flush_secs));
+                        shutdown_deadline = Some(Instant::now() + shutdown_flush);
                     },
                     _ = tokio::time::sleep(wait) => {
                         if rows.is_empty() { last_send = Instant::now() - flush_interval; }
@@ -365,19 +360,8 @@ impl InfluxSink {
             last_send = Instant::now();
             let retry = self.deliver(rows).await?;
             if let Some(delay) = retry {
-                let until = Instant::now() + delay;
-                let until = shutdown_deadline.map_or(until, |d| until.min(d));
-                // Keep draining nudges while waiting so the ingest never blocks on them,
-                // and notice the shutdown.
-                loop {
-                    tokio::select! {
-                        n = nudges.recv(), if open => if n.is_none() {
-                            open = false;
-                            shutdown_deadline = Some(Instant::now() + Duration::from_secs(self.cfg.shutdown_flush_secs));
-                        },
-                        _ = tokio::time::sleep_until(until) => break,
-                    }
-                }
+                let (open, deadline) = (&mut open, &mut shutdown_deadline);
+                back_off(delay, shutdown_flush, &mut nudges, open, deadline).await;
             }
         }
         self.update_stats().await?;
@@ -737,6 +721,52 @@ pub fn write_url(cfg: &InfluxConfig) -> reqwest::Url {
         }
     }
     url
+}
+
+/// Waits out a retry `delay` (cut short by the shutdown deadline), draining nudges
+/// meanwhile so that the ingest never blocks on them, and noticing the shutdown (`open`
+/// turns false, the deadline is set `shutdown_flush` from then). Not a method: the
+/// sink is not `Sync`, so its run future may not hold `&self` across an await.
+async fn back_off(
+    delay: Duration,
+    shutdown_flush: Duration,
+    nudges: &mut mpsc::Receiver<()>,
+    open: &mut bool,
+    shutdown_deadline: &mut Option<Instant>,
+) {
+    let until = Instant::now() + delay;
+    let until = shutdown_deadline.map_or(until, |d| until.min(d));
+    loop {
+        tokio::select! {
+            n = nudges.recv(), if *open => if n.is_none() {
+                *open = false;
+                *shutdown_deadline = Some(Instant::now() + shutdown_flush);
+            },
+            _ = tokio::time::sleep_until(until) => break,
+        }
+    }
+}
+
+/// How long the writer waits for more rows before looking again: no longer than the
+/// flush interval after the last send, nor (in a burst's tail) than the linger after the
+/// outbox last grew. Idle, it looks again after a flush interval: the derived series are
+/// written by a timer that does not nudge.
+fn idle_wait(
+    nothing_waiting: bool,
+    burst_tail: bool,
+    flush_interval: Duration,
+    last_send: Instant,
+    grown_at: Instant,
+) -> Duration {
+    if nothing_waiting {
+        flush_interval.max(Duration::from_millis(100))
+    } else if burst_tail {
+        flush_interval
+            .saturating_sub(last_send.elapsed())
+            .min(BURST_TAIL_LINGER.saturating_sub(grown_at.elapsed()))
+    } else {
+        flush_interval.saturating_sub(last_send.elapsed())
+    }
 }
 
 #[cfg(test)]
