@@ -27,27 +27,10 @@ use std::path::{Path, PathBuf};
 /// The longest a function may be without a `long because` comment.
 const MAX_FN_LINES: usize = 80;
 
-/// The files the architecture work of issue 9 rewrites (the config → plan step, named
-/// stages, the source-neutral contract, store roles, commands in the library). Until it
-/// lands, the known violations are there; [`checks_pass_outside_the_files_issue_9_rewrites`]
-/// keeps every other file to the rules meanwhile. Delete both with the `#[ignore]`s.
-const ISSUE_9_REWRITES: &[&str] = &[
-    "src/app.rs",
-    "src/main.rs",
-    "src/config.rs",
-    "src/ingest.rs",
-    "src/source/",
-    "src/store/mod.rs",
-    "src/api/mod.rs",
-    "src/sim.rs",
-    "src/broker.rs",
-];
-
 // ---------------------------------------------------------------------------------
 // The checks.
 
 #[test]
-#[ignore = "enabled when issue 9 lands"]
 fn no_import_cycle_between_top_level_modules() {
     let cycles = cycles_in(&Crate::read(), &[]);
     assert!(cycles.is_empty(), "import cycles:\n{}", cycles.join("\n"));
@@ -64,7 +47,6 @@ fn no_import_cycle_within_a_module_folder() {
 }
 
 #[test]
-#[ignore = "enabled when issue 9 lands"]
 fn ingest_does_not_know_the_mqtt_source() {
     let offenders = mqtt_in_ingest(&Crate::read());
     assert!(
@@ -75,63 +57,12 @@ fn ingest_does_not_know_the_mqtt_source() {
 }
 
 #[test]
-#[ignore = "enabled when issue 9 lands"]
 fn no_long_function_without_a_reason() {
     let offenders = long_functions(&Crate::read());
     assert!(
         offenders.is_empty(),
         "functions longer than {MAX_FN_LINES} lines without a `long because` comment:\n{}",
         offenders.join("\n")
-    );
-}
-
-/// Until issue 9 lands: every rule holds outside the files it rewrites (their
-/// references left out of the graph, their functions out of the count), and each ignored
-/// check does find its known violations (so that enabling it is all that is left to do).
-#[test]
-fn checks_pass_outside_the_files_issue_9_rewrites() {
-    let krate = Crate::read();
-    let rewritten = |file: &str| ISSUE_9_REWRITES.iter().any(|f| file.starts_with(f));
-    let others = krate.without_refs_from(rewritten);
-    let mut cycles = cycles_in(&others, &[]);
-    for folder in others.folders() {
-        cycles.extend(cycles_in(&others, &folder));
-    }
-    assert!(cycles.is_empty(), "import cycles:\n{}", cycles.join("\n"));
-    let mqtt: Vec<_> = mqtt_in_ingest(&krate)
-        .into_iter()
-        .filter(|o| !rewritten(o))
-        .collect();
-    assert!(mqtt.is_empty(), "{mqtt:#?}");
-    let long: Vec<_> = long_functions(&krate)
-        .into_iter()
-        .filter(|o| {
-            !ISSUE_9_REWRITES
-                .iter()
-                .any(|f| o.contains(&format!(" at {f}")))
-        })
-        .collect();
-    assert!(long.is_empty(), "long functions:\n{}", long.join("\n"));
-
-    // The known violations are found.
-    let cycles = cycles_in(&krate, &[]);
-    assert!(
-        cycles
-            .iter()
-            .any(|c| c.contains("-> config") && c.contains("-> api")),
-        "api and config import each other today: {cycles:#?}"
-    );
-    assert!(
-        mqtt_in_ingest(&krate)
-            .iter()
-            .any(|o| o.starts_with("src/ingest.rs")),
-        "ingest.rs imports source::mqtt today"
-    );
-    assert!(
-        long_functions(&krate)
-            .iter()
-            .any(|o| o.starts_with("app::run ")),
-        "app::run is longer than {MAX_FN_LINES} lines today"
     );
 }
 
@@ -299,19 +230,6 @@ impl Crate {
             })
             .collect();
         Crate::from_files(files)
-    }
-
-    /// The same crate with the references made in some files left out.
-    fn without_refs_from(&self, skip: impl Fn(&str) -> bool) -> Crate {
-        Crate {
-            files: self.files.iter().map(File::clone).collect(),
-            refs: self
-                .refs
-                .iter()
-                .filter(|r| !skip(&r.file))
-                .map(Ref::clone)
-                .collect(),
-        }
     }
 
     fn from_files(files: Vec<File>) -> Crate {
