@@ -23,7 +23,7 @@ use crate::broker::BrokerConfig;
 use crate::config::{Config, ConfigError, LogConfig};
 use crate::derived::Derived;
 use crate::ingest::IngestSettings;
-use crate::model::UnixMillis;
+use crate::model::{UnixMillis, MS_PER_DAY};
 use crate::sink::influx::InfluxConfig;
 use crate::sites::Registry;
 use crate::source::mqtt::MqttConfig;
@@ -132,8 +132,9 @@ impl Plan {
                 aqi.district_exclude.push(id);
             }
         }
-        let retention = (cfg.store.retention_days > 0)
-            .then(|| Duration::from_secs(u64::from(cfg.store.retention_days) * 86_400));
+        let retention = (cfg.store.retention_days > 0).then(|| {
+            Duration::from_millis(u64::from(cfg.store.retention_days) * MS_PER_DAY as u64)
+        });
         let ingest = ingest_settings(&cfg, filters.clone(), retention);
         let derived = cfg
             .influx
@@ -338,10 +339,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(p.ingest.policy.max_future_ms, 7000);
-        assert_eq!(p.ingest.policy.max_age_ms, Some(2 * 86_400_000));
+        assert_eq!(p.ingest.policy.max_age_ms, Some(2 * MS_PER_DAY));
         assert_eq!(
-            p.prune_cutoff(UnixMillis(3 * 86_400_000)),
-            Some(UnixMillis(86_400_000))
+            p.prune_cutoff(UnixMillis(3 * MS_PER_DAY)),
+            Some(UnixMillis(MS_PER_DAY))
         );
     }
 

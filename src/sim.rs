@@ -97,7 +97,7 @@ impl Simulator {
     /// All readings of site `s` on local day `date`, in time order.
     pub fn site_day(&self, s: usize, date: NaiveDate) -> Vec<SimReading> {
         let start = self.zone.start_of(date);
-        let d = start.0.div_euclid(86_400_000);
+        let d = start.0.div_euclid(MS_PER_DAY);
         let mut r = self.rng(4, s as u64, d as u64);
         if r.f64() < P_SILENT_DAY {
             return Vec::new();

@@ -137,12 +137,12 @@ fn clip(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{ConcentrationUnit, Flag, Period};
+    use crate::model::{ConcentrationUnit, Flag, Period, MS_PER_DAY};
 
     const NOW: UnixMillis = UnixMillis(1_470_013_137_000);
     const POLICY: Policy = Policy {
         max_future_ms: 300_000,
-        max_age_ms: Some(86_400_000),
+        max_age_ms: Some(MS_PER_DAY),
     };
 
     fn obs(ts: i64, pm10: f64, unit: ConcentrationUnit) -> Observation {
@@ -170,7 +170,7 @@ mod tests {
             check(obs(NOW.0 + 300_001, 1.0, ug)),
             Err(RejectReason::FutureTimestamp)
         );
-        assert!(check(obs(NOW.0 - 86_400_000, 1.0, ug)).is_ok());
+        assert!(check(obs(NOW.0 - MS_PER_DAY, 1.0, ug)).is_ok());
         assert_eq!(
             check(obs(NOW.0 - 86_400_001, 1.0, ug)),
             Err(RejectReason::StaleTimestamp)

@@ -10,10 +10,9 @@ use rusqlite::{params, Transaction};
 use super::{Store, StoreError};
 use crate::aqi::daily::SiteHour;
 use crate::aqi::validity::HourAgg;
-use crate::model::{Period, Pollutant, Reading, UnixMillis};
+use crate::model::{Period, Pollutant, Reading, UnixMillis, MS_PER_DAY};
 
 const HOUR_MS: i64 = 3_600_000;
-pub(super) const DAY_MS: i64 = 86_400_000;
 
 /// The longest interval one sample can cover: an hour.
 const MAX_SAMPLE_COVER_SECS: u64 = 3600;
@@ -86,7 +85,7 @@ impl Batch {
             tx.prepare_cached("INSERT OR IGNORE INTO dirty_days (site, utc_day) VALUES (?1, ?2)")?;
         let mut marked = std::collections::HashSet::new();
         for ((site, hour), [a, b]) in self.hours {
-            let utc_day = hour.div_euclid(DAY_MS);
+            let utc_day = hour.div_euclid(MS_PER_DAY);
             if marked.insert((site.clone(), utc_day)) {
                 dirty.execute(params![site, utc_day])?;
             }
