@@ -45,10 +45,9 @@ fn dead_letters_are_listed_and_queued_again() {
         reason: reason.into(),
         line: line.into(),
     };
-    Store::open(&store)
+    aq_ingest::store::Outbox::open(&store, "influx")
         .unwrap()
         .advance_durable(
-            "influx",
             3,
             &[
                 letter(1, http400, "field type conflict", "pm,site=a pm10=1 1000\n"),

@@ -22,7 +22,8 @@ use super::{line_protocol, schema};
 use crate::backoff::Backoff;
 use crate::clock::Clock;
 use crate::metrics::{Metrics, WriteErrorClass};
-use crate::store::{DeadLetter, DeadLetterKind, Store, StoreConfig, StoreError};
+use crate::store::Outbox as OutboxStore;
+use crate::store::{on_blocking_thread, DeadLetter, DeadLetterKind, StoreConfig, StoreError};
 
 /// This sink's name in the store's cursor table.
 pub const SINK_NAME: &str = "influx";
@@ -252,8 +253,8 @@ pub struct InfluxSink {
     cfg: InfluxConfig,
     http: reqwest::Client,
     write_url: reqwest::Url,
-    /// Own store connection; moved into blocking tasks and back.
-    store: Option<Store>,
+    /// Its outbox, on its own connection; moved into blocking tasks and back.
+    store: Option<OutboxStore>,
     metrics: Arc<Metrics>,
     clock: Arc<dyn Clock>,
     backoff: Backoff,
@@ -272,8 +273,8 @@ impl InfluxSink {
         metrics: Arc<Metrics>,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, SinkError> {
-        let store = Store::open(store_cfg)?;
-        let cursor = store.cursor(SINK_NAME)?;
+        let store = OutboxStore::open(store_cfg, SINK_NAME)?;
+        let cursor = store.cursor()?;
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(cfg.request_timeout_secs))
             .connect_timeout(Duration::from_secs(cfg.request_timeout_secs.min(5)))
@@ -376,17 +377,13 @@ impl InfluxSink {
 
     async fn with_store<T: Send + 'static>(
         &mut self,
-        f: impl FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
+        f: impl FnOnce(&mut OutboxStore) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, SinkError> {
-        let mut store = self
+        let store = self
             .store
             .take()
-            .expect("store is returned after every use");
-        let (store, r) = tokio::task::spawn_blocking(move || {
-            let r = f(&mut store);
-            (store, r)
-        })
-        .await?;
+            .expect("the outbox is returned after every use");
+        let (store, r) = on_blocking_thread(store, f).await?;
         self.store = Some(store);
         Ok(r?)
     }
@@ -472,7 +469,7 @@ impl InfluxSink {
 
     async fn advance(&mut self, through: i64, dead: Vec<DeadLetter>) -> Result<(), SinkError> {
         let now = self.clock.now();
-        self.with_store(move |s| s.advance_durable(SINK_NAME, through, &dead, now))
+        self.with_store(move |s| s.advance_durable(through, &dead, now))
             .await?;
         self.cursor = self.cursor.max(through);
         Ok(())
@@ -555,7 +552,7 @@ impl InfluxSink {
         let derived = (done.derived > 0).then_some(done.derived);
         if readings.is_some() || derived.is_some() {
             let (now, dead) = (self.clock.now(), done.dead);
-            self.with_store(move |s| s.sink_done_durable(SINK_NAME, readings, derived, &dead, now))
+            self.with_store(move |s| s.done_durable(readings, derived, &dead, now))
                 .await?;
             self.cursor = self.cursor.max(done.readings);
         }

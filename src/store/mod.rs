@@ -18,7 +18,7 @@ mod schema;
 
 pub use daily::DayRows;
 pub use lock::StoreLock;
-pub use outbox::{DeadLetter, DeadLetterCount, DeadLetterKind, Resend};
+pub use outbox::{DeadLetter, DeadLetterCount, DeadLetterKind, Outbox, Resend};
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

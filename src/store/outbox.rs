@@ -134,8 +134,8 @@ impl Store {
     }
 
     /// Moves the sink's cursor to `through` and records `dead` letters, in one
-    /// transaction (durable when it returns).
-    pub fn advance_durable(
+    /// transaction (durable when it returns). Through [`Outbox`] outside the crate.
+    pub(crate) fn advance_durable(
         &mut self,
         sink: &str,
         through: i64,
@@ -176,7 +176,7 @@ impl Store {
     /// After a delivery, in one transaction (durable when it returns): moves the sink's
     /// cursor to `readings` (when given), removes the derived lines through `derived`
     /// (when given), and records the dead letters of both.
-    pub fn sink_done_durable(
+    pub(crate) fn sink_done_durable(
         &mut self,
         sink: &str,
         readings: Option<i64>,
@@ -290,6 +290,68 @@ pub struct Resend {
     pub site_days: u64,
 }
 
+/// A sink's handle on the store: its own connection, reading its outbox (the readings
+/// after its cursor, and the derived lines) and moving its cursor after a delivery.
+/// The only handle outside the crate that moves a cursor or records dead letters.
+pub struct Outbox {
+    store: Store,
+    /// The sink's name in the cursor table.
+    sink: &'static str,
+}
+
+impl Outbox {
+    /// Opens the store for the sink named `sink`.
+    pub fn open(cfg: &super::StoreConfig, sink: &'static str) -> Result<Outbox, StoreError> {
+        Ok(Outbox {
+            store: Store::open(cfg)?,
+            sink,
+        })
+    }
+
+    /// The sink's cursor: the last reading seq it delivered or dead-lettered.
+    pub fn cursor(&self) -> Result<i64, StoreError> {
+        self.store.cursor(self.sink)
+    }
+
+    /// Up to `max_rows` readings after `cursor`, in commit order.
+    pub fn pending(&self, cursor: i64, max_rows: usize) -> Result<Vec<(i64, Reading)>, StoreError> {
+        self.store.pending(cursor, max_rows)
+    }
+
+    /// The oldest derived-series lines, at most `max_rows`.
+    pub fn derived_head(&self, max_rows: usize) -> Result<Vec<(i64, String)>, StoreError> {
+        self.store.derived_head(max_rows)
+    }
+
+    /// How many lines wait after `cursor`, and when the oldest reading was received.
+    pub fn pending_stats(&self, cursor: i64) -> Result<(u64, Option<UnixMillis>), StoreError> {
+        self.store.pending_stats(cursor)
+    }
+
+    /// [`Store::advance_durable`] for this sink.
+    pub fn advance_durable(
+        &mut self,
+        through: i64,
+        dead: &[DeadLetter],
+        now: UnixMillis,
+    ) -> Result<(), StoreError> {
+        self.store.advance_durable(self.sink, through, dead, now)
+    }
+
+    /// After a delivery, in one transaction (durable when it returns): the cursor to
+    /// `readings`, the derived lines through `derived` removed, the dead letters kept.
+    pub fn done_durable(
+        &mut self,
+        readings: Option<i64>,
+        derived: Option<i64>,
+        dead: &[DeadLetter],
+        now: UnixMillis,
+    ) -> Result<(), StoreError> {
+        self.store
+            .sink_done_durable(self.sink, readings, derived, dead, now)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -310,3 +372,4 @@ mod tests {
         );
     }
 }
+
