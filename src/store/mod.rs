@@ -265,9 +265,22 @@ impl Store {
         self.conn.path().map(Path::new)
     }
 
+    /// Applies pending migrations. An up-to-date store is only read: every stage opens
+    /// its own connection at start while others may already write, and a deferred
+    /// transaction that upgrades to a write after another connection's commit fails at
+    /// once in WAL mode (`SQLITE_BUSY_SNAPSHOT`, no busy wait). A migration takes the
+    /// write lock up front (`BEGIN IMMEDIATE`, which does wait its turn).
     fn migrate(&mut self) -> Result<(), StoreError> {
         let known = schema::MIGRATIONS.len() as i64;
-        let tx = self.conn.transaction()?;
+        let current: i64 = self
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if current == known {
+            return Ok(());
+        }
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let found: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
         if found > known {
             return Err(StoreError::NewerSchema { found, known });
@@ -551,6 +564,38 @@ mod tests {
             .unwrap();
         assert_eq!(v as usize, schema::MIGRATIONS.len());
         assert_eq!(s.last_reading("a").unwrap(), Some(UnixMillis(1)));
+    }
+
+    #[test]
+    fn opening_beside_a_busy_writer_never_fails() {
+        // Every stage opens its own connection at start while the writer (or
+        // housekeeping) may already commit: an open must not turn into a write that
+        // fails at once with SQLITE_BUSY_SNAPSHOT.
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = StoreConfig {
+            path: dir.path().join("aq.db"),
+            durability: Durability::ProcessCrash,
+            ..StoreConfig::default()
+        };
+        let mut w = Writer::open(&cfg, None).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writer = {
+            let stop = std::sync::Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let mut t = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    t += 1000;
+                    w.commit_batch_durable(&[reading("a", t, 1.0)], &[], UnixMillis(0))
+                        .unwrap();
+                }
+                t / 1000
+            })
+        };
+        for _ in 0..300 {
+            Store::open(&cfg).unwrap();
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(writer.join().unwrap() > 0, "the writer committed meanwhile");
     }
 
     #[test]
