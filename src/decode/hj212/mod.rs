@@ -35,9 +35,12 @@
 //!   the standard every part is a complete frame with its own CRC and its own
 //!   `CP=&&…&&`, and each part is answered separately, so a part's readings stand
 //!   alone; `PNUM`/`PNO` are checked (1 ≤ PNO ≤ PNUM) and kept in [`Frame::split`].
-//!   A device that cuts `CP` in the middle of an item (as one public library's packer
+//!   Field frames split this way carry `DataTime` and whole items in each part. A
+//!   device that cuts `CP` in the middle of an item (as one public library's packer
 //!   does) sends parts that fail to parse; they are refused with the precise reason,
-//!   not reassembled.
+//!   not reassembled. Two parts of one record give two observations with the same
+//!   `(site, ts, period)`: whoever stores them must merge their pollutants rather than
+//!   take the second for a redelivery.
 //! - **DataTime** is local wall-clock time in the configured [`Zone`](crate::aqi::zone::Zone)
 //!   (Beijing), `YYYYMMDDhhmmss` or the 17-digit millisecond form seen in the field; for
 //!   minute, hour and day records it is the *start* of the interval.

@@ -541,6 +541,30 @@ fn set_item(
     value: &str,
 ) -> Result<(), Hj212Error> {
     let known = Factor::from_code(code).is_some();
+    // Parsed before the code gets an entry, so an unknown code whose items are all
+    // unreadable leaves no empty entry behind.
+    let parsed = match item {
+        Item::Flag => DataFlag::parse(value).map(Parsed::Flag),
+        _ => parse_number(value).map(Parsed::Number),
+    };
+    let parsed = match parsed {
+        Some(p) => p,
+        // An unknown code is ignored, its oddities with it.
+        None if !known => return Ok(()),
+        None if matches!(item, Item::Flag) => {
+            return Err(Hj212Error::BadField {
+                field: "pollutant flag",
+                got: Quote::of(value.as_bytes()),
+                expected: "one letter (N, F, M, S, D, C, T, B) or digit",
+            })
+        }
+        None => {
+            return Err(Hj212Error::NotANumber {
+                key: Quote::of(key.as_bytes()),
+                got: Quote::of(value.as_bytes()),
+            })
+        }
+    };
     let i = match frame.factors.iter().position(|f| f.code == code) {
         Some(i) => i,
         None => {
@@ -552,53 +576,40 @@ fn set_item(
     let duplicate = || Hj212Error::DuplicateField {
         field: Quote::of(key.as_bytes()),
     };
-    if let Item::Flag = item {
-        let flag = match DataFlag::parse(value) {
-            Some(f) => f,
-            // An unknown code is ignored, its oddities with it.
-            None if !known => return Ok(()),
-            None => {
-                return Err(Hj212Error::BadField {
-                    field: "pollutant flag",
-                    got: Quote::of(value.as_bytes()),
-                    expected: "one letter (N, F, M, S, D, C, T, B) or digit",
-                })
-            }
-        };
-        // Real devices repeat a code's flag when they send its items in two groups;
-        // only a contradiction is refused.
-        return match values.flag {
+    // Real devices repeat a code's flag when they send its items in two groups; only a
+    // contradiction is refused.
+    match parsed {
+        Parsed::Flag(flag) => match values.flag {
             Some(old) if old != flag => Err(duplicate()),
             _ => {
                 values.flag = Some(flag);
                 Ok(())
             }
-        };
-    }
-    let number = match parse_number(value) {
-        Some(n) => n,
-        None if !known => return Ok(()),
-        None => {
-            return Err(Hj212Error::NotANumber {
-                key: Quote::of(key.as_bytes()),
-                got: Quote::of(value.as_bytes()),
-            })
-        }
-    };
-    let slot = match item {
-        Item::Rtd => &mut values.rtd,
-        Item::Avg => &mut values.avg,
-        Item::Min => &mut values.min,
-        Item::Max => &mut values.max,
-        Item::Flag => return Ok(()),
-    };
-    match *slot {
-        Some(old) if old != number => Err(duplicate()),
-        _ => {
-            *slot = Some(number);
-            Ok(())
+        },
+        Parsed::Number(number) => {
+            let slot = match item {
+                Item::Rtd => &mut values.rtd,
+                Item::Avg => &mut values.avg,
+                Item::Min => &mut values.min,
+                Item::Max => &mut values.max,
+                // A flag item parses to `Parsed::Flag`, never to a number.
+                Item::Flag => return Ok(()),
+            };
+            match *slot {
+                Some(old) if old != number => Err(duplicate()),
+                _ => {
+                    *slot = Some(number);
+                    Ok(())
+                }
+            }
         }
     }
+}
+
+/// A parsed pollutant item.
+enum Parsed {
+    Flag(DataFlag),
+    Number(f64),
 }
 
 /// A decimal number as HJ 212 writes them: optional sign, digits, optional fraction.
@@ -826,9 +837,9 @@ mod tests {
     #[test]
     fn unknown_codes_are_kept_aside_and_never_fatal() {
         let f = frame("ST=22;CN=2011;PW=1;MN=m;CP=&&a99999-Rtd=oops,a99999-Flag=??;B01-Rtd=36.91;a34004-Rtd=1,a34004-Flag=N;a34004-ZsRtd=2,a34004-Flag=N;CON-RT=0&&");
-        assert_eq!(f.ignored_codes().collect::<Vec<_>>(), ["a99999", "B01"]);
-        assert_eq!(f.factors[1].rtd, Some(36.91));
-        assert_eq!(f.factors[0].rtd, None);
+        // a99999's items are unreadable: it leaves no entry.
+        assert_eq!(f.ignored_codes().collect::<Vec<_>>(), ["B01"]);
+        assert_eq!(f.factors[0].rtd, Some(36.91));
         assert_eq!(f.factor(Factor::Pm25).unwrap().rtd, Some(1.0));
         assert_eq!(
             f.params,
