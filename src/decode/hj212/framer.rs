@@ -82,6 +82,7 @@ impl Framer {
 
     /// Counts garbage bytes, keeping the first few for the report.
     fn note_garbage(&mut self, bytes: &[u8]) {
+        // One byte more than a quote shows, so the quote knows to mark the cut.
         let room = (QUOTE_BYTES + 1).saturating_sub(self.garbage_head.len());
         self.garbage_head
             .extend_from_slice(&bytes[..bytes.len().min(room)]);
