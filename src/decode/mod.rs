@@ -1,6 +1,7 @@
 //! Payload decoders: bytes in, [`Observation`]s out. Pure, sync, no I/O. Decoding checks
 //! syntax and types; policy (ranges, time window, ids) is `validate`'s job.
 
+pub mod hj212;
 pub mod json;
 
 use crate::model::{ConcentrationUnit, Flag, Period, UnixMillis};
