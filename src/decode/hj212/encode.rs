@@ -4,9 +4,9 @@
 use std::fmt::Write as _;
 
 use super::crc::CrcVariant;
-use super::envelope::MAX_SEGMENT_BYTES;
 use super::error::{Hj212Error, Quote};
 use super::segment::{flag_value, Frame, Version};
+use super::MAX_SEGMENT_BYTES;
 
 /// The system code of the standard's interaction commands (9011–9014): its CN=9014
 /// example answers with `ST=91` whatever the data frame's `ST`.

@@ -5,9 +5,7 @@
 
 use super::crc::CrcVariant;
 use super::error::{Hj212Error, Quote};
-
-/// Longest data segment the standard allows, in bytes.
-pub const MAX_SEGMENT_BYTES: usize = 1024;
+use super::MAX_SEGMENT_BYTES;
 
 /// Bytes around the data segment: `##`, 4 length digits, 4 CRC digits, `\r\n`.
 pub const ENVELOPE_BYTES: usize = 12;

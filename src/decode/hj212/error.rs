@@ -6,7 +6,7 @@
 use std::fmt;
 
 use super::crc::CrcVariant;
-use super::envelope::MAX_SEGMENT_BYTES;
+use super::MAX_SEGMENT_BYTES;
 
 /// Most bytes of device input an error message quotes: enough to recognise the field,
 /// too few to turn a log line into a copy of a hostile payload.

@@ -9,8 +9,9 @@
 //! arrives (or every [`MAX_FRAME_BYTES`] bytes of a run that does not end). Whether a
 //! peer that sends garbage is disconnected is the listener's policy, not the framer's.
 
-use super::envelope::{digits_value, ENVELOPE_BYTES, MAX_FRAME_BYTES, MAX_SEGMENT_BYTES};
+use super::envelope::{digits_value, ENVELOPE_BYTES, MAX_FRAME_BYTES};
 use super::error::{Hj212Error, Quote, QUOTE_BYTES};
+use super::MAX_SEGMENT_BYTES;
 
 /// The framing state of one connection.
 #[derive(Debug, Default)]
@@ -149,6 +150,8 @@ pub struct Frames<'f, 'c> {
 impl Iterator for Frames<'_, '_> {
     type Item = Result<Vec<u8>, Hj212Error>;
 
+    // Long because the framing state machine (hunting for `##`, the length header, the
+    // body, the trailer) reads best as one loop over the buffered bytes.
     fn next(&mut self) -> Option<Self::Item> {
         let f = &mut *self.framer;
         loop {

@@ -76,7 +76,10 @@ mod tests;
 
 pub use crc::{crc_hj212, crc_modbus, CrcVariant};
 pub use encode::{encode, encode_segment, reply_9014, segment_text, ST_SYSTEM_INTERACTION};
-pub use envelope::{check_envelope, Envelope, ENVELOPE_BYTES, MAX_FRAME_BYTES, MAX_SEGMENT_BYTES};
+/// Longest data segment the standard allows, in bytes.
+pub const MAX_SEGMENT_BYTES: usize = 1024;
+
+pub use envelope::{check_envelope, Envelope, ENVELOPE_BYTES, MAX_FRAME_BYTES};
 pub use error::{Hj212Error, Quote, QUOTE_BYTES};
 pub use framer::{Framer, Frames};
 pub use observe::{to_observations, RecordKind};
