@@ -9,9 +9,8 @@ use anyhow::Context as _;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::info;
 
-use crate::alerts::Alerter;
+use crate::alerts::{Alerter, Publish};
 use crate::api;
-use crate::broker;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::housekeeping::Housekeeping;
@@ -19,13 +18,14 @@ use crate::ingest::Ingest;
 use crate::metrics::Metrics;
 use crate::plan::{Plan, EXAMPLE_PAYLOAD, EXAMPLE_SITE};
 use crate::sink::influx::InfluxSink;
-use crate::source::mqtt::{self, MqttAlertPublisher, SourceContext};
-use crate::source::{Acker, Message, SourceIndex};
+use crate::source::devices::{self, BoardPublisher};
+use crate::source::mqtt::{self, MqttAlertPublisher};
+use crate::source::{Acker, Message, SourceContext, SourceIndex};
 use crate::stages::Stages;
 use crate::store::{HourlyLines, Store, StoreLock, Writer};
 
-/// The MQTT source's index among the ingest's ackers.
-const MQTT_SOURCE: SourceIndex = 0;
+/// The device source's index among the ingest's ackers.
+const DEVICE_SOURCE: SourceIndex = 0;
 
 /// Resolves `cfg` and runs the service until `shutdown` resolves (see [`serve`]).
 pub async fn run(
@@ -59,7 +59,7 @@ pub async fn serve(
     // Registered in drain order (see `stages`).
     let mut stages = Stages::default();
     start_housekeeping(&plan, &clock, &metrics, &mut stages)?;
-    let (messages, acker, alerts) = start_sources(&plan, &clock, &metrics, &mut stages)?;
+    let (messages, acker, alerts) = start_sources(&plan, &clock, &metrics, &mut stages).await?;
     // The sink, when configured, with the nudge channel ingest uses to wake it. One
     // slot: a nudge only says "look at the outbox"; more would add nothing.
     let (nudge_tx, sink) = match &plan.influx {
@@ -119,24 +119,15 @@ fn start_housekeeping(
     Ok(())
 }
 
-/// The embedded broker (when configured) and the MQTT source. Returns the ingest's
-/// input, its acker for the source, and the alert publisher on the source's client.
-fn start_sources(
+/// The device source: the embedded broker (aq-ingest terminating the devices' MQTT
+/// connections) or a client of an external broker. Returns the ingest's input, the
+/// source's acker and the alert publisher.
+async fn start_sources(
     plan: &Plan,
     clock: &Arc<dyn Clock>,
     metrics: &Arc<Metrics>,
     stages: &mut Stages,
 ) -> anyhow::Result<(mpsc::Receiver<Message>, Acker, Option<Alerter>)> {
-    if let Some(b) = &plan.broker {
-        broker::start(b)?;
-        info!(listen = %b.listen, "embedded MQTT broker listening");
-        info!(
-            "publish a reading: mosquitto_pub -h {} -p {} -q 1 -t '{}' -m '{EXAMPLE_PAYLOAD}'",
-            b.client_host(),
-            b.listen.port(),
-            plan.reading_topic(EXAMPLE_SITE),
-        );
-    }
     // Sources feed one bounded channel; its capacity is the MQTT client's queue.
     let (messages_tx, messages_rx) = mpsc::channel(plan.mqtt.queue_capacity.max(16));
     let (acker, acks) = Acker::channel();
@@ -146,19 +137,39 @@ fn start_sources(
         metrics: Arc::clone(metrics),
         shutdown: stopped,
     };
-    let source = mqtt::start(&plan.mqtt, MQTT_SOURCE, messages_tx, acks, ctx)
-        .context("starting the MQTT source")?;
-    info!(url = %plan.mqtt.url, topics = ?plan.mqtt.topics, client_id = %plan.mqtt.client_id, "mqtt source started");
+    let (task, publish): (_, Box<dyn Publish>) = match &plan.broker {
+        Some(b) => {
+            // The listeners open now: the ingest's queue and the writer exist.
+            let s = devices::start(b, DEVICE_SOURCE, messages_tx, acks, ctx).await?;
+            info!(
+                "publish a reading: mosquitto_pub -h {} -p {} -q 1 -t '{}' -m '{EXAMPLE_PAYLOAD}'",
+                b.client_host(),
+                b.listen.port(),
+                plan.reading_topic(EXAMPLE_SITE),
+            );
+            (s.task, Box::new(BoardPublisher(s.board)))
+        }
+        None => {
+            let s = mqtt::start(&plan.mqtt, DEVICE_SOURCE, messages_tx, acks, ctx)
+                .context("starting the MQTT source")?;
+            info!(url = %plan.mqtt.url, topics = ?plan.mqtt.topics, client_id = %plan.mqtt.client_id, "mqtt source started");
+            (s.task, Box::new(MqttAlertPublisher(s.client)))
+        }
+    };
     let alerts = plan.alerts.as_ref().map(|a| Alerter {
         alerts: a.evaluator(),
-        publish: Box::new(MqttAlertPublisher(source.client.clone())),
+        publish,
     });
     stages.adopt(
-        "mqtt source",
+        if plan.broker.is_some() {
+            "embedded broker"
+        } else {
+            "mqtt source"
+        },
         move || {
             let _ = stop.send(true);
         },
-        source.task,
+        task,
     );
     Ok((messages_rx, acker, alerts))
 }

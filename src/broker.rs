@@ -1,18 +1,10 @@
-//! The embedded MQTT broker (rumqttd), for a single machine with no broker installed:
-//! `aq-ingest serve` with `[broker] embedded = true` starts it in-process and the ingest
-//! subscribes to it over loopback through the same source code path as to an external
-//! broker.
-//!
-//! Trade-off, documented in the README: rumqttd keeps messages in memory. A device's
-//! reading that the broker has acknowledged but the service has not yet committed (a
-//! window of milliseconds) is lost if the *process* dies. Deployments that must survive
-//! crashes with no loss at all use an external mosquitto with persistence.
+//! The `[broker]` config: the embedded broker, for a single machine with no broker
+//! installed. With `embedded = true` aq-ingest terminates the devices' MQTT connections
+//! itself ([`crate::source::devices`]) and acknowledges a publish only after its commit.
 
-use std::collections::HashMap;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 
 use serde::Deserialize;
-use thiserror::Error;
 
 /// The `[broker]` config.
 #[derive(Debug, Clone, Deserialize)]
@@ -35,6 +27,11 @@ pub struct BrokerConfig {
     /// Largest accepted MQTT payload, in bytes.
     #[serde(default = "default_max_payload_bytes")]
     pub max_payload_bytes: usize,
+    /// Payload bytes taken from devices and not yet committed, at most. At the cap the
+    /// devices' sockets are not read until commits free room (back-pressure; nothing is
+    /// dropped). Sized for the machine: this is the broker's memory for messages.
+    #[serde(default = "default_max_pending_bytes")]
+    pub max_pending_bytes: usize,
     /// A second listener speaking MQTT over TLS (rustls), for devices on the network;
     /// needs `tls_cert_file` and `tls_key_file` (PEM). The service itself keeps using
     /// the plain listener on loopback.
@@ -55,6 +52,11 @@ fn default_max_connections() -> usize {
 }
 fn default_max_payload_bytes() -> usize {
     1024 * 1024
+}
+fn default_max_pending_bytes() -> usize {
+    // 64 MiB: a fleet's backlog upload after an outage (238 sites × a day of minute
+    // readings is ~35 MiB of JSON) passes without waiting, on a machine of any size.
+    64 * 1024 * 1024
 }
 
 impl Default for BrokerConfig {
@@ -95,6 +97,11 @@ impl BrokerConfig {
         if self.max_payload_bytes < 1024 {
             p.push("broker.max_payload_bytes must be at least 1024".into());
         }
+        if self.max_pending_bytes < self.max_payload_bytes
+            || self.max_pending_bytes > u32::MAX as usize
+        {
+            p.push("broker.max_pending_bytes must be at least broker.max_payload_bytes (one message must fit) and below 4 GiB".into());
+        }
         if self.username.as_deref() == Some("") {
             p.push("broker.username is empty".into());
         }
@@ -113,113 +120,6 @@ impl BrokerConfig {
             }
         }
         p
-    }
-}
-
-/// Start-up failures.
-#[derive(Debug, Error)]
-pub enum BrokerError {
-    #[error("embedded broker cannot listen on {addr}: {source} (is another broker running? set [broker] listen, or embedded = false to use it)")]
-    Listen {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
-    #[error("broker.username is set but ${0} is empty: set the password in the environment")]
-    NoPassword(String),
-    #[error("embedded broker thread: {0}")]
-    Thread(std::io::Error),
-}
-
-/// Starts the broker on its own threads (rumqttd runs its own runtimes). It runs until
-/// the process exits: nothing it holds needs flushing, it keeps no disk state.
-pub fn start(cfg: &BrokerConfig) -> Result<(), BrokerError> {
-    // rumqttd reports a failed bind only in its log; check first for a clear error.
-    TcpListener::bind(cfg.listen).map_err(|source| BrokerError::Listen {
-        addr: cfg.listen,
-        source,
-    })?;
-    let auth = match &cfg.username {
-        Some(user) => {
-            let pass = std::env::var(&cfg.password_env).unwrap_or_default();
-            if pass.is_empty() {
-                return Err(BrokerError::NoPassword(cfg.password_env.clone()));
-            }
-            Some(HashMap::from([(user.clone(), pass)]))
-        }
-        None => None,
-    };
-    let connections = rumqttd::ConnectionSettings {
-        connection_timeout_ms: 60_000,
-        max_payload_size: cfg.max_payload_bytes,
-        max_inflight_count: 1000,
-        auth,
-        external_auth: None,
-        dynamic_filters: true,
-    };
-    let server = rumqttd::ServerSettings {
-        name: "aq-v4".into(),
-        listen: cfg.listen,
-        tls: None,
-        next_connection_delay_ms: 1,
-        connections: connections.clone(),
-    };
-    let mut servers = HashMap::from([("1".to_owned(), server)]);
-    if let (Some(addr), Some(cert), Some(key)) =
-        (cfg.tls_listen, &cfg.tls_cert_file, &cfg.tls_key_file)
-    {
-        TcpListener::bind(addr).map_err(|source| BrokerError::Listen { addr, source })?;
-        servers.insert(
-            "2".to_owned(),
-            rumqttd::ServerSettings {
-                name: "aq-v4-tls".into(),
-                listen: addr,
-                tls: Some(rumqttd::TlsConfig::Rustls {
-                    capath: None,
-                    certpath: cert.display().to_string(),
-                    keypath: key.display().to_string(),
-                }),
-                next_connection_delay_ms: 1,
-                connections,
-            },
-        );
-    }
-    let mut broker = rumqttd::Broker::new(broker_config(cfg, servers));
-    std::thread::Builder::new()
-        .name("broker".into())
-        .spawn(move || {
-            if let Err(e) = broker.start() {
-                tracing::error!(error = %e, "embedded broker stopped; devices cannot publish");
-            }
-        })
-        .map_err(BrokerError::Thread)?;
-    Ok(())
-}
-
-/// rumqttd's settings: the router's limits and the listeners.
-fn broker_config(
-    cfg: &BrokerConfig,
-    servers: HashMap<String, rumqttd::ServerSettings>,
-) -> rumqttd::Config {
-    rumqttd::Config {
-        id: 0,
-        router: rumqttd::RouterConfig {
-            max_connections: cfg.max_connections,
-            max_outgoing_packet_count: 1000,
-            // The router's in-memory commit log per filter: 10 × 100 MiB.
-            max_segment_size: 100 * 1024 * 1024,
-            max_segment_count: 10,
-            custom_segment: None,
-            initialized_filters: None,
-            shared_subscriptions_strategy: Default::default(),
-        },
-        v4: Some(servers),
-        v5: None,
-        ws: None,
-        cluster: None,
-        console: None,
-        bridge: None,
-        prometheus: None,
-        metrics: None,
     }
 }
 

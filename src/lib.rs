@@ -5,7 +5,7 @@
 //!
 //! Module map, in data-path order:
 //!
-//! - [`source`]: where messages come from ([`source::mqtt`], [`source::topic`]).
+//! - [`source`]: where messages come from — the contract ([`source::Message`], [`source::Acker`]), the embedded broker ([`source::devices`]), an external broker's client ([`source::mqtt`]), topic filters ([`source::topic`]).
 //! - [`decode`]: payload bytes → observations ([`decode::json`]). Pure.
 //! - [`validate`]: observations → [`model::Reading`]s or [`reject::Rejection`]s. Pure.
 //! - [`ingest`]: the stage that batches, commits and then acknowledges.
@@ -23,7 +23,8 @@
 //! - [`api`]: the read-only HTTP API and the dashboard (axum).
 //! - [`alerts`]: hourly PM10 alerts published to MQTT.
 //! - [`app`]: wiring only — channels, tasks, ordered shutdown.
-//! - [`broker`]: the embedded MQTT broker (rumqttd) for single-machine use.
+//! - [`broker`]: the embedded broker's config; the broker itself is the device source
+//!   [`source::devices`] (aq-ingest terminating the devices' MQTT connections).
 //! - Shared: [`model`] (domain types), [`reject`], [`metrics`], [`clock`],
 //!   [`backoff`], [`config`].
 //!

@@ -140,14 +140,8 @@ fn printed<E: std::fmt::Display>(command: &str, r: Result<String, E>) -> ExitCod
 }
 
 fn init_logging(plan: &Plan) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        // rumqttd logs every connection at INFO, and a client that disconnects while its last
-        // packet is routed as an ERROR (harmless); keep it to real warnings.
-        tracing_subscriber::EnvFilter::new(format!(
-            "{},rumqttd=warn,rumqttd::router::routing=off",
-            plan.log.level
-        ))
-    });
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&plan.log.level));
     // Colours only on a terminal: escape codes in a log file break grep and parsers.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let b = tracing_subscriber::fmt()

@@ -250,6 +250,16 @@ metric_set! {
         "Alert messages that could not be queued (the MQTT client was full or gone).";
     sink_failing: AtomicBool, Gauge, "aq_sink_failing",
         "1 when the sink's last InfluxDB attempt failed.";
+    device_connections: AtomicU64, Gauge, "aq_device_connections",
+        "Devices connected to the embedded broker.";
+    device_pending_bytes: AtomicU64, Gauge, "aq_device_pending_bytes",
+        "Payload bytes taken from devices and not yet committed (capped by broker.max_pending_bytes).";
+    devices_waiting: AtomicU64, Gauge, "aq_devices_waiting",
+        "Device connections held back right now because the pending bytes are at their cap.";
+    device_waits: AtomicU64, Counter, "aq_device_waits_total",
+        "Times a device connection was held back for room (the store was not keeping up).";
+    device_refused: AtomicU64, Counter, "aq_device_refused_total",
+        "Device connections refused or closed for a protocol error, bad credentials or the connection cap.";
 }
 
 /// A family's non-zero series as `label=count` pairs, for the log line.

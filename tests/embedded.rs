@@ -40,9 +40,9 @@ fn default_config_runs_with_no_external_broker_and_stops_cleanly() {
         dir.path().join("service.log"),
     );
     wait_until(
-        "the service to subscribe to its own broker",
+        "the embedded broker to take devices",
         Duration::from_secs(20),
-        || svc.log_text().contains("mqtt: subscribed"),
+        || svc.log_text().contains("devices can connect"),
     );
     // It tells a newcomer how to publish.
     assert!(svc

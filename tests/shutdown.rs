@@ -72,8 +72,8 @@ derived = false
             .env_remove("RUST_LOG"),
         dir.path().join("service.log"),
     );
-    wait_until("the service to subscribe", Duration::from_secs(20), || {
-        svc.log_text().contains("mqtt: subscribed")
+    wait_until("the embedded broker to take devices", Duration::from_secs(20), || {
+        svc.log_text().contains("devices can connect")
     });
     let st = Command::new(require("mosquitto_pub"))
         .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1"])

@@ -31,6 +31,9 @@ pub(super) async fn readyz(State(st): State<ApiState>) -> Result<impl IntoRespon
     if m.sink_failing.load(Ordering::Relaxed) {
         reasons.push("InfluxDB writes are failing (readings are kept in the outbox)");
     }
+    if m.devices_waiting.load(Ordering::Relaxed) > 0 {
+        reasons.push("devices are held back: the store is not committing fast enough (nothing is dropped; see aq_device_pending_bytes)");
+    }
     let status = if reasons.is_empty() {
         StatusCode::OK
     } else {

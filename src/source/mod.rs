@@ -13,13 +13,26 @@
 //! every source has, the ingest's input closes, it commits what it holds, returns the
 //! last tokens and drops the ackers; each source then finishes its acknowledgements.
 
+pub mod devices;
 pub mod mqtt;
 pub mod topic;
 
-use bytes::Bytes;
-use tokio::sync::mpsc;
+use std::sync::Arc;
 
+use bytes::Bytes;
+use tokio::sync::{mpsc, watch};
+
+use crate::clock::Clock;
+use crate::metrics::Metrics;
 use crate::model::UnixMillis;
+
+/// What every source shares with the rest of the service.
+pub struct SourceContext {
+    pub clock: Arc<dyn Clock>,
+    pub metrics: Arc<Metrics>,
+    /// Turns true when the service stops taking messages.
+    pub shutdown: watch::Receiver<bool>,
+}
 
 /// Where a message came from, as far as decoding and validation need it.
 #[derive(Debug, Clone, PartialEq, Eq)]

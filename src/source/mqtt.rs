@@ -28,7 +28,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_rustls::rustls;
 use tracing::{debug, error, info, warn};
 
-use super::{AckToken, Message, Origin, SourceIndex};
+use super::{AckToken, Message, Origin, SourceContext, SourceIndex};
 use crate::backoff::Backoff;
 use crate::clock::Clock;
 use crate::metrics::Metrics;
@@ -315,14 +315,6 @@ pub fn start(
         task,
         client: publisher,
     })
-}
-
-/// What every source shares with the rest of the service.
-pub struct SourceContext {
-    pub clock: Arc<dyn Clock>,
-    pub metrics: Arc<Metrics>,
-    /// Turns true when the service stops taking messages.
-    pub shutdown: watch::Receiver<bool>,
 }
 
 /// Publishes alerts through the source's client, without ever waiting on it.

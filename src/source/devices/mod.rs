@@ -1,0 +1,361 @@
+//! The embedded broker: aq-ingest itself terminates the devices' MQTT connections
+//! (3.1.1 and 5, plain and TLS), so that what a device is told matches what is stored:
+//!
+//! - **Start**: the listeners open only once the ingest's queue and the store's writer
+//!   exist; before, a device's connection is refused and it retries.
+//! - **Running**: a QoS 1 PUBACK (QoS 2 PUBREC) is written only after the ingest has
+//!   committed the message's readings — there is no window in which a reading is
+//!   acknowledged and only in memory, so a crash (even SIGKILL) loses nothing a device
+//!   was told is safe.
+//! - **Held back**: payload bytes handed to the ingest and not yet committed are capped
+//!   (`broker.max_pending_bytes`); at the cap a connection's socket is not read until
+//!   commits free room (TCP back-pressure: the device's publishes wait in its own
+//!   buffer). Nothing acknowledged is ever dropped or evicted.
+//! - **Stop**: the listeners close first (new connections are refused); connected
+//!   devices' sockets are no longer read; the ingest commits what it holds and the
+//!   PUBACKs for it are written; then the connections close. A publish that was not
+//!   acknowledged is sent again by the device after it reconnects, and stored once.
+//!
+//! Subscribers (dashboards, phone apps) may subscribe to any filter, but only alerts
+//! ([`board`]) are ever delivered, at QoS 0 and retained: readings go to the store,
+//! never to other clients.
+
+mod board;
+mod codec;
+mod connection;
+
+pub use board::{Board, BoardPublisher};
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::task::JoinSet;
+use tokio_rustls::rustls;
+use tracing::{info, warn};
+
+use super::{Message, SourceContext, SourceIndex};
+use crate::broker::BrokerConfig;
+use crate::clock::Clock;
+use crate::metrics::Metrics;
+
+/// MQTT framing around a payload (fixed header, topic, properties): the packet cap is
+/// the payload cap plus this.
+const PACKET_OVERHEAD_BYTES: usize = 64 * 1024;
+
+/// How often a refused device is logged at most (per reason), with the count since.
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Start-up failures.
+#[derive(Debug, Error)]
+pub enum DevicesError {
+    #[error("the embedded broker cannot listen on {addr}: {source} (is another broker running? set [broker] listen, or embedded = false to use it)")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("broker.username is set but ${0} is empty: set the password in the environment")]
+    NoPassword(String),
+    #[error("broker TLS: {0}")]
+    Tls(String),
+}
+
+/// What every connection shares.
+pub(crate) struct Shared {
+    source: SourceIndex,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
+    /// The user name and password devices log in with, when set.
+    login: Option<(String, String)>,
+    /// Largest MQTT packet read.
+    max_packet: usize,
+    /// Room for payload bytes handed to the ingest and not yet committed.
+    room: Arc<Semaphore>,
+    max_pending: usize,
+    board: Arc<Board>,
+    /// Each connection's acknowledgement queue, by connection id.
+    routes: Mutex<HashMap<u64, mpsc::Sender<Vec<u64>>>>,
+    next_id: AtomicU64,
+    /// When refusals were last logged, and how many since.
+    refusals: Mutex<(Option<Instant>, u64)>,
+}
+
+impl Shared {
+    fn login_ok(&self, got: Option<&(String, String)>) -> bool {
+        match (&self.login, got) {
+            (None, _) => true,
+            (Some((u, p)), Some((gu, gp))) => {
+                // Constant time in the secret: no early exit on the first wrong byte.
+                let same = |a: &str, b: &str| {
+                    a.len() == b.len()
+                        && a.bytes()
+                            .zip(b.bytes())
+                            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+                            == 0
+                };
+                same(u, gu) & same(p, gp)
+            }
+            (Some(_), None) => false,
+        }
+    }
+
+    fn register(&self, tx: mpsc::Sender<Vec<u64>>) -> u64 {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut r) = self.routes.lock() {
+            r.insert(id, tx);
+        }
+        id
+    }
+
+    fn deregister(&self, id: u64) {
+        if let Ok(mut r) = self.routes.lock() {
+            r.remove(&id);
+        }
+        self.note_pending();
+    }
+
+    fn note_pending(&self) {
+        let used = self
+            .max_pending
+            .saturating_sub(self.room.available_permits());
+        self.metrics
+            .device_pending_bytes
+            .store(used as u64, Ordering::Relaxed);
+    }
+
+    /// WARN-logs a refused device at most once per interval, with the count since.
+    fn log_refusal(&self, peer: &SocketAddr, client_id: &str, why: &str) {
+        let Ok(mut r) = self.refusals.lock() else {
+            return;
+        };
+        r.1 += 1;
+        if r.0.is_none_or(|t| t.elapsed() >= REFUSAL_LOG_INTERVAL) {
+            warn!(%peer, client_id, reason = why, refused_since_last = r.1, "device refused");
+            *r = (Some(Instant::now()), 0);
+        }
+    }
+}
+
+/// A started device server.
+pub struct DevicesSource {
+    /// Ends after the stop, once every connection has written its last acknowledgements.
+    pub task: tokio::task::JoinHandle<()>,
+    /// Where the alerts go (the alerts stage publishes on it).
+    pub board: Arc<Board>,
+}
+
+/// Binds the listeners (plain, and TLS when configured) and serves devices until the
+/// context's shutdown turns true. Messages go to `messages` stamped with `source`;
+/// committed tokens come back on `acks`.
+pub async fn start(
+    cfg: &BrokerConfig,
+    source: SourceIndex,
+    messages: mpsc::Sender<Message>,
+    acks: mpsc::Receiver<Vec<u64>>,
+    ctx: SourceContext,
+) -> Result<DevicesSource, DevicesError> {
+    let login = match &cfg.username {
+        Some(user) => {
+            let pass = std::env::var(&cfg.password_env).unwrap_or_default();
+            if pass.is_empty() {
+                return Err(DevicesError::NoPassword(cfg.password_env.clone()));
+            }
+            Some((user.clone(), pass))
+        }
+        None => None,
+    };
+    let tls = match (cfg.tls_listen, &cfg.tls_cert_file, &cfg.tls_key_file) {
+        (Some(addr), Some(cert), Some(key)) => Some((addr, tls_acceptor(cert, key)?)),
+        _ => None,
+    };
+    let bind = |addr: SocketAddr| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| DevicesError::Listen { addr, source })
+    };
+    let plain = bind(cfg.listen).await?;
+    let tls = match tls {
+        Some((addr, acceptor)) => Some((bind(addr).await?, acceptor)),
+        None => None,
+    };
+    let board = Board::new();
+    let shared = Arc::new(Shared {
+        source,
+        clock: ctx.clock,
+        metrics: Arc::clone(&ctx.metrics),
+        login,
+        max_packet: cfg.max_payload_bytes + PACKET_OVERHEAD_BYTES,
+        room: Arc::new(Semaphore::new(cfg.max_pending_bytes)),
+        max_pending: cfg.max_pending_bytes,
+        board: Arc::clone(&board),
+        routes: Mutex::new(HashMap::new()),
+        next_id: AtomicU64::new(1),
+        refusals: Mutex::new((None, 0)),
+    });
+    // Taking messages: what readiness and the demo look for.
+    ctx.metrics.mqtt_connected.store(true, Ordering::Relaxed);
+    ctx.metrics.mqtt_subscribed.store(true, Ordering::Relaxed);
+    info!(listen = %cfg.listen, tls_listen = ?cfg.tls_listen, "embedded broker: devices can connect");
+    let router = tokio::spawn(route_acks(Arc::clone(&shared), acks));
+    let server = Server {
+        shared,
+        connections: Arc::new(Semaphore::new(cfg.max_connections)),
+        stop: ctx.shutdown,
+    };
+    let metrics = ctx.metrics;
+    let task = tokio::spawn(async move {
+        server.accept(plain, tls, messages).await;
+        // Every connection has ended; the router ends when the ingest drops its acker.
+        let _ = router.await;
+        metrics.mqtt_connected.store(false, Ordering::Relaxed);
+        metrics.mqtt_subscribed.store(false, Ordering::Relaxed);
+        info!("embedded broker: stopped");
+    });
+    Ok(DevicesSource { task, board })
+}
+
+/// Hands each committed batch's tokens to the connections they came from. A token whose
+/// connection has gone is dropped: that device sends the message again and the copy is
+/// stored as a duplicate.
+async fn route_acks(shared: Arc<Shared>, mut acks: mpsc::Receiver<Vec<u64>>) {
+    while let Some(ids) = acks.recv().await {
+        let mut by_conn: HashMap<u64, Vec<u64>> = HashMap::new();
+        for id in ids {
+            by_conn.entry(connection::conn_of(id)).or_default().push(id);
+        }
+        let routes: Vec<_> = match shared.routes.lock() {
+            Ok(r) => by_conn
+                .into_iter()
+                .filter_map(|(c, ids)| r.get(&c).map(|tx| (tx.clone(), ids)))
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        for (tx, ids) in routes {
+            // A connection drains its queue even while it waits on the ingest; a full
+            // one belongs to a device that stopped reading (its write times out and it
+            // is closed).
+            if tx.try_send(ids).is_err() {
+                warn!("a device connection's acknowledgement queue is full; it will be closed and its messages redelivered");
+            }
+        }
+    }
+    // The ingest has finished: closing every route ends the connections.
+    if let Ok(mut r) = shared.routes.lock() {
+        r.clear();
+    }
+}
+
+/// The accept side.
+struct Server {
+    shared: Arc<Shared>,
+    /// Connection slots (`broker.max_connections`).
+    connections: Arc<Semaphore>,
+    stop: watch::Receiver<bool>,
+}
+
+impl Server {
+    /// Accepts until the stop, then closes the listeners and waits for every
+    /// connection to finish.
+    async fn accept(
+        mut self,
+        plain: TcpListener,
+        tls: Option<(TcpListener, tokio_rustls::TlsAcceptor)>,
+        messages: mpsc::Sender<Message>,
+    ) {
+        let mut conns = JoinSet::new();
+        let (tls_listener, acceptor) = match tls {
+            Some((l, a)) => (Some(l), Some(a)),
+            None => (None, None),
+        };
+        while !*self.stop.borrow() {
+            let accepted = tokio::select! {
+                _ = self.stop.changed() => break,
+                a = plain.accept() => a.map(|(s, p)| (s, p, false)),
+                a = accept_opt(tls_listener.as_ref()) => a.map(|(s, p)| (s, p, true)),
+                // Reap finished connections as they go.
+                Some(_) = conns.join_next(), if !conns.is_empty() => continue,
+            };
+            let (stream, peer, is_tls) = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    warn!(error = %e, "accepting a device connection failed");
+                    continue;
+                }
+            };
+            let Ok(slot) = Arc::clone(&self.connections).try_acquire_owned() else {
+                Metrics::add(&self.shared.metrics.device_refused, 1);
+                self.shared
+                    .log_refusal(&peer, "", "broker.max_connections reached");
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let (shared, tx, stop) = (
+                Arc::clone(&self.shared),
+                messages.clone(),
+                self.stop.clone(),
+            );
+            let acceptor = acceptor.clone().filter(|_| is_tls);
+            conns.spawn(async move {
+                let _slot = slot;
+                match acceptor {
+                    Some(a) => {
+                        match tokio::time::timeout(connection::CONNECT_TIMEOUT, a.accept(stream))
+                            .await
+                        {
+                            Ok(Ok(s)) => connection::serve(s, peer, shared, tx, stop).await,
+                            _ => Metrics::add(&shared.metrics.device_refused, 1),
+                        }
+                    }
+                    None => connection::serve(stream, peer, shared, tx, stop).await,
+                }
+            });
+        }
+        // Refuse new devices from here on; ours stop reading and drain their acks.
+        drop(plain);
+        drop(tls_listener);
+        drop(messages);
+        info!(
+            connections = conns.len(),
+            "embedded broker: listeners closed; draining connected devices"
+        );
+        while conns.join_next().await.is_some() {}
+    }
+}
+
+async fn accept_opt(
+    l: Option<&TcpListener>,
+) -> std::io::Result<(tokio::net::TcpStream, SocketAddr)> {
+    match l {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A rustls server from PEM files.
+fn tls_acceptor(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<tokio_rustls::TlsAcceptor, DevicesError> {
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).map_err(|e| DevicesError::Tls(format!("{}: {e}", p.display())))
+    };
+    let certs = rustls_pemfile::certs(&mut read(cert)?.as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| DevicesError::Tls(format!("{}: {e}", cert.display())))?;
+    let key = rustls_pemfile::private_key(&mut read(key)?.as_slice())
+        .map_err(|e| DevicesError::Tls(format!("{}: {e}", key.display())))?
+        .ok_or_else(|| DevicesError::Tls(format!("{}: no private key", key.display())))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| DevicesError::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| DevicesError::Tls(e.to_string()))?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
