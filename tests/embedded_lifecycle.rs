@@ -162,7 +162,7 @@ fn proc_kib(pid: u32, key: &str) -> u64 {
 // ---------------------------------------------------------------------------------------
 
 /// Base time of this file's readings: ten days ago on a whole minute, so that a device
-/// can send 864 000 one-second-apart readings before reaching the present.
+/// can send 8.6 million readings 100 ms apart before reaching the present.
 fn base_ms() -> i64 {
     let now = chrono::Utc::now().timestamp_millis();
     (now - 10 * 86_400_000) / 60_000 * 60_000
@@ -173,7 +173,7 @@ fn base_ms() -> i64 {
 fn reading(base: i64, j: usize) -> (i64, String, String) {
     let pm25 = format!("{:.1}", (j % 1000) as f64 / 10.0);
     let pm10 = format!("{:.1}", (j % 1000) as f64 / 10.0 + 20.0);
-    (base + j as i64 * 1000, pm25, pm10)
+    (base + j as i64 * 100, pm25, pm10)
 }
 
 fn reading_json(base: i64, j: usize) -> String {
@@ -200,9 +200,10 @@ fn stored(data: &Path, site: &str) -> HashMap<i64, (usize, Option<f64>, Option<f
         return out;
     }
     let c = db(data);
-    let mut stmt = c
-        .prepare("SELECT ts_ms, pm25, pm10 FROM readings WHERE site = ?1")
-        .unwrap();
+    // The file exists a moment before its schema does.
+    let Ok(mut stmt) = c.prepare("SELECT ts_ms, pm25, pm10 FROM readings WHERE site = ?1") else {
+        return out;
+    };
     let rows = stmt
         .query_map([site], |r| {
             Ok((
@@ -218,6 +219,20 @@ fn stored(data: &Path, site: &str) -> HashMap<i64, (usize, Option<f64>, Option<f
         e.0 += 1;
     }
     out
+}
+
+/// The time of the latest stored reading of `site`.
+fn latest(data: &Path, site: &str) -> Option<i64> {
+    if !data.join("aq-ingest.db").exists() {
+        return None;
+    }
+    db(data)
+        .query_row(
+            "SELECT max(ts_ms) FROM readings WHERE site = ?1",
+            [site],
+            |r| r.get(0),
+        )
+        .unwrap_or(None)
 }
 
 /// How the acknowledged readings `acked` (reading indices) of `site` compare with the
@@ -595,23 +610,31 @@ fn every_acknowledged_reading_survives_three_sigterm_restarts() {
         Arc::clone(&b),
     );
 
+    // Each phase: both devices acknowledged (10 one-shot readings, 1000 streamed) and
+    // the service took readings created in this phase into the store (so each run of
+    // the service reaches steady state, and each SIGTERM hits a busy service).
     let mut phases = Vec::new();
     for phase in 0..4 {
         let (a0, b0) = (a.acked(), b.acked());
+        let a_new = reading(base, a0).0;
+        let b_new = reading(base, b.acked_messages().iter().max().map_or(0, |m| m + 1)).0;
         wait_alive(
             &svc,
-            &format!("both devices acknowledged in phase {phase} (run {phase} of the service)"),
+            &format!("both devices acknowledged and stored in phase {phase} (run {phase} of the service)"),
             Duration::from_secs(90),
-            || a.acked() >= a0 + 3 && b.acked() >= b0 + 100,
+            || {
+                a.acked() >= a0 + 10
+                    && b.acked() >= b0 + 1000
+                    && latest(&data, "dev-a") >= Some(a_new)
+                    && latest(&data, "dev-b") >= Some(b_new)
+            },
         );
-        phases.push((a.acked() - a0, b.acked() - b0));
         if phase < 3 {
             // The devices go on publishing through the restart.
             stop_cleanly(&mut svc, &format!("restart {}", phase + 1));
-            phases.last_mut().unwrap().0 = a.acked() - a0;
-            phases.last_mut().unwrap().1 = b.acked() - b0;
             svc = setup.start(phase + 1);
         }
+        phases.push((a.acked() - a0, b.acked() - b0));
     }
     for p in [&a, &b] {
         p.stop.store(true, Ordering::SeqCst);
@@ -630,7 +653,7 @@ fn every_acknowledged_reading_survives_three_sigterm_restarts() {
     let final_a = Audit::of(&data, "dev-a", base, acked_a.iter().copied());
     let final_b = Audit::of(&data, "dev-b", base, acked_b.iter().copied());
     let report = format!(
-        "acknowledged per phase (dev-a, dev-b), until each SIGTERM returned: {phases:?}\n\
+        "acknowledged per phase (dev-a, dev-b), each until its SIGTERM exited: {phases:?}\n\
          dev-a: {} failed mosquitto_pub runs retried; dev-b: {} connections, {} publishes re-sent after a lost connection\n\
          while running: {}\n                {}\n\
          after the final SIGTERM: {}\n                         {}",
@@ -717,11 +740,14 @@ const MIB: u64 = 1 << 20;
 fn a_full_store_disk_holds_devices_back_and_loses_nothing() {
     const TMPFS_MIB: u64 = 16;
     const MAX_PENDING: u64 = MIB;
-    // 200 readings (~9 KiB) per message, up to 16 384 unacknowledged: the device can
-    // push ~150 MiB at a service that keeps reading its socket — far above the bound
-    // below, so a service that buffers instead of holding the device back fails it.
+    // 200 readings (~9 KiB) per message, 16 384 messages while the disk is full, all of
+    // them allowed unacknowledged at once: the device can push ~150 MiB at a service
+    // that keeps reading its socket — far above the memory bound below, so a service
+    // that buffers instead of holding the device back fails it — and far more than the
+    // 16 MiB disk could take, so a correct service cannot acknowledge them all.
     const PER_MSG: usize = 200;
     const WINDOW: u16 = 16_384;
+    const BUDGET: usize = 16_384;
 
     let setup = Setup::new(|c| {
         c.replacen(
@@ -763,59 +789,48 @@ fn a_full_store_disk_holds_devices_back_and_loses_nothing() {
         Arc::clone(&dev),
     );
 
-    // Started, and a first message committed: the baseline.
+    // Started, and the first 10 messages acknowledged and committed: the baseline.
     wait_alive(
         &svc,
         "the first 10 messages acknowledged",
         Duration::from_secs(60),
         || dev.acked() >= 10,
     );
-    let first = Audit::of(
-        &data,
-        "dev-full",
-        base,
-        readings_of(&dev.acked_messages(), PER_MSG),
-    );
-    assert!(first.ok(), "{}", first.summary("dev-full"));
+    let first = || {
+        Audit::of(
+            &data,
+            "dev-full",
+            base,
+            readings_of(&dev.acked_messages(), PER_MSG),
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !first().ok() {
+        assert!(
+            Instant::now() < deadline,
+            "the first 10 acknowledged messages are not in the store 20 s later: {}\nservice log:\n{}",
+            first().summary("dev-full"),
+            tail(&svc)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let baseline_kib = proc_kib(pid, "VmRSS");
 
-    // The store's disk fills up; the device streams as fast as it is let.
+    // The store's disk fills up; the device streams as fast as it is let: BUDGET
+    // messages, far more than the disk could take.
     let filler = data.join("filler");
     let filled = fill(&filler);
     let acked_at_full = dev.acked();
-    dev.allowed.store(usize::MAX, Ordering::SeqCst);
+    dev.allowed.store(10 + BUDGET, Ordering::SeqCst);
 
     // Acknowledgements stop: nothing can be committed. (The WAL may still have room
-    // for a few commits; those are acknowledged, and stored.) "Stopped" = none for 3 s
-    // while the device has unacknowledged messages out.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !(Progress::since(&dev.last_ack) >= Duration::from_secs(3)
-        && dev.written.load(Ordering::SeqCst) > dev.acked())
-    {
-        assert!(
-            alive(pid),
-            "the service died on a full disk:\n{}",
-            tail(&svc)
-        );
-        if Instant::now() >= deadline {
-            let now = Audit::of(
-                &data,
-                "dev-full",
-                base,
-                readings_of(&dev.acked_messages(), PER_MSG),
-            );
-            panic!(
-                "acknowledgements went on for 60 s while the store's disk was full ({filled} \
-                 filler bytes): {} messages acknowledged since, {} written, {} connections; \
-                 the store now: {}",
-                dev.acked() - acked_at_full,
-                dev.written.load(Ordering::SeqCst),
-                dev.connects.load(Ordering::SeqCst),
-                now.summary("dev-full")
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    // for a few commits; those are acknowledged, and stored.) "Stopped" = none for 3 s.
+    wait_alive(
+        &svc,
+        "acknowledgements to stop (none for 3 s) with the disk full",
+        Duration::from_secs(120),
+        || Progress::since(&dev.last_ack) >= Duration::from_secs(3),
+    );
     // Back-pressure: the device stops getting its publishes out (no write for 3 s), or
     // it has its whole window out — the service kept reading; the memory bound below
     // then tells whether it held that in memory.
@@ -853,7 +868,7 @@ fn a_full_store_disk_holds_devices_back_and_loses_nothing() {
         out_full * message(base, 0, PER_MSG).len() / 1024
     );
     eprintln!(
-        "disk full: {} messages acknowledged before, {} while full; {mem}",
+        "disk full ({filled} filler bytes): {} messages acknowledged before, {} while full; {mem}",
         acked_at_full,
         acked_full - acked_at_full
     );
@@ -863,12 +878,20 @@ fn a_full_store_disk_holds_devices_back_and_loses_nothing() {
         during.summary("dev-full")
     );
     assert!(
+        acked_full < 10 + BUDGET,
+        "the device's whole stream ({BUDGET} messages, {} MiB of readings) was acknowledged while \
+         the store's {TMPFS_MIB} MiB disk was full",
+        (BUDGET * message(base, 0, PER_MSG).len()) >> 20
+    );
+    assert!(
         hwm_full_kib <= bound_kib,
         "memory over the bound while the disk was full: {mem}"
     );
 
-    // Space returns: the stream resumes (20 more messages, 4000 readings, acknowledged).
+    // Space returns: the stream resumes (20 more messages, 4000 readings, acknowledged;
+    // the device has 100 more to send in case all it had was acknowledged).
     std::fs::remove_file(&filler).unwrap();
+    dev.allowed.fetch_add(100, Ordering::SeqCst);
     wait_alive(
         &svc,
         "the stream to resume after the disk was freed",
