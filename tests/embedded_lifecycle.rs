@@ -479,7 +479,13 @@ async fn stream(port: u16, s: Streamer, p: Arc<Progress>) {
         let mut inflight: HashMap<u16, usize> = HashMap::new();
         let mut connected = false;
         let ended = loop {
-            match el.poll().await {
+            // A stopped device drops its connection at once, also when it is held back
+            // in the middle of a write (the event loop is dropped, not resumed).
+            let event = tokio::select! {
+                event = el.poll() => event,
+                () = stopped(&p) => break true,
+            };
+            match event {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
                     connected = true;
                     p.connects.fetch_add(1, Ordering::SeqCst);
@@ -496,7 +502,6 @@ async fn stream(port: u16, s: Streamer, p: Arc<Progress>) {
                         p.ack(m);
                     }
                 }
-                Ok(Event::Outgoing(Outgoing::Disconnect)) => break true,
                 Ok(_) => {}
                 Err(_) => break false,
             }
@@ -527,8 +532,15 @@ async fn stream(port: u16, s: Streamer, p: Arc<Progress>) {
     }
 }
 
+/// Returns once the device is told to stop.
+async fn stopped(p: &Progress) {
+    while !p.stop.load(Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Hands the device's messages to its client: backlog first, then new ones, while
-/// `allowed` permits; disconnects when the device is stopped.
+/// `allowed` permits.
 async fn feed(
     client: AsyncClient,
     s: Streamer,
@@ -539,7 +551,6 @@ async fn feed(
     let topic = format!("aq/{}/readings", s.site);
     loop {
         if p.stop.load(Ordering::SeqCst) {
-            let _ = client.disconnect().await;
             return;
         }
         let next = {
