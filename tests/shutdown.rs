@@ -72,9 +72,11 @@ derived = false
             .env_remove("RUST_LOG"),
         dir.path().join("service.log"),
     );
-    wait_until("the embedded broker to take devices", Duration::from_secs(20), || {
-        svc.log_text().contains("devices can connect")
-    });
+    wait_until(
+        "the embedded broker to take devices",
+        Duration::from_secs(20),
+        || svc.log_text().contains("devices can connect"),
+    );
     let st = Command::new(require("mosquitto_pub"))
         .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1"])
         .args(["-t", "aq/s1/readings"])
