@@ -211,6 +211,8 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
                     Ok(false) => reading = false,
                     Err(e) => return e,
                 }
+                // Time held back for room is ours, not the device's silence.
+                last_heard = tokio::time::Instant::now();
                 if let Err(e) = self.flush().await {
                     return e;
                 }
