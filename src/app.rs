@@ -20,12 +20,16 @@ use crate::plan::{Plan, EXAMPLE_PAYLOAD, EXAMPLE_SITE};
 use crate::sink::influx::InfluxSink;
 use crate::source::devices::{self, BoardPublisher};
 use crate::source::mqtt::{self, MqttAlertPublisher};
+use crate::source::tcp;
 use crate::source::{Acker, Message, SourceContext, SourceIndex};
 use crate::stages::Stages;
 use crate::store::{HourlyLines, Store, StoreLock, Writer};
 
 /// The device source's index among the ingest's ackers.
 const DEVICE_SOURCE: SourceIndex = 0;
+
+/// The HJ 212 listener's index among the ingest's ackers.
+const HJ212_SOURCE: SourceIndex = 1;
 
 /// Resolves `cfg` and runs the service until `shutdown` resolves (see [`serve`]).
 pub async fn run(
@@ -59,7 +63,7 @@ pub async fn serve(
     // Registered in drain order (see `stages`).
     let mut stages = Stages::default();
     start_housekeeping(&plan, &clock, &metrics, &mut stages)?;
-    let (messages, acker, alerts) = start_sources(&plan, &clock, &metrics, &mut stages).await?;
+    let (messages, ackers, alerts) = start_sources(&plan, &clock, &metrics, &mut stages).await?;
     // The sink, when configured, with the nudge channel ingest uses to wake it. One
     // slot: a nudge only says "look at the outbox"; more would add nothing.
     let (nudge_tx, sink) = match &plan.influx {
@@ -85,7 +89,7 @@ pub async fn serve(
         registry: Arc::clone(&plan.registry),
         alerts,
     };
-    stages.spawn("ingest", ingest.run(messages, vec![acker], nudge_tx));
+    stages.spawn("ingest", ingest.run(messages, ackers, nudge_tx));
     if let Some(sink) = sink {
         stages.spawn("influx sink", sink);
     }
@@ -127,16 +131,46 @@ async fn start_sources(
     clock: &Arc<dyn Clock>,
     metrics: &Arc<Metrics>,
     stages: &mut Stages,
-) -> anyhow::Result<(mpsc::Receiver<Message>, Acker, Option<Alerter>)> {
+) -> anyhow::Result<(mpsc::Receiver<Message>, Vec<Acker>, Option<Alerter>)> {
     // Sources feed one bounded channel; its capacity is the MQTT client's queue.
     let (messages_tx, messages_rx) = mpsc::channel(plan.mqtt.queue_capacity.max(16));
     let (acker, acks) = Acker::channel();
     let (stop, stopped) = watch::channel(false);
+    // Every source stops on the same signal, fired by the first one the drain reaches.
+    let stop = Arc::new(stop);
     let ctx = SourceContext {
         clock: Arc::clone(clock),
         metrics: Arc::clone(metrics),
-        shutdown: stopped,
+        shutdown: stopped.clone(),
     };
+    let mut ackers = vec![acker];
+    if let Some(addr) = plan.hj212.listen {
+        let (acker, acks) = Acker::channel();
+        ackers.push(acker);
+        let ctx = SourceContext {
+            clock: Arc::clone(clock),
+            metrics: Arc::clone(metrics),
+            shutdown: stopped,
+        };
+        let s = tcp::start(
+            &plan.hj212,
+            addr,
+            Arc::clone(&plan.registry),
+            HJ212_SOURCE,
+            messages_tx.clone(),
+            acks,
+            ctx,
+        )
+        .await?;
+        let stop = Arc::clone(&stop);
+        stages.adopt(
+            "hj212 listener",
+            move || {
+                let _ = stop.send(true);
+            },
+            s.task,
+        );
+    }
     let (task, publish): (_, Box<dyn Publish>) = match &plan.broker {
         Some(b) => {
             // The listeners open now: the ingest's queue and the writer exist.
@@ -171,7 +205,7 @@ async fn start_sources(
         },
         task,
     );
-    Ok((messages_rx, acker, alerts))
+    Ok((messages_rx, ackers, alerts))
 }
 
 /// The HTTP API and dashboard, with their own store connection; last in the drain, so

@@ -17,6 +17,7 @@ use crate::ingest::IngestConfig;
 use crate::sink::influx::InfluxConfig;
 use crate::sites::{Registry, SitesConfig};
 use crate::source::mqtt::MqttConfig;
+use crate::source::tcp::Hj212Config;
 use crate::source::topic::SiteFilter;
 use crate::stages::ShutdownConfig;
 use crate::store::StoreConfig;
@@ -90,6 +91,10 @@ pub struct Config {
     pub target: Vec<TargetConfig>,
     #[serde(default)]
     pub shutdown: ShutdownConfig,
+    /// HJ 212 devices: the TCP listener (off unless `listen` is set) and frames over
+    /// MQTT.
+    #[serde(default)]
+    pub hj212: Hj212Config,
 }
 
 /// Config failures; `Invalid` lists every problem found.
@@ -187,6 +192,7 @@ impl Config {
         }
         p.extend(self.broker.problems());
         p.extend(self.shutdown.problems());
+        p.extend(self.hj212.problems());
         if let Err(e) = Registry::load(&self.sites) {
             p.extend(e);
         }

@@ -94,6 +94,12 @@ impl Housekeeping {
                 }
             },
         };
+        let f = move |s: &mut Store| {
+            let r = f(s);
+            // Between ticks the connection needs no page cache: give it back.
+            let _ = s.shrink_memory();
+            r
+        };
         match on_blocking_thread(store, f).await {
             Ok((s, r)) => {
                 self.store = Some(s);

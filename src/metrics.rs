@@ -176,6 +176,23 @@ impl Load for AtomicBool {
 /// `field: AtomicU64 | AtomicBool, Counter | Gauge, "prometheus_name", "help";`.
 /// A macro because `tracing` field names must be known at compile time: a table read at
 /// run time could only log the counters as one opaque string.
+/// A fixed family of counters (arrays of more than 32 have no `Default`).
+#[derive(Debug)]
+struct Counters<const N: usize>([AtomicU64; N]);
+
+impl<const N: usize> Default for Counters<N> {
+    fn default() -> Self {
+        Counters(std::array::from_fn(|_| AtomicU64::new(0)))
+    }
+}
+
+impl<const N: usize> std::ops::Deref for Counters<N> {
+    type Target = [AtomicU64; N];
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
 macro_rules! metric_set {
     ($( $field:ident: $ty:ty, $kind:ident, $name:literal, $help:literal; )*) => {
         /// Every pipeline counter and gauge (see the module doc for where the set is
@@ -184,7 +201,7 @@ macro_rules! metric_set {
         pub struct Metrics {
             $( #[doc = $help] pub $field: $ty, )*
             /// Readings and messages refused, by reason ([`FAMILIES`]).
-            rejected: [AtomicU64; RejectReason::ALL.len()],
+            rejected: Counters<{ RejectReason::ALL.len() }>,
             /// Sink failures, by class ([`FAMILIES`]).
             write_errors: [AtomicU64; WriteErrorClass::ALL.len()],
         }
@@ -258,6 +275,14 @@ metric_set! {
         "Device connections held back right now because the pending bytes are at their cap.";
     device_waits: AtomicU64, Counter, "aq_device_waits_total",
         "Times a device connection was held back for room (the store was not keeping up).";
+    hj212_connections: AtomicU64, Gauge, "aq_hj212_connections",
+        "HJ 212 devices connected to the TCP listener.";
+    hj212_frames: AtomicU64, Counter, "aq_hj212_frames_total",
+        "Whole HJ 212 frames received over TCP.";
+    hj212_replies: AtomicU64, Counter, "aq_hj212_replies_total",
+        "CN=9014 replies written (each after its frame was committed).";
+    hj212_refused: AtomicU64, Counter, "aq_hj212_refused_total",
+        "HJ 212 connections refused or closed (connection cap, idle, frame rate).";
     device_refused: AtomicU64, Counter, "aq_device_refused_total",
         "Device connections refused or closed for a protocol error, bad credentials or the connection cap.";
 }

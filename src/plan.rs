@@ -21,12 +21,14 @@ use crate::aqi::target::TargetConfig;
 use crate::aqi::AqiConfig;
 use crate::broker::BrokerConfig;
 use crate::config::{Config, ConfigError, LogConfig};
+use crate::decode::hj212::CrcVariant;
 use crate::derived::Derived;
-use crate::ingest::IngestSettings;
+use crate::ingest::{Hj212Rules, IngestSettings};
 use crate::model::{UnixMillis, MS_PER_DAY};
 use crate::sink::influx::InfluxConfig;
 use crate::sites::Registry;
 use crate::source::mqtt::MqttConfig;
+use crate::source::tcp::Hj212Config;
 use crate::source::topic::SiteFilter;
 use crate::store::StoreConfig;
 use crate::validate::Policy;
@@ -47,6 +49,8 @@ pub struct Plan {
     /// The embedded broker, when it runs.
     pub broker: Option<BrokerConfig>,
     pub ingest: IngestSettings,
+    /// The HJ 212 TCP listener's settings (`listen` absent: none).
+    pub hj212: Hj212Config,
     pub influx: Option<InfluxConfig>,
     /// Derived series settings, when the sink wants them.
     pub derived: Option<Derived>,
@@ -119,6 +123,8 @@ impl Plan {
                 problems,
             })?;
         let mut mqtt = cfg.mqtt.clone();
+        // HJ 212 gateways' topics are subscribed to with the reading topics.
+        mqtt.topics.extend(cfg.hj212.mqtt_topics.iter().cloned());
         let broker = cfg.broker.embedded.then(|| cfg.broker.clone());
         if let Some(b) = &broker {
             // The service's own client logs in to the embedded broker like a device.
@@ -175,6 +181,7 @@ impl Plan {
             mqtt,
             broker,
             ingest,
+            hj212: cfg.hj212,
             influx: cfg.influx,
             derived,
             api,
@@ -242,6 +249,12 @@ fn ingest_settings(
         max_batch_messages: cfg.ingest.max_batch_messages,
         batch_gap: Duration::from_millis(cfg.ingest.batch_gap_ms),
         max_batch_delay: Duration::from_millis(cfg.ingest.max_batch_delay_ms),
+        hj212: Hj212Rules {
+            unknown_mn: cfg.hj212.unknown_mn,
+            default_crc: CrcVariant::parse(&cfg.hj212.default_crc).unwrap_or_default(),
+            zone: cfg.aqi.zone(),
+            mqtt_topics: cfg.hj212.mqtt_topics.clone(),
+        },
     }
 }
 

@@ -54,11 +54,55 @@ pub enum RejectReason {
     BadPeriod,
     /// An `interval_secs` outside 1..=86400.
     BadInterval,
+    /// An HJ 212 frame does not start with `##` and four length digits.
+    Hj212BadHeader,
+    /// An HJ 212 frame's length field is not four digits.
+    Hj212BadLength,
+    /// An HJ 212 data segment over 1024 bytes.
+    Hj212TooLong,
+    /// An HJ 212 frame whose declared length is not its data segment's.
+    Hj212LengthMismatch,
+    /// An HJ 212 frame cut short (a device killed mid-frame).
+    Hj212Truncated,
+    /// An HJ 212 frame without its closing CRLF.
+    Hj212MissingCrlf,
+    /// An HJ 212 frame whose CRC is not four hex digits.
+    Hj212BadCrcField,
+    /// An HJ 212 frame whose CRC does not match (the device's CRC variant).
+    Hj212BadCrc,
+    /// Bytes between HJ 212 frames that are not a frame.
+    Hj212Garbage,
+    /// An HJ 212 data segment that is not text.
+    Hj212NotText,
+    /// An HJ 212 field that is not `key=value`.
+    Hj212MalformedField,
+    /// An HJ 212 frame without a required field (ST, CN, MN, CP…).
+    Hj212MissingField,
+    /// An HJ 212 field given twice.
+    Hj212DuplicateField,
+    /// An HJ 212 field with an invalid value (Flag, PNUM/PNO, MN…).
+    Hj212BadField,
+    /// An HJ 212 `CP=&&…&&` that cannot be read.
+    Hj212BadCp,
+    /// An HJ 212 `DataTime` that is not 14 (or 17) digits of a real local time.
+    Hj212BadDatatime,
+    /// An HJ 212 value that is not a number.
+    Hj212NotANumber,
+    /// An HJ 212 Flag naming a protocol version this service does not know.
+    Hj212UnknownVersion,
+    /// An HJ 212 command (CN) that carries no readings this service stores.
+    Hj212UnknownCn,
+    /// An HJ 212 device (MN) not in the site registry, with `[hj212] unknown_mn = "reject"`.
+    Hj212UnknownMn,
+    /// An HJ 212 frame whose `PW` is not the registered device password.
+    Hj212WrongPassword,
+    /// HJ 212 pollutant codes this service does not read (the frame is stored; counted).
+    Hj212UnknownCode,
 }
 
 impl RejectReason {
     /// Every reason, in a fixed order (used to index counters).
-    pub const ALL: [RejectReason; 23] = [
+    pub const ALL: [RejectReason; 45] = [
         Self::PayloadTooLarge,
         Self::NotUtf8,
         Self::BadJson,
@@ -82,6 +126,28 @@ impl RejectReason {
         Self::BadFlag,
         Self::BadPeriod,
         Self::BadInterval,
+        Self::Hj212BadHeader,
+        Self::Hj212BadLength,
+        Self::Hj212TooLong,
+        Self::Hj212LengthMismatch,
+        Self::Hj212Truncated,
+        Self::Hj212MissingCrlf,
+        Self::Hj212BadCrcField,
+        Self::Hj212BadCrc,
+        Self::Hj212Garbage,
+        Self::Hj212NotText,
+        Self::Hj212MalformedField,
+        Self::Hj212MissingField,
+        Self::Hj212DuplicateField,
+        Self::Hj212BadField,
+        Self::Hj212BadCp,
+        Self::Hj212BadDatatime,
+        Self::Hj212NotANumber,
+        Self::Hj212UnknownVersion,
+        Self::Hj212UnknownCn,
+        Self::Hj212UnknownMn,
+        Self::Hj212WrongPassword,
+        Self::Hj212UnknownCode,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -109,6 +175,28 @@ impl RejectReason {
             Self::BadFlag => "bad_flag",
             Self::BadPeriod => "bad_period",
             Self::BadInterval => "bad_interval",
+            Self::Hj212BadHeader => "hj212_bad_header",
+            Self::Hj212BadLength => "hj212_bad_length",
+            Self::Hj212TooLong => "hj212_too_long",
+            Self::Hj212LengthMismatch => "hj212_length_mismatch",
+            Self::Hj212Truncated => "hj212_truncated",
+            Self::Hj212MissingCrlf => "hj212_missing_crlf",
+            Self::Hj212BadCrcField => "hj212_bad_crc_field",
+            Self::Hj212BadCrc => "hj212_bad_crc",
+            Self::Hj212Garbage => "hj212_garbage",
+            Self::Hj212NotText => "hj212_not_text",
+            Self::Hj212MalformedField => "hj212_malformed_field",
+            Self::Hj212MissingField => "hj212_missing_field",
+            Self::Hj212DuplicateField => "hj212_duplicate_field",
+            Self::Hj212BadField => "hj212_bad_field",
+            Self::Hj212BadCp => "hj212_bad_cp",
+            Self::Hj212BadDatatime => "hj212_bad_datatime",
+            Self::Hj212NotANumber => "hj212_not_a_number",
+            Self::Hj212UnknownVersion => "hj212_unknown_version",
+            Self::Hj212UnknownCn => "hj212_unknown_cn",
+            Self::Hj212UnknownMn => "hj212_unknown_mn",
+            Self::Hj212WrongPassword => "hj212_wrong_password",
+            Self::Hj212UnknownCode => "hj212_unknown_code",
         }
     }
 

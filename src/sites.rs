@@ -14,13 +14,20 @@
 //! counts_for_district = true
 //! interval_secs = 60
 //! unit = "ug/m3"
+//! # An HJ 212 device: its MN, the password it sends (checked when set) and the CRC
+//! # its firmware computes ("hj212" per the standard, "modbus" as many devices do, or
+//! # "none"; default [hj212] default_crc). `unit` above applies to its frames too.
+//! mn = "010000A8900016F000169DC0"
+//! hj212_password = "123456"
+//! hj212_crc = "hj212"
 //! ```
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::decode::hj212::CrcVariant;
 use crate::model::{ConcentrationUnit, SiteId};
 use crate::validate::SiteDefaults;
 
@@ -71,6 +78,24 @@ pub struct Site {
     pub interval_secs: Option<u32>,
     /// The unit the devices report in, used when a payload does not state it.
     pub unit: Option<String>,
+    /// The site's HJ 212 device id (`MN`).
+    pub mn: Option<String>,
+    /// The password its frames carry (`PW`); checked when set.
+    #[serde(skip_serializing)]
+    pub hj212_password: Option<String>,
+    /// Its CRC variant: `hj212`, `modbus` or `none`.
+    pub hj212_crc: Option<String>,
+}
+
+/// What the registry says about an HJ 212 device.
+#[derive(Debug, Clone)]
+pub struct Hj212Device {
+    /// The site its readings belong to.
+    pub site: String,
+    pub password: Option<String>,
+    /// `None`: the service's default variant.
+    pub crc: Option<CrcVariant>,
+    pub defaults: SiteDefaults,
 }
 
 fn default_true() -> bool {
@@ -88,6 +113,8 @@ struct File {
 #[derive(Debug, Clone, Default)]
 pub struct Registry {
     sites: BTreeMap<String, (Site, SiteDefaults)>,
+    /// HJ 212 device id (`MN`) → site id.
+    by_mn: HashMap<String, String>,
     unregistered: Unregistered,
 }
 
@@ -111,6 +138,7 @@ impl Registry {
         let file: File = toml::from_str(text).map_err(|e| vec![e.to_string()])?;
         let mut problems = Vec::new();
         let mut sites = BTreeMap::new();
+        let mut by_mn = HashMap::new();
         for s in file.site {
             if let Err(e) = SiteId::parse(&s.id) {
                 problems.push(format!("site id {:?}: {}", s.id, e.as_str()));
@@ -128,6 +156,28 @@ impl Registry {
                     None
                 }
             };
+            if let Some(c) = s
+                .hj212_crc
+                .as_deref()
+                .filter(|c| CrcVariant::parse(c).is_none())
+            {
+                problems.push(format!(
+                    "site {}: hj212_crc {c:?}: use hj212, modbus or none",
+                    s.id
+                ));
+            }
+            if let Some(mn) = &s.mn {
+                if mn.is_empty() || mn.len() > 24 || !mn.bytes().all(|b| b.is_ascii_alphanumeric())
+                {
+                    problems.push(format!(
+                        "site {}: mn {mn:?}: 1 to 24 letters and digits",
+                        s.id
+                    ));
+                }
+                if let Some(other) = by_mn.insert(mn.clone(), s.id.clone()) {
+                    problems.push(format!("mn {mn} is given to sites {other} and {}", s.id));
+                }
+            }
             if s.interval_secs.is_some_and(|i| !(1..=86_400).contains(&i)) {
                 problems.push(format!("site {}: interval_secs must be 1..=86400", s.id));
             }
@@ -142,6 +192,7 @@ impl Registry {
         if problems.is_empty() {
             Ok(Registry {
                 sites,
+                by_mn,
                 unregistered,
             })
         } else {
@@ -162,6 +213,17 @@ impl Registry {
     /// The registered site, if any.
     pub fn get(&self, site: &str) -> Option<&Site> {
         self.sites.get(site).map(|s| &s.0)
+    }
+
+    /// The registered HJ 212 device with this `MN`, if any.
+    pub fn hj212_device(&self, mn: &str) -> Option<Hj212Device> {
+        let (site, defaults) = self.sites.get(self.by_mn.get(mn)?)?;
+        Some(Hj212Device {
+            site: site.id.clone(),
+            password: site.hj212_password.clone(),
+            crc: site.hj212_crc.as_deref().and_then(CrcVariant::parse),
+            defaults: *defaults,
+        })
     }
 
     /// Every registered site.

@@ -15,6 +15,7 @@
 
 pub mod devices;
 pub mod mqtt;
+pub mod tcp;
 pub mod topic;
 
 use std::sync::Arc;
@@ -69,6 +70,17 @@ pub struct AckToken {
     pub id: u64,
 }
 
+/// A message the ingest has finished with, handed back to its source after the commit:
+/// the token's id, and whether the payload was taken (its valid readings are
+/// committed) or refused as a whole (the rejection is committed). An MQTT source
+/// acknowledges both (a refused payload must not loop); an HJ 212 device gets its
+/// CN=9014 reply only for a frame that was taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settled {
+    pub id: u64,
+    pub accepted: bool,
+}
+
 /// One received message.
 #[derive(Debug)]
 pub struct Message {
@@ -82,7 +94,7 @@ pub struct Message {
 /// receive order. Dropping it tells the source that no more will come.
 #[derive(Debug)]
 pub struct Acker {
-    tx: mpsc::Sender<Vec<u64>>,
+    tx: mpsc::Sender<Vec<Settled>>,
 }
 
 /// Committed batches waiting for a source to write their acknowledgements. Batches, not
@@ -92,14 +104,14 @@ pub const ACK_QUEUE_BATCHES: usize = 64;
 
 impl Acker {
     /// A new acker and the receiving end its source reads.
-    pub fn channel() -> (Acker, mpsc::Receiver<Vec<u64>>) {
+    pub fn channel() -> (Acker, mpsc::Receiver<Vec<Settled>>) {
         let (tx, rx) = mpsc::channel(ACK_QUEUE_BATCHES);
         (Acker { tx }, rx)
     }
 
     /// Hands a committed batch's tokens back. False when the source is gone (stopped):
     /// its broker or devices then redeliver, and the copies are stored as duplicates.
-    pub async fn committed(&self, ids: Vec<u64>) -> bool {
-        self.tx.send(ids).await.is_ok()
+    pub async fn committed(&self, done: Vec<Settled>) -> bool {
+        self.tx.send(done).await.is_ok()
     }
 }

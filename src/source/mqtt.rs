@@ -28,7 +28,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_rustls::rustls;
 use tracing::{debug, error, info, warn};
 
-use super::{AckToken, Message, Origin, SourceContext, SourceIndex};
+use super::{AckToken, Message, Origin, Settled, SourceContext, SourceIndex};
 use crate::backoff::Backoff;
 use crate::clock::Clock;
 use crate::metrics::Metrics;
@@ -287,7 +287,7 @@ pub fn start(
     cfg: &MqttConfig,
     source: SourceIndex,
     messages: mpsc::Sender<Message>,
-    acks: mpsc::Receiver<Vec<u64>>,
+    acks: mpsc::Receiver<Vec<Settled>>,
     ctx: SourceContext,
 ) -> Result<MqttSource, MqttError> {
     let options = cfg.options()?;
@@ -352,7 +352,7 @@ struct Poller {
     /// To the ingest stage; dropped at shutdown, which is how ingest learns to finish.
     tx: Option<mpsc::Sender<Message>>,
     /// Committed batches (packed [`Pending`] ids), in receive order.
-    acks: mpsc::Receiver<Vec<u64>>,
+    acks: mpsc::Receiver<Vec<Settled>>,
     backoff: Backoff,
     subscribed_once: bool,
 }
@@ -472,14 +472,14 @@ impl Poller {
     }
 
     /// Writes the PUBACKs of one committed batch and flushes once.
-    async fn ack(&mut self, batch: Vec<u64>) {
+    async fn ack(&mut self, batch: Vec<Settled>) {
         let current = self.generation;
         let Some(net) = self.eventloop.network.as_mut() else {
             // Disconnected: the broker redelivers; the copies are stored as duplicates.
             return;
         };
         let mut n = 0;
-        for t in batch.into_iter().map(Pending::unpack) {
+        for t in batch.into_iter().map(|s| Pending::unpack(s.id)) {
             if t.generation != current || t.qos == QoS::AtMostOnce {
                 continue;
             }

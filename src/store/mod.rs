@@ -260,6 +260,14 @@ impl Store {
         Ok(store)
     }
 
+    /// Returns this connection's cached pages to the allocator. A connection that
+    /// wakes on a timer (housekeeping) would otherwise hold up to `CACHE_KIB` between
+    /// ticks for nothing.
+    pub fn shrink_memory(&self) -> Result<(), StoreError> {
+        self.conn.execute_batch("PRAGMA shrink_memory")?;
+        Ok(())
+    }
+
     /// The database file.
     pub fn path(&self) -> Option<&Path> {
         self.conn.path().map(Path::new)

@@ -7,6 +7,7 @@ use std::fmt;
 
 use super::crc::CrcVariant;
 use super::MAX_SEGMENT_BYTES;
+use crate::reject::{RejectReason, Rejection};
 
 /// Most bytes of device input an error message quotes: enough to recognise the field,
 /// too few to turn a log line into a copy of a hostile payload.
@@ -153,6 +154,34 @@ impl Hj212Error {
             Hj212Error::UnknownVersion { .. } => "hj212_unknown_version",
             Hj212Error::UnknownCn { .. } => "hj212_unknown_cn",
         }
+    }
+}
+
+impl Hj212Error {
+    /// The rejection recorded for this error: its stable reason and its message.
+    pub fn rejection(&self) -> Rejection {
+        let reason = match self {
+            Hj212Error::BadHeader { .. } => RejectReason::Hj212BadHeader,
+            Hj212Error::BadLength { .. } => RejectReason::Hj212BadLength,
+            Hj212Error::TooLong { .. } => RejectReason::Hj212TooLong,
+            Hj212Error::LengthMismatch { .. } => RejectReason::Hj212LengthMismatch,
+            Hj212Error::Truncated { .. } => RejectReason::Hj212Truncated,
+            Hj212Error::MissingCrlf { .. } => RejectReason::Hj212MissingCrlf,
+            Hj212Error::BadCrcField { .. } => RejectReason::Hj212BadCrcField,
+            Hj212Error::Crc { .. } => RejectReason::Hj212BadCrc,
+            Hj212Error::Garbage { .. } => RejectReason::Hj212Garbage,
+            Hj212Error::NotText { .. } => RejectReason::Hj212NotText,
+            Hj212Error::MalformedField { .. } => RejectReason::Hj212MalformedField,
+            Hj212Error::MissingField { .. } => RejectReason::Hj212MissingField,
+            Hj212Error::DuplicateField { .. } => RejectReason::Hj212DuplicateField,
+            Hj212Error::BadField { .. } => RejectReason::Hj212BadField,
+            Hj212Error::BadCp { .. } => RejectReason::Hj212BadCp,
+            Hj212Error::BadDataTime { .. } => RejectReason::Hj212BadDatatime,
+            Hj212Error::NotANumber { .. } => RejectReason::Hj212NotANumber,
+            Hj212Error::UnknownVersion { .. } => RejectReason::Hj212UnknownVersion,
+            Hj212Error::UnknownCn { .. } => RejectReason::Hj212UnknownCn,
+        };
+        Rejection::new(reason, self.to_string())
     }
 }
 

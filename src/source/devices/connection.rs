@@ -22,7 +22,7 @@ use tracing::{debug, warn};
 use super::codec::{self, ConnectAnswer, Incoming, Outgoing, Version};
 use super::Shared;
 use crate::metrics::Metrics;
-use crate::source::{AckToken, Message, Origin};
+use crate::source::{AckToken, Message, Origin, Settled};
 
 /// A device has this long to send its CONNECT after the TCP (and TLS) handshake.
 pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -170,7 +170,7 @@ struct Conn<S> {
     /// every holder has dropped it).
     to_ingest: Option<mpsc::Sender<Message>>,
     /// Committed batches of this connection's tokens, from the router.
-    acks: mpsc::Receiver<Vec<u64>>,
+    acks: mpsc::Receiver<Vec<Settled>>,
     /// Publishes handed to the ingest and not yet acknowledged, in order, with the
     /// room (pending bytes) each holds.
     inflight: VecDeque<(u64, OwnedSemaphorePermit)>,
@@ -356,9 +356,9 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
     }
 
     /// Queues the acknowledgements of a committed batch and frees its room.
-    fn acked(&mut self, ids: Vec<u64>) {
+    fn acked(&mut self, done: Vec<Settled>) {
         let mut n = 0;
-        for id in ids {
+        for Settled { id, .. } in done {
             // Tokens come back in the order they were sent.
             if let Some(pos) = self.inflight.iter().position(|(i, _)| *i == id) {
                 self.inflight.remove(pos);

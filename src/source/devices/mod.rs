@@ -39,7 +39,7 @@ use tokio::task::JoinSet;
 use tokio_rustls::rustls;
 use tracing::{info, warn};
 
-use super::{Message, SourceContext, SourceIndex};
+use super::{Message, Settled, SourceContext, SourceIndex};
 use crate::broker::BrokerConfig;
 use crate::clock::Clock;
 use crate::metrics::Metrics;
@@ -79,7 +79,7 @@ pub(crate) struct Shared {
     max_pending: usize,
     board: Arc<Board>,
     /// Each connection's acknowledgement queue, by connection id.
-    routes: Mutex<HashMap<u64, mpsc::Sender<Vec<u64>>>>,
+    routes: Mutex<HashMap<u64, mpsc::Sender<Vec<Settled>>>>,
     next_id: AtomicU64,
     /// When refusals were last logged, and how many since.
     refusals: Mutex<(Option<Instant>, u64)>,
@@ -104,7 +104,7 @@ impl Shared {
         }
     }
 
-    fn register(&self, tx: mpsc::Sender<Vec<u64>>) -> u64 {
+    fn register(&self, tx: mpsc::Sender<Vec<Settled>>) -> u64 {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut r) = self.routes.lock() {
             r.insert(id, tx);
@@ -156,7 +156,7 @@ pub async fn start(
     cfg: &BrokerConfig,
     source: SourceIndex,
     messages: mpsc::Sender<Message>,
-    acks: mpsc::Receiver<Vec<u64>>,
+    acks: mpsc::Receiver<Vec<Settled>>,
     ctx: SourceContext,
 ) -> Result<DevicesSource, DevicesError> {
     let login = match &cfg.username {
@@ -222,11 +222,14 @@ pub async fn start(
 /// Hands each committed batch's tokens to the connections they came from. A token whose
 /// connection has gone is dropped: that device sends the message again and the copy is
 /// stored as a duplicate.
-async fn route_acks(shared: Arc<Shared>, mut acks: mpsc::Receiver<Vec<u64>>) {
-    while let Some(ids) = acks.recv().await {
-        let mut by_conn: HashMap<u64, Vec<u64>> = HashMap::new();
-        for id in ids {
-            by_conn.entry(connection::conn_of(id)).or_default().push(id);
+async fn route_acks(shared: Arc<Shared>, mut acks: mpsc::Receiver<Vec<Settled>>) {
+    while let Some(done) = acks.recv().await {
+        let mut by_conn: HashMap<u64, Vec<Settled>> = HashMap::new();
+        for d in done {
+            by_conn
+                .entry(connection::conn_of(d.id))
+                .or_default()
+                .push(d);
         }
         let routes: Vec<_> = match shared.routes.lock() {
             Ok(r) => by_conn

@@ -24,9 +24,13 @@ use crate::metrics::Metrics;
 use crate::model::Reading;
 use crate::reject::{excerpt, RejectReason, Rejection};
 use crate::source::topic::{self, SiteFilter};
-use crate::source::{Acker, Message, Origin};
+use crate::source::{Acker, Message, Origin, Settled};
 use crate::store::{on_blocking_thread, RejectRecord, Writer};
 use crate::validate::{self, Policy, DEFAULT_MAX_FUTURE_SECS};
+
+mod hj212;
+
+pub use hj212::{Hj212Rules, UnknownMn};
 
 /// The `[ingest]` config.
 #[derive(Debug, Clone, Deserialize)]
@@ -86,6 +90,8 @@ pub struct IngestSettings {
     /// Batch growth: see [`IngestConfig::batch_gap_ms`] and `max_batch_delay_ms`.
     pub batch_gap: Duration,
     pub max_batch_delay: Duration,
+    /// How HJ 212 frames are attributed and checked.
+    pub hj212: Hj212Rules,
 }
 
 /// Everything the stage needs, built by `app`.
@@ -130,6 +136,8 @@ impl RejectLog {
 struct Prepared {
     readings: Vec<Reading>,
     rejects: Vec<RejectRecord>,
+    /// Per message, in batch order: whether its payload was taken.
+    accepted: Vec<bool>,
 }
 
 impl Ingest {
@@ -188,7 +196,7 @@ impl Ingest {
                     }
                 }
             }
-            for (source, ids) in tokens_by_source(&batch, ackers.len()) {
+            for (source, ids) in tokens_by_source(&batch, &prepared.accepted, ackers.len()) {
                 if !ackers[source].committed(ids).await {
                     // The source is gone (stopped): its broker or devices redeliver.
                     warn!(source, "ingest: source gone; committed messages will be redelivered and ignored as duplicates");
@@ -211,94 +219,121 @@ impl Ingest {
         }
     }
 
+    /// Decodes and validates a batch: the readings to commit, the rejections to
+    /// record, and per message whether its payload was taken (see [`Settled`]).
     fn prepare(&self, batch: &[Message], log: &mut RejectLog) -> Prepared {
         let mut out = Prepared {
             readings: Vec::with_capacity(batch.len()),
             rejects: Vec::new(),
+            accepted: Vec::with_capacity(batch.len()),
         };
-        let settings = &self.settings;
         for m in batch {
             let label = m.origin.label();
-            let payload = &m.payload[..];
-            let mut reject = |r: Rejection| {
-                self.metrics.reject(r.reason);
-                log.note(&r, &label);
-                out.rejects.push(RejectRecord {
-                    rejection: r,
-                    topic: excerpt(label.as_bytes()),
-                    excerpt: excerpt(payload),
-                });
+            let mut rec = Recorder {
+                metrics: &self.metrics,
+                log: &mut *log,
+                label: &label,
+                payload: &m.payload,
+                rejects: &mut out.rejects,
             };
-            if payload.len() > settings.max_payload_bytes {
-                reject(Rejection::new(
-                    RejectReason::PayloadTooLarge,
-                    format!(
-                        "{} bytes, at most {}",
-                        payload.len(),
-                        settings.max_payload_bytes
-                    ),
-                ));
-                continue;
+            let taken = self.take(m, &mut rec, &mut out.readings);
+            if let Err(r) = &taken {
+                rec.reject(r.clone());
             }
-            let Origin::Topic(topic) = &m.origin else {
-                // Device connections (HJ 212 over TCP) carry their site in the frame;
-                // no source produces them yet.
-                reject(Rejection::new(
-                    RejectReason::BadTopic,
-                    "no decoder for device connections",
-                ));
-                continue;
-            };
-            let Some(raw_site) = topic::site_of(&settings.filters, topic) else {
-                reject(Rejection::new(
-                    RejectReason::BadTopic,
-                    "topic matches no configured filter",
-                ));
-                continue;
-            };
-            let site = match validate::site(raw_site) {
-                Ok(s) => s,
-                Err(r) => {
-                    reject(r);
-                    continue;
-                }
-            };
-            if !self.registry.allows(site.as_str()) {
-                reject(Rejection::new(
-                    RejectReason::UnknownSite,
-                    format!("site {site} is not in the site registry"),
-                ));
-                continue;
-            }
-            let defaults = self.registry.defaults(site.as_str());
-            let observations = match json::decode(payload) {
-                Ok(v) => v,
-                Err(r) => {
-                    reject(r);
-                    continue;
-                }
-            };
-            Metrics::add(&self.metrics.readings_received, observations.len() as u64);
-            for obs in observations {
-                match obs.and_then(|o| {
-                    validate::reading_with(&site, o, m.received, &settings.policy, defaults)
-                }) {
-                    Ok(reading) => out.readings.push(reading),
-                    Err(r) => reject(r),
-                }
-            }
+            out.accepted.push(taken.is_ok());
         }
         out
+    }
+
+    /// One message: its readings into `readings`, reading-level refusals recorded;
+    /// `Err` refuses the whole payload.
+    fn take(
+        &self,
+        m: &Message,
+        rec: &mut Recorder<'_>,
+        readings: &mut Vec<Reading>,
+    ) -> Result<(), Rejection> {
+        let settings = &self.settings;
+        let payload = &m.payload[..];
+        if payload.len() > settings.max_payload_bytes {
+            return Err(Rejection::new(
+                RejectReason::PayloadTooLarge,
+                format!(
+                    "{} bytes, at most {}",
+                    payload.len(),
+                    settings.max_payload_bytes
+                ),
+            ));
+        }
+        let topic = match &m.origin {
+            Origin::Topic(t) if !settings.hj212.is_hj212_topic(t) => t,
+            // HJ 212 frames, over TCP or MQTT: the site comes from the frame's MN.
+            _ => return hj212::take(self, m, rec, readings),
+        };
+        let Some(raw_site) = topic::site_of(&settings.filters, topic) else {
+            return Err(Rejection::new(
+                RejectReason::BadTopic,
+                "topic matches no configured filter",
+            ));
+        };
+        let site = validate::site(raw_site)?;
+        if !self.registry.allows(site.as_str()) {
+            return Err(Rejection::new(
+                RejectReason::UnknownSite,
+                format!("site {site} is not in the site registry"),
+            ));
+        }
+        let defaults = self.registry.defaults(site.as_str());
+        let observations = json::decode(payload)?;
+        Metrics::add(&self.metrics.readings_received, observations.len() as u64);
+        for obs in observations {
+            match obs.and_then(|o| {
+                validate::reading_with(&site, o, m.received, &settings.policy, defaults)
+            }) {
+                Ok(reading) => readings.push(reading),
+                Err(r) => rec.reject(r),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Records refusals: counted by reason, logged rate-limited, kept for the rejects table
+/// with the origin and a payload excerpt.
+struct Recorder<'a> {
+    metrics: &'a Metrics,
+    log: &'a mut RejectLog,
+    label: &'a str,
+    payload: &'a [u8],
+    rejects: &'a mut Vec<RejectRecord>,
+}
+
+impl Recorder<'_> {
+    fn reject(&mut self, r: Rejection) {
+        self.metrics.reject(r.reason);
+        self.log.note(&r, self.label);
+        self.rejects.push(RejectRecord {
+            rejection: r,
+            topic: excerpt(self.label.as_bytes()),
+            excerpt: excerpt(self.payload),
+        });
     }
 }
 
 /// A committed batch's tokens, grouped by the source that issued them, each group in
 /// receive order.
-fn tokens_by_source(batch: &[Message], sources: usize) -> Vec<(usize, Vec<u64>)> {
-    let mut by: Vec<Vec<u64>> = vec![Vec::new(); sources];
-    for m in batch {
+fn tokens_by_source(
+    batch: &[Message],
+    accepted: &[bool],
+    sources: usize,
+) -> Vec<(usize, Vec<Settled>)> {
+    let mut by: Vec<Vec<Settled>> = vec![Vec::new(); sources];
+    for (m, accepted) in batch.iter().zip(accepted) {
         if let Some(ids) = by.get_mut(usize::from(m.ack.source)) {
-            ids.push(m.ack.id);
+            ids.push(Settled {
+                id: m.ack.id,
+                accepted: *accepted,
+            });
         }
     }
     by.into_iter()
