@@ -78,7 +78,7 @@ fn main() {
     };
     // The service refreshes the daily cache on a timer; do it once after the bulk load.
     let t = Instant::now();
-    let n = Store::open(&store_cfg)
+    let n = aq_ingest::store::Maintainer::open(&store_cfg)
         .unwrap()
         .refresh_daily(&aq_ingest::aqi::AqiConfig::default())
         .unwrap();

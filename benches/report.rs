@@ -25,11 +25,12 @@ fn main() {
         t0.elapsed().as_secs_f64()
     );
 
-    let mut store = Store::open(&cfg).unwrap();
     let t1 = Instant::now();
-    let n = store
+    let n = aq_ingest::store::Maintainer::open(&cfg)
+        .unwrap()
         .refresh_daily(&aq_ingest::aqi::AqiConfig::default())
         .unwrap();
+    let store = Store::open(&cfg).unwrap();
     println!(
         "first refresh of the daily cache ({n} site-days, after a bulk load): {:.0} ms",
         t1.elapsed().as_secs_f64() * 1000.0

@@ -14,7 +14,7 @@ use crate::metrics::Metrics;
 use crate::plan::Plan;
 use crate::report::{self, Spec};
 use crate::sim::{self, Replay, Simulator};
-use crate::store::{Store, StoreError, StoreLock};
+use crate::store::{Maintainer, Store, StoreError, StoreLock};
 
 /// Why a command failed.
 #[derive(Debug, Error)]
@@ -95,9 +95,9 @@ pub fn report(plan: &Plan, args: ReportArgs, clock: &dyn Clock) -> Result<String
 /// The lines InfluxDB refused, per status and reason; with `requeue`, the refused ones
 /// queued again. Safe while the service runs.
 pub fn dead_letters(plan: &Plan, requeue: bool, clock: &dyn Clock) -> Result<String, CommandError> {
-    let mut store = Store::open(&plan.store)?;
+    let mut store = Maintainer::open(&plan.store)?;
     let mut out = String::new();
-    let summary = store.dead_letter_summary()?;
+    let summary = store.reader().dead_letter_summary()?;
     if summary.is_empty() {
         out.push_str("no dead letters\n");
     }
@@ -124,7 +124,7 @@ pub fn resend(plan: &Plan, clock: &dyn Clock) -> Result<String, CommandError> {
         .clone()
         .map(|d| Box::new(move |h: &crate::aqi::daily::SiteHour| d.hour_line(h)) as _);
     let _lock = StoreLock::acquire(&plan.store)?;
-    let mut store = Store::open(&plan.store)?;
+    let mut store = Maintainer::open(&plan.store)?;
     let r = store.resend(crate::sink::influx::SINK_NAME, line.as_ref(), clock.now())?;
     Ok(format!(
         "queued for {}: {} readings, {} hourly lines, {} site-days of daily values (with their district days); the service sends them when it starts\n",

@@ -18,13 +18,13 @@ use crate::clock::Clock;
 use crate::derived::Derived;
 use crate::metrics::Metrics;
 use crate::plan::{Housekeeping as Timers, Plan};
-use crate::store::{on_blocking_thread, Store, StoreError};
+use crate::store::{on_blocking_thread, Maintainer, StoreError};
 
 /// The stage.
 pub struct Housekeeping {
     /// Its own connection, opened once (each open re-runs the migration check); `None`
     /// only after a task panicked with it, and then reopened at the next use.
-    store: Option<Store>,
+    store: Option<Maintainer>,
     timers: Timers,
     aqi: AqiConfig,
     derived: Option<Derived>,
@@ -44,7 +44,7 @@ impl Housekeeping {
         metrics: Arc<Metrics>,
     ) -> Result<Housekeeping, StoreError> {
         Ok(Housekeeping {
-            store: Some(Store::open(&plan.store)?),
+            store: Some(Maintainer::open(&plan.store)?),
             timers: plan.housekeeping.clone(),
             aqi: plan.aqi.clone(),
             derived: plan.derived.clone(),
@@ -82,11 +82,11 @@ impl Housekeeping {
     async fn on_store<T: Send + 'static>(
         &mut self,
         what: &'static str,
-        f: impl FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
+        f: impl FnOnce(&mut Maintainer) -> Result<T, StoreError> + Send + 'static,
     ) -> Option<T> {
         let store = match self.store.take() {
             Some(s) => s,
-            None => match Store::open(&self.plan.store) {
+            None => match Maintainer::open(&self.plan.store) {
                 Ok(s) => s,
                 Err(e) => {
                     warn!(error = %e, task = what, "housekeeping cannot reopen the store; retried at the next interval");
@@ -94,7 +94,7 @@ impl Housekeeping {
                 }
             },
         };
-        let f = move |s: &mut Store| {
+        let f = move |s: &mut Maintainer| {
             let r = f(s);
             // Between ticks the connection needs no page cache: give it back.
             let _ = s.shrink_memory();
@@ -150,8 +150,8 @@ impl Housekeeping {
         let now = self.clock.now();
         if let Some((depth, oldest)) = self
             .on_store("outbox gauges", move |s| {
-                let cursor = s.cursor(sink)?;
-                s.pending_stats(cursor)
+                let cursor = s.reader().cursor(sink)?;
+                s.reader().pending_stats(cursor)
             })
             .await
         {

@@ -761,9 +761,13 @@ fn a_full_store_disk_holds_devices_back_and_loses_nothing() {
     const BUDGET: usize = 16_384;
 
     let setup = Setup::new(|c| {
+        assert!(
+            c.contains("max_pending_bytes = 67108864"),
+            "the shipped config sets the cap this test lowers"
+        );
         c.replacen(
-            "[broker]\n",
-            &format!("[broker]\nmax_pending_bytes = {MAX_PENDING}\n"),
+            "max_pending_bytes = 67108864",
+            &format!("max_pending_bytes = {MAX_PENDING}"),
             1,
         )
     });

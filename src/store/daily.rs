@@ -335,7 +335,7 @@ impl Store {
     /// recomputed since the last call (and every cached site-day of their dates, for the
     /// district values) to `make`, stores the lines it returns in the derived outbox,
     /// and clears the pending marks. Returns the number of lines.
-    pub fn emit_derived_days(
+    pub(crate) fn emit_derived_days(
         &mut self,
         now: UnixMillis,
         make: impl FnOnce(&[(NaiveDate, String)], &DayRows) -> Vec<String>,

@@ -153,7 +153,7 @@ impl Store {
     /// changed) are recomputed from the refreshed site-days in the same transaction.
     /// (Here rather than in `daily`: the district depends on the site-days, not the
     /// reverse.)
-    pub fn refresh_daily(&mut self, aqi: &AqiConfig) -> Result<usize, StoreError> {
+    pub(crate) fn refresh_daily(&mut self, aqi: &AqiConfig) -> Result<usize, StoreError> {
         // IMMEDIATE: the writer waits while we refresh, so no mark is lost between our
         // read of dirty_days and our delete of it.
         let tx = self

@@ -2,9 +2,11 @@
 //! sinks drain (`outbox`: readings after each sink's cursor), and the embedded default
 //! store analysts can query.
 //!
-//! Roles are types: the [`Writer`] (owned by the ingest stage) is the only handle that
-//! commits readings and their hourly aggregates; each sink reads its outbox on a
-//! connection of its own; the API and reports query on theirs. WAL mode lets them read
+//! Roles are types, each on its own connection: the [`Writer`] (the ingest) is the only
+//! handle that commits readings and their hourly aggregates; an [`Outbox`] per sink
+//! reads what is pending and moves that sink's cursor; the [`Maintainer`]
+//! (housekeeping, operator commands) refreshes the day caches, prunes and requeues; a
+//! plain [`Store`] (the API, reports) only queries. WAL mode lets them read
 //! while the writer commits; `busy_timeout` serialises their short writes.
 //! [`on_blocking_thread`] is the one way async code runs a store call.
 
@@ -169,6 +171,72 @@ where
         (handle, r)
     })
     .await
+}
+
+/// Housekeeping's and the operator's handle: refreshes the site and district day
+/// caches and emits the derived daily series, prunes past retention, and queues lines
+/// again (`dead-letters --requeue`, `resend`). The only handle outside the crate that
+/// writes anything but readings and a sink's cursor.
+pub struct Maintainer {
+    store: Store,
+}
+
+impl Maintainer {
+    /// Opens the store for maintenance.
+    pub fn open(cfg: &StoreConfig) -> Result<Maintainer, StoreError> {
+        Ok(Maintainer {
+            store: Store::open(cfg)?,
+        })
+    }
+
+    /// Recomputes the site and district days touched since the last refresh; returns
+    /// how many site-days it wrote.
+    pub fn refresh_daily(&mut self, aqi: &crate::aqi::AqiConfig) -> Result<usize, StoreError> {
+        self.store.refresh_daily(aqi)
+    }
+
+    /// See [`Store::emit_derived_days`].
+    pub fn emit_derived_days(
+        &mut self,
+        now: UnixMillis,
+        make: impl FnOnce(&[(chrono::NaiveDate, String)], &DayRows) -> Vec<String>,
+    ) -> Result<usize, StoreError> {
+        self.store.emit_derived_days(now, make)
+    }
+
+    /// See [`Store::prune`].
+    pub fn prune(
+        &mut self,
+        cutoff: Option<UnixMillis>,
+        unsent_for: Option<&str>,
+    ) -> Result<u64, StoreError> {
+        self.store.prune(cutoff, unsent_for)
+    }
+
+    /// Queues the server-refused dead letters again; returns how many.
+    pub fn requeue_dead_letters(&mut self, now: UnixMillis) -> Result<u64, StoreError> {
+        self.store.requeue_dead_letters(now)
+    }
+
+    /// See [`Store::resend`].
+    pub fn resend(
+        &mut self,
+        sink: &str,
+        hour_line: Option<&HourlyLines>,
+        now: UnixMillis,
+    ) -> Result<Resend, StoreError> {
+        self.store.resend(sink, hour_line, now)
+    }
+
+    /// The read side of the same connection.
+    pub fn reader(&self) -> &Store {
+        &self.store
+    }
+
+    /// See [`Store::shrink_memory`].
+    pub fn shrink_memory(&self) -> Result<(), StoreError> {
+        self.store.shrink_memory()
+    }
 }
 
 /// The ingest's handle: the only one that commits readings, the hourly aggregates they
@@ -382,7 +450,7 @@ impl Store {
     /// `unsent_for: Some(sink)`, readings that sink has not delivered yet are kept
     /// whatever their age: the store is the sink's buffer, and an outage longer than
     /// the retention must not lose them.
-    pub fn prune(
+    pub(crate) fn prune(
         &mut self,
         cutoff: Option<UnixMillis>,
         unsent_for: Option<&str>,

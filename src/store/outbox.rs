@@ -223,7 +223,7 @@ impl Store {
     /// them from the dead letters. Lines that never were line protocol
     /// ([`DeadLetterKind::Unencodable`]: a reading the encoder refused) stay. Safe beside a running service: the writer
     /// picks them up like any derived line. Returns how many were queued.
-    pub fn requeue_dead_letters(&mut self, now: UnixMillis) -> Result<u64, StoreError> {
+    pub(crate) fn requeue_dead_letters(&mut self, now: UnixMillis) -> Result<u64, StoreError> {
         let tx = self.conn.transaction()?;
         let unencodable = DeadLetterKind::Unencodable.to_status_column();
         let n = tx.execute(
@@ -241,7 +241,7 @@ impl Store {
     /// is given, refills the derived outbox with one line per stored site-hour and
     /// marks every cached site-day for its daily lines. Run it with the service
     /// stopped: a running writer keeps its cursor in memory.
-    pub fn resend(
+    pub(crate) fn resend(
         &mut self,
         sink: &str,
         hour_line: Option<&super::HourlyLines>,
