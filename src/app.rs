@@ -145,13 +145,13 @@ async fn start_sources(
     };
     let mut ackers = vec![acker];
     if let Some(addr) = plan.hj212.listen {
-        let (acker, acks) = Acker::channel();
-        ackers.push(acker);
         let ctx = SourceContext {
             clock: Arc::clone(clock),
             metrics: Arc::clone(metrics),
             shutdown: stopped,
         };
+        let (acker, acks) = Acker::channel();
+        ackers.push(acker);
         let s = tcp::start(
             &plan.hj212,
             addr,
@@ -163,13 +163,7 @@ async fn start_sources(
         )
         .await?;
         let stop = Arc::clone(&stop);
-        stages.adopt(
-            "hj212 listener",
-            move || {
-                let _ = stop.send(true);
-            },
-            s.task,
-        );
+        stages.adopt("hj212 listener", stopper(stop), s.task);
     }
     let (task, publish): (_, Box<dyn Publish>) = match &plan.broker {
         Some(b) => {
@@ -194,18 +188,20 @@ async fn start_sources(
         alerts: a.evaluator(),
         publish,
     });
-    stages.adopt(
-        if plan.broker.is_some() {
-            "embedded broker"
-        } else {
-            "mqtt source"
-        },
-        move || {
-            let _ = stop.send(true);
-        },
-        task,
-    );
+    let name = if plan.broker.is_some() {
+        "embedded broker"
+    } else {
+        "mqtt source"
+    };
+    stages.adopt(name, stopper(stop), task);
     Ok((messages_rx, ackers, alerts))
+}
+
+/// A stop trigger that fires the sources' shared stop signal.
+fn stopper(stop: Arc<watch::Sender<bool>>) -> impl FnOnce() + Send + 'static {
+    move || {
+        let _ = stop.send(true);
+    }
 }
 
 /// The HTTP API and dashboard, with their own store connection; last in the drain, so

@@ -42,6 +42,17 @@ pub enum Unregistered {
     Reject,
 }
 
+/// What to do with a frame from a device (`MN`) the registry does not know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum UnknownMn {
+    /// Refuse it with `hj212_unknown_mn` (and no reply).
+    #[default]
+    Reject,
+    /// Store it under a site named after the MN, with the default CRC and µg/m³.
+    Register,
+}
+
 /// The `[sites]` config.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

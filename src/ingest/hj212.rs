@@ -7,28 +7,15 @@
 //! or an MQTT message on an HJ 212 topic) may hold several frames; a frame that fails
 //! refuses the payload (no CN=9014 reply), the others' readings are still stored.
 
-use serde::Deserialize;
-
 use super::{Ingest, Recorder};
 use crate::aqi::zone::Zone;
 use crate::decode::hj212::{check_envelope, parse_segment, to_observations, CrcVariant, Framer};
 use crate::metrics::Metrics;
 use crate::model::{ConcentrationUnit, Reading};
 use crate::reject::{RejectReason, Rejection};
-use crate::sites::Hj212Device;
+use crate::sites::{Hj212Device, UnknownMn};
 use crate::source::Message;
 use crate::validate::{self, SiteDefaults};
-
-/// What to do with a frame from a device (`MN`) the registry does not know.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum UnknownMn {
-    /// Refuse it with `hj212_unknown_mn` (and no reply).
-    #[default]
-    Reject,
-    /// Store it under a site named after the MN, with the default CRC and µg/m³.
-    Register,
-}
 
 /// How HJ 212 frames are attributed and checked, resolved from `[hj212]`.
 #[derive(Debug, Clone, Default)]
@@ -47,7 +34,7 @@ impl Hj212Rules {
     pub fn is_hj212_topic(&self, topic: &str) -> bool {
         self.mqtt_topics
             .iter()
-            .any(|f| rumqttc::mqttbytes::matches(topic, f))
+            .any(|f| crate::source::topic::matches(topic, f))
     }
 }
 

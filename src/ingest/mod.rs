@@ -30,7 +30,7 @@ use crate::validate::{self, Policy, DEFAULT_MAX_FUTURE_SECS};
 
 mod hj212;
 
-pub use hj212::{Hj212Rules, UnknownMn};
+pub use hj212::Hj212Rules;
 
 /// The `[ingest]` config.
 #[derive(Debug, Clone, Deserialize)]

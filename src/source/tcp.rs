@@ -30,9 +30,9 @@ use tracing::{debug, info, warn};
 use super::{AckToken, Message, Origin, Settled, SourceContext, SourceIndex};
 use crate::clock::Clock;
 use crate::decode::hj212::{check_envelope, parse_segment, CrcVariant, Framer};
-use crate::ingest::UnknownMn;
 use crate::metrics::Metrics;
 use crate::sites::Registry;
+use crate::sites::UnknownMn;
 
 /// The `[hj212]` config.
 #[derive(Debug, Clone, Deserialize)]

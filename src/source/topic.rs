@@ -72,6 +72,36 @@ pub fn site_of<'t>(filters: &[SiteFilter], topic: &'t str) -> Option<&'t str> {
     filters.iter().find_map(|f| f.site_of(topic))
 }
 
+/// Whether `topic` matches the MQTT filter `filter` (`+` one level, `#` the rest;
+/// topics starting with `$` match no wildcard at their first level).
+pub fn matches(topic: &str, filter: &str) -> bool {
+    if topic.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#')) {
+        return false;
+    }
+    let mut t = topic.split('/');
+    for f in filter.split('/') {
+        match (f, t.next()) {
+            ("#", _) => return true,
+            ("+", Some(_)) => {}
+            (f, Some(level)) if f == level => {}
+            _ => return false,
+        }
+    }
+    t.next().is_none()
+}
+
+#[cfg(test)]
+#[test]
+fn filters_match_as_mqtt_says() {
+    assert!(matches("hj212/s1/frames", "hj212/+/frames"));
+    assert!(matches("hj212/s1/frames", "hj212/#"));
+    assert!(matches("hj212", "hj212/#"));
+    assert!(!matches("hj212/s1/x/frames", "hj212/+/frames"));
+    assert!(!matches("aq/s1/readings", "hj212/+/frames"));
+    assert!(!matches("$SYS/x", "#"));
+    assert!(!matches("a/b", "a"));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
