@@ -31,6 +31,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 // The service
 // ---------------------------------------------------------------------------------------
 
+/// Stored readings: (site, ts_ms) → (pm25, pm10).
+type Stored = BTreeMap<(String, i64), (f64, f64)>;
+
 /// One service directory: config, registry, store; the running binary.
 struct Svc {
     dir: tempfile::TempDir,
@@ -197,7 +200,7 @@ impl Svc {
     }
 
     /// Every stored reading: (site, ts_ms) → (pm25, pm10), and the number of rows.
-    fn readings(&self) -> (BTreeMap<(String, i64), (f64, f64)>, usize) {
+    fn readings(&self) -> (Stored, usize) {
         let c = self.db();
         let mut s = c
             .prepare("SELECT site, ts_ms, pm25, pm10 FROM readings")
