@@ -9,9 +9,10 @@
 //! - **HJ 212 / TCP**: 1 000 simulated devices (`aq_ingest::sim::hj212::Device`), each on
 //!   its own connection, all connected at once, each sending its readings as CN=2011
 //!   frames with up to 4 unanswered and at most 90 frames/s (under the listener's
-//!   default `max_frames_per_sec` of 100, which would close the connection), a frame counting only once its CN=9014 answer — sent after the
-//!   commit — arrived. Printed: readings/s committed and answered (first frame sent to
-//!   last answer), and the answer latency (frame written → answer read) p50/p99/max.
+//!   default `max_frames_per_sec` of 100, which would close the connection), a frame
+//!   counting only once its CN=9014 answer — sent after the commit — arrived. Printed:
+//!   readings/s committed and answered (first frame sent to last answer), and the answer
+//!   latency (frame written → answer read) p50/p99/max.
 //! - **JSON / MQTT**: the same readings (a day later, so none is a duplicate) as JSON
 //!   from 1 000 MQTT 3.1.1 clients to the embedded broker at QoS 1, one reading per
 //!   message, the same window of 4 in flight; a reading counts once its PUBACK (also

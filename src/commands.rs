@@ -263,7 +263,7 @@ pub async fn simulate(
             reply_timeout: Duration::from_secs_f64(a.reply_timeout_secs.max(0.001)),
             retries: a.retries,
             max_frames_per_sec: a.device_rate,
-            on_reply: None,
+            ..DeviceConfig::default()
         };
         let report = match &replay {
             Some(replay) => sim_hj212::publish_history_tcp(&sim, &addr, replay, &cfg).await,

@@ -179,6 +179,10 @@ pub struct DeviceConfig {
     /// At most this many frames per second on the connection (re-sends included); the
     /// service closes connections above its `max_frames_per_sec`.
     pub max_frames_per_sec: f64,
+    /// A device that cannot connect for this long gives up: what it holds and what it
+    /// is given later count as unanswered (a command must end; a field device would
+    /// retry forever).
+    pub give_up_after: Duration,
     pub on_reply: Option<OnReply>,
 }
 
@@ -190,6 +194,7 @@ impl Default for DeviceConfig {
             reply_timeout: Duration::from_secs(10),
             retries: 3,
             max_frames_per_sec: 50.0,
+            give_up_after: Duration::from_secs(120),
             on_reply: None,
         }
     }
@@ -203,6 +208,7 @@ impl fmt::Debug for DeviceConfig {
             .field("reply_timeout", &self.reply_timeout)
             .field("retries", &self.retries)
             .field("max_frames_per_sec", &self.max_frames_per_sec)
+            .field("give_up_after", &self.give_up_after)
             .field("on_reply", &self.on_reply.is_some())
             .finish()
     }
@@ -320,12 +326,23 @@ async fn run(
     let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
     let mut pace = Pace::new(cfg.max_frames_per_sec);
     let mut first_attempt = true;
+    let mut down_since: Option<Instant> = None;
     while input_open || !in_flight.is_empty() {
         if !first_attempt {
             tokio::time::sleep(backoff.next_delay()).await;
         }
         first_attempt = false;
+        let since = *down_since.get_or_insert_with(Instant::now);
         let Ok(stream) = TcpStream::connect(&addr).await else {
+            if since.elapsed() >= cfg.give_up_after {
+                rx.close();
+                let mut lost = in_flight.len() as u64;
+                while rx.recv().await.is_some() {
+                    lost += 1;
+                }
+                report.unanswered += lost;
+                return report;
+            }
             continue;
         };
         let _ = stream.set_nodelay(true);
@@ -348,6 +365,7 @@ async fn run(
         }
         // Connected: a lost connection from here on is retried at once.
         backoff.reset();
+        down_since = None;
         first_attempt = true;
         let mut framer = Framer::new();
         let mut buf = vec![0u8; 4096];
@@ -736,5 +754,30 @@ mod tests {
         // The third frame was sent twice: once unanswered, once after the reconnect.
         let seen = seen.lock().unwrap();
         assert_eq!(seen.iter().filter(|q| **q == want[2]).count(), 2);
+    }
+
+    /// Nobody listening: the device gives up after `give_up_after` and counts every
+    /// reading it was given as unanswered, so a command ends.
+    #[tokio::test]
+    async fn a_device_with_no_server_gives_up_and_counts() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let s = sim();
+        let cfg = DeviceConfig {
+            give_up_after: Duration::from_millis(300),
+            ..DeviceConfig::default()
+        };
+        let device = Device::spawn(&s, format!("127.0.0.1:{port}"), 0, cfg);
+        let mut given = 0;
+        for r in s.site_day(0, day()).into_iter().take(3) {
+            if device.send(r).await {
+                given += 1;
+            }
+        }
+        let report = device.finish().await;
+        assert_eq!(report.unanswered, given);
+        assert_eq!((report.delivered, report.connections), (0, 0));
     }
 }
