@@ -135,9 +135,40 @@ pub fn resend(plan: &Plan, clock: &dyn Clock) -> Result<String, CommandError> {
 /// `aq-ingest simulate`.
 #[derive(Debug, clap::Args)]
 pub struct SimulateArgs {
+    /// What the devices speak: `json` (the service's JSON over MQTT) or `hj212`
+    /// (HJ 212 CN=2011 frames: over TCP with --target, else over MQTT to --broker on
+    /// `hj212/<site>/frames`).
+    #[arg(long, default_value = "json", value_parser = ["json", "hj212"])]
+    pub protocol: String,
     /// mqtt://host:port
     #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
     pub broker: String,
+    /// HJ 212 over TCP: tcp://host:port of the service's `[hj212] listen`. Each site is
+    /// one device on its own connection.
+    #[arg(long)]
+    pub target: Option<String>,
+    /// HJ 212: the devices' CRC, `hj212` (the standard's Appendix A) or `modbus`.
+    #[arg(long, default_value = "hj212", value_parser = ["hj212", "modbus"])]
+    pub crc: String,
+    /// HJ 212: the protocol version in the devices' Flag.
+    #[arg(long = "hj212-version", default_value = "2017", value_parser = ["2005", "2017", "2025"])]
+    pub hj212_version: String,
+    /// HJ 212: the devices' PW.
+    #[arg(long = "hj212-password", default_value = crate::sim::hj212::SIM_PASSWORD)]
+    pub hj212_password: String,
+    /// HJ 212 over TCP: frames a device sends before it waits for their answers.
+    #[arg(long, default_value_t = 8)]
+    pub window: usize,
+    /// HJ 212 over TCP: a frame unanswered this long is sent again…
+    #[arg(long, default_value_t = 10.0)]
+    pub reply_timeout_secs: f64,
+    /// … at most this many times, then given up (and the command fails).
+    #[arg(long, default_value_t = 3)]
+    pub retries: u32,
+    /// HJ 212 over TCP: at most this many frames per second per device (keep it under
+    /// the service's `[hj212] max_frames_per_sec`).
+    #[arg(long, default_value_t = 50.0)]
+    pub device_rate: f64,
     #[arg(long, default_value_t = 10)]
     pub sites: usize,
     #[arg(long, default_value_t = 60)]
@@ -153,10 +184,12 @@ pub struct SimulateArgs {
     pub speed: Option<f64>,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// At most this many messages per second.
+    /// At most this many messages per second (HJ 212 over TCP: frames per second, the
+    /// whole fleet).
     #[arg(long)]
     pub rate: Option<f64>,
-    /// Readings per message (a device's batch upload).
+    /// Readings per message (a device's batch upload; HJ 212 over MQTT: frames per
+    /// message; HJ 212 over TCP: not used, one reading per frame).
     #[arg(long, default_value_t = 1)]
     pub batch: usize,
 }
@@ -180,33 +213,87 @@ fn sim_target(plan: &Plan, url: &str) -> Result<sim::Target, CommandError> {
     })
 }
 
-/// Publishes simulated readings; returns the number of messages.
+/// Publishes simulated readings; returns the number of messages (HJ 212 over TCP:
+/// frames answered).
 pub async fn simulate(
     plan: &Plan,
     a: SimulateArgs,
     clock: &dyn Clock,
 ) -> Result<u64, CommandError> {
-    let target = sim_target(plan, &a.broker)?;
+    use crate::decode::hj212::{CrcVariant, Version};
+    use crate::sim::hj212::{self as sim_hj212, DeviceConfig, FrameOptions};
+
     let sim = Simulator {
         sites: a.sites,
         interval_secs: a.interval_secs.max(1),
         seed: a.seed,
         zone: plan.aqi.zone(),
     };
-    match a.from {
-        Some(from) => {
-            let replay = Replay {
-                from,
-                days: a.days,
-                batch: a.batch,
-                rate: a.rate,
-                speed: a.speed,
-            };
-            sim::publish_history(&sim, &target, &replay)
-                .await
-                .map_err(|e| CommandError::Mqtt(e.to_string()))
+    let replay = a.from.map(|from| Replay {
+        from,
+        days: a.days,
+        batch: a.batch,
+        rate: a.rate,
+        speed: a.speed,
+    });
+    let format = match a.protocol.as_str() {
+        "hj212" => sim::Format::Hj212(FrameOptions {
+            crc: CrcVariant::parse(&a.crc)
+                .ok_or_else(|| CommandError::Usage(format!("--crc {}", a.crc)))?,
+            version: match a.hj212_version.as_str() {
+                "2005" => Version::Hjt2005,
+                "2025" => Version::Hj2025,
+                _ => Version::Hj2017,
+            },
+            password: a.hj212_password.clone(),
+        }),
+        _ => sim::Format::Json,
+    };
+    if let Some(target) = &a.target {
+        let sim::Format::Hj212(frames) = format else {
+            return Err(CommandError::Usage(
+                "--target tcp://… is for HJ 212 devices: add --protocol hj212 (JSON goes to --broker)"
+                    .into(),
+            ));
+        };
+        let addr = sim_hj212::tcp_addr(target).map_err(CommandError::Usage)?;
+        let cfg = DeviceConfig {
+            frames,
+            window: a.window.max(1),
+            reply_timeout: Duration::from_secs_f64(a.reply_timeout_secs.max(0.001)),
+            retries: a.retries,
+            max_frames_per_sec: a.device_rate,
+            ..DeviceConfig::default()
+        };
+        let report = match &replay {
+            Some(replay) => sim_hj212::publish_history_tcp(&sim, &addr, replay, &cfg).await,
+            None => sim_hj212::publish_live_tcp(&sim, &addr, a.days, clock, &cfg).await,
+        };
+        tracing::info!(
+            delivered = report.delivered,
+            unanswered = report.unanswered,
+            resent = report.resent,
+            connections = report.connections,
+            reply_crc_mismatch = report.reply_crc_mismatch,
+            "simulate: HJ 212 devices done"
+        );
+        if report.unanswered > 0 {
+            return Err(CommandError::Service(format!(
+                "{} HJ 212 frames got no CN=9014 answer after {} re-sends ({} answered)",
+                report.unanswered, a.retries, report.delivered
+            )));
         }
-        None => sim::publish_live(&sim, &target, a.days, clock)
+        return Ok(report.delivered);
+    }
+    let mut target = sim_target(plan, &a.broker)?;
+    if matches!(format, sim::Format::Hj212(_)) {
+        target.topic_filter = sim_hj212::MQTT_TOPIC_FILTER.to_owned();
+    }
+    match replay {
+        Some(replay) => sim::publish_history_as(&sim, &target, &replay, &format)
+            .await
+            .map_err(|e| CommandError::Mqtt(e.to_string())),
+        None => sim::publish_live_as(&sim, &target, a.days, clock, &format)
             .await
             .map_err(|e| CommandError::Mqtt(e.to_string())),
     }

@@ -5,8 +5,11 @@
 //! fault or calibration, and site-days whose upload comes late (a backlog).
 //!
 //! Every random draw is seeded by (seed, what, site, day, …), so a site-day is the same
-//! whatever order it is generated in. Used by `aq-ingest simulate` (any broker),
-//! `aq-ingest demo`, and as the load generator for benchmarks.
+//! whatever order it is generated in. Used by `aq-ingest simulate` (any broker, or HJ 212
+//! devices on TCP: [`hj212`]), `aq-ingest demo`, and as the load generator for
+//! benchmarks.
+
+pub mod hj212;
 
 use std::time::Duration;
 
@@ -152,6 +155,14 @@ impl Simulator {
         out
     }
 
+    /// The payload for readings of one site in `format`.
+    pub fn payload_in(&self, format: &Format, readings: &[SimReading]) -> Vec<u8> {
+        match format {
+            Format::Json => self.payload(readings),
+            Format::Hj212(o) => self.hj212_payload(readings, o),
+        }
+    }
+
     /// The JSON payload for readings of one site.
     pub fn payload(&self, readings: &[SimReading]) -> Vec<u8> {
         let one = |r: &SimReading| {
@@ -201,6 +212,17 @@ impl Target {
     }
 }
 
+/// What an MQTT message carries.
+#[derive(Debug, Clone, Default)]
+pub enum Format {
+    /// The service's JSON payload (a reading or an array of them).
+    #[default]
+    Json,
+    /// HJ 212 CN=2011 frames, one per reading, one after the other (publish them to
+    /// [`hj212::MQTT_TOPIC_FILTER`]).
+    Hj212(hj212::FrameOptions),
+}
+
 /// How `publish_history` sends.
 #[derive(Debug, Clone)]
 pub struct Replay {
@@ -222,14 +244,25 @@ pub async fn publish_history(
     target: &Target,
     replay: &Replay,
 ) -> Result<u64, rumqttc::ConnectionError> {
+    publish_history_as(sim, target, replay, &Format::Json).await
+}
+
+/// [`publish_history`] with the payload in `format`.
+pub async fn publish_history_as(
+    sim: &Simulator,
+    target: &Target,
+    replay: &Replay,
+    format: &Format,
+) -> Result<u64, rumqttc::ConnectionError> {
     let (client, mut el) = target.connect(format!("aq-sim-{}", sim.seed));
     let closer = client.clone();
     let target = target.clone();
     let (done_tx, mut done_rx) = tokio::sync::oneshot::channel();
     let sim2 = sim.clone();
     let replay = replay.clone();
+    let format = format.clone();
     let feeder = tokio::spawn(async move {
-        let sent = feed(&client, &sim2, &target, &replay).await;
+        let sent = feed(&client, &sim2, &target, &replay, &format).await;
         let _ = done_tx.send(sent);
         sent
     });
@@ -257,7 +290,13 @@ pub async fn publish_history(
 
 /// Publishes the replay's messages (late site-days last, as backlog uploads); returns
 /// how many were queued before the first failure, if any.
-async fn feed(client: &AsyncClient, sim: &Simulator, target: &Target, replay: &Replay) -> u64 {
+async fn feed(
+    client: &AsyncClient,
+    sim: &Simulator,
+    target: &Target,
+    replay: &Replay,
+    format: &Format,
+) -> u64 {
     let mut sent: u64 = 0;
     let mut late = Vec::new();
     let t0 = tokio::time::Instant::now();
@@ -284,7 +323,12 @@ async fn feed(client: &AsyncClient, sim: &Simulator, target: &Target, replay: &R
                 }
                 let topic = target.topic(s);
                 if client
-                    .publish(topic, QoS::AtLeastOnce, false, sim.payload(chunk))
+                    .publish(
+                        topic,
+                        QoS::AtLeastOnce,
+                        false,
+                        sim.payload_in(format, chunk),
+                    )
                     .await
                     .is_err()
                 {
@@ -300,7 +344,12 @@ async fn feed(client: &AsyncClient, sim: &Simulator, target: &Target, replay: &R
             let topic = target.topic(r.site);
             for chunk in readings.chunks(5000) {
                 if client
-                    .publish(topic.clone(), QoS::AtLeastOnce, false, sim.payload(chunk))
+                    .publish(
+                        topic.clone(),
+                        QoS::AtLeastOnce,
+                        false,
+                        sim.payload_in(format, chunk),
+                    )
                     .await
                     .is_err()
                 {
@@ -320,6 +369,17 @@ pub async fn publish_live(
     target: &Target,
     days: u32,
     clock: &dyn Clock,
+) -> Result<u64, rumqttc::ClientError> {
+    publish_live_as(sim, target, days, clock, &Format::Json).await
+}
+
+/// [`publish_live`] with the payload in `format`.
+pub async fn publish_live_as(
+    sim: &Simulator,
+    target: &Target,
+    days: u32,
+    clock: &dyn Clock,
+    format: &Format,
 ) -> Result<u64, rumqttc::ClientError> {
     let (client, mut el) = target.connect(format!("aq-sim-live-{}", sim.seed));
     // Drive the connection; rumqttc reconnects on the next poll after an error.
@@ -345,7 +405,7 @@ pub async fn publish_live(
         for s in 0..sim.sites {
             let day = sim.site_day(s, date);
             if let Some(r) = day.iter().find(|r| r.ts.0 == slot) {
-                let payload = sim.payload(std::slice::from_ref(r));
+                let payload = sim.payload_in(format, std::slice::from_ref(r));
                 match client
                     .publish(target.topic(s), QoS::AtLeastOnce, false, payload)
                     .await
