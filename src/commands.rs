@@ -28,6 +28,9 @@ pub enum CommandError {
     Report(#[from] report::ReportError),
     #[error("MQTT: {0}")]
     Mqtt(String),
+    /// Simulated HJ 212 devices got no answer for some frames.
+    #[error("{0}")]
+    Unanswered(String),
     /// The service under the demo stopped.
     #[error("the service stopped: {0}")]
     Service(String),
@@ -221,7 +224,7 @@ pub async fn simulate(
     clock: &dyn Clock,
 ) -> Result<u64, CommandError> {
     use crate::decode::hj212::{CrcVariant, Version};
-    use crate::sim::hj212::{self as sim_hj212, DeviceConfig, FrameOptions};
+    use crate::sim::hj212::{self as sim_hj212, FrameOptions};
 
     let sim = Simulator {
         sites: a.sites,
@@ -256,34 +259,7 @@ pub async fn simulate(
                     .into(),
             ));
         };
-        let addr = sim_hj212::tcp_addr(target).map_err(CommandError::Usage)?;
-        let cfg = DeviceConfig {
-            frames,
-            window: a.window.max(1),
-            reply_timeout: Duration::from_secs_f64(a.reply_timeout_secs.max(0.001)),
-            retries: a.retries,
-            max_frames_per_sec: a.device_rate,
-            ..DeviceConfig::default()
-        };
-        let report = match &replay {
-            Some(replay) => sim_hj212::publish_history_tcp(&sim, &addr, replay, &cfg).await,
-            None => sim_hj212::publish_live_tcp(&sim, &addr, a.days, clock, &cfg).await,
-        };
-        tracing::info!(
-            delivered = report.delivered,
-            unanswered = report.unanswered,
-            resent = report.resent,
-            connections = report.connections,
-            reply_crc_mismatch = report.reply_crc_mismatch,
-            "simulate: HJ 212 devices done"
-        );
-        if report.unanswered > 0 {
-            return Err(CommandError::Service(format!(
-                "{} HJ 212 frames got no CN=9014 answer after {} re-sends ({} answered)",
-                report.unanswered, a.retries, report.delivered
-            )));
-        }
-        return Ok(report.delivered);
+        return simulate_tcp(&sim, target, frames, replay.as_ref(), &a, clock).await;
     }
     let mut target = sim_target(plan, &a.broker)?;
     if matches!(format, sim::Format::Hj212(_)) {
@@ -297,6 +273,46 @@ pub async fn simulate(
             .await
             .map_err(|e| CommandError::Mqtt(e.to_string())),
     }
+}
+
+/// HJ 212 devices over TCP: one connection per site; returns the frames answered.
+async fn simulate_tcp(
+    sim: &Simulator,
+    target: &str,
+    frames: crate::sim::hj212::FrameOptions,
+    replay: Option<&Replay>,
+    a: &SimulateArgs,
+    clock: &dyn Clock,
+) -> Result<u64, CommandError> {
+    use crate::sim::hj212::{self as sim_hj212, DeviceConfig};
+    let addr = sim_hj212::tcp_addr(target).map_err(CommandError::Usage)?;
+    let cfg = DeviceConfig {
+        frames,
+        window: a.window.max(1),
+        reply_timeout: Duration::from_secs_f64(a.reply_timeout_secs.max(0.001)),
+        retries: a.retries,
+        max_frames_per_sec: a.device_rate,
+        ..DeviceConfig::default()
+    };
+    let report = match replay {
+        Some(replay) => sim_hj212::publish_history_tcp(sim, &addr, replay, &cfg).await,
+        None => sim_hj212::publish_live_tcp(sim, &addr, a.days, clock, &cfg).await,
+    };
+    tracing::info!(
+        delivered = report.delivered,
+        unanswered = report.unanswered,
+        resent = report.resent,
+        connections = report.connections,
+        reply_crc_mismatch = report.reply_crc_mismatch,
+        "simulate: HJ 212 devices done"
+    );
+    if report.unanswered > 0 {
+        return Err(CommandError::Unanswered(format!(
+            "{} HJ 212 frames got no CN=9014 answer after {} re-sends ({} answered)",
+            report.unanswered, a.retries, report.delivered
+        )));
+    }
+    Ok(report.delivered)
 }
 
 /// `aq-ingest demo`.

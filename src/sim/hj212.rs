@@ -309,6 +309,9 @@ impl Pace {
     }
 }
 
+// Long because a field device's loop — connect, send within the window, read the
+// answers, time out and re-send, reconnect and re-send what was not answered — reads
+// best as one state machine over its pending frames.
 async fn run(
     sim: Simulator,
     addr: String,
