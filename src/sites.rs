@@ -27,7 +27,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::decode::hj212::CrcVariant;
+use crate::decode::hj212::{CrcVariant, Version};
 use crate::model::{ConcentrationUnit, SiteId};
 use crate::validate::SiteDefaults;
 
@@ -96,6 +96,19 @@ pub struct Site {
     pub hj212_password: Option<String>,
     /// Its CRC variant: `hj212`, `modbus` or `none`.
     pub hj212_crc: Option<String>,
+    /// The protocol version its frames must say: `2005`, `2017` or `2025`; any when
+    /// absent.
+    pub hj212_version: Option<String>,
+}
+
+/// An HJ 212 protocol version as the registry names it.
+fn version_of(s: &str) -> Option<Version> {
+    match s {
+        "2005" => Some(Version::Hjt2005),
+        "2017" => Some(Version::Hj2017),
+        "2025" => Some(Version::Hj2025),
+        _ => None,
+    }
 }
 
 /// What the registry says about an HJ 212 device.
@@ -106,6 +119,8 @@ pub struct Hj212Device {
     pub password: Option<String>,
     /// `None`: the service's default variant.
     pub crc: Option<CrcVariant>,
+    /// The version its frames must say; `None`: any.
+    pub version: Option<Version>,
     pub defaults: SiteDefaults,
 }
 
@@ -177,6 +192,16 @@ impl Registry {
                     s.id
                 ));
             }
+            if let Some(v) = s
+                .hj212_version
+                .as_deref()
+                .filter(|v| version_of(v).is_none())
+            {
+                problems.push(format!(
+                    "site {}: hj212_version {v:?}: use 2005, 2017 or 2025",
+                    s.id
+                ));
+            }
             if let Some(mn) = &s.mn {
                 if mn.is_empty() || mn.len() > 24 || !mn.bytes().all(|b| b.is_ascii_alphanumeric())
                 {
@@ -233,6 +258,7 @@ impl Registry {
             site: site.id.clone(),
             password: site.hj212_password.clone(),
             crc: site.hj212_crc.as_deref().and_then(CrcVariant::parse),
+            version: site.hj212_version.as_deref().and_then(version_of),
             defaults: *defaults,
         })
     }

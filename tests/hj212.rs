@@ -981,3 +981,83 @@ fn the_simulator_over_tcp_stores_the_simulated_period() {
     }
     svc.stop();
 }
+
+/// A device registered with its own CRC variant (Modbus, as many field devices send)
+/// and protocol version (2017): its frames are checked with that CRC, its answers carry
+/// it, and a frame in another version or with the standard's CRC is refused, with no
+/// answer, under its precise reason.
+#[test]
+fn a_device_s_own_crc_variant_and_version_are_checked() {
+    let mut svc = Svc::new(1, |_, _| {});
+    std::fs::write(
+        svc.dir.path().join("sites.toml"),
+        format!(
+            "[[site]]\nid = \"{}\"\nmn = \"{}\"\nhj212_password = \"{SIM_PASSWORD}\"\nhj212_crc = \"modbus\"\nhj212_version = \"2017\"\n",
+            Simulator::site_id(0),
+            mn_of(0)
+        ),
+    )
+    .unwrap();
+    svc.start();
+    let base = base_ts_ms();
+    let frame = |i: usize, version: Version, crc: CrcVariant| {
+        let s = sim(1);
+        let r = reading(0, i, base);
+        let mut f = s.hj212_frame(&r, &FrameOptions::default());
+        f.flag = Some(flag_value(version, true, false));
+        (f.qn.clone().unwrap(), encode(&f, crc).unwrap(), r)
+    };
+    let (qn_ok, ok, r_ok) = frame(0, Version::Hj2017, CrcVariant::Modbus);
+    let (_, v2025, _) = frame(1, Version::Hj2025, CrcVariant::Modbus);
+    let (_, std_crc, _) = frame(2, Version::Hj2017, CrcVariant::Hj212);
+    let mut sock = TcpStream::connect(svc.addr()).unwrap();
+    sock.write_all(&v2025).unwrap();
+    sock.write_all(&std_crc).unwrap();
+    svc.wait_alive("two rejects rows", Duration::from_secs(30), || {
+        svc.count("SELECT count(*) FROM rejects") >= 2
+    });
+    sock.write_all(&ok).unwrap();
+    // The one answer, in the device's own CRC variant.
+    let mut framer = Framer::new();
+    let mut buf = [0u8; 1024];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let answer = loop {
+        assert!(Instant::now() < deadline, "no answer to the good frame");
+        sock.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        match sock.read(&mut buf) {
+            Ok(0) => panic!("the service closed the connection"),
+            Ok(n) => {
+                let frames: Vec<_> = framer.feed(&buf[..n]).collect();
+                if let Some(f) = frames.into_iter().next() {
+                    break f.unwrap();
+                }
+            }
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(e) => panic!("{e}"),
+        }
+    };
+    let reply = decode(&answer, CrcVariant::Modbus).expect("the answer carries the Modbus CRC");
+    assert_eq!(
+        (reply.cn, reply.qn.as_deref()),
+        (9014, Some(qn_ok.as_str()))
+    );
+    assert!(decode(&answer, CrcVariant::Hj212).is_err());
+    assert_silent_until(
+        &mut sock,
+        Instant::now() + Duration::from_millis(500),
+        "refused frames get no answer",
+    );
+    let mut reasons = svc.reject_reasons();
+    reasons.sort();
+    assert_eq!(reasons, vec!["hj212_bad_crc", "hj212_unknown_version"]);
+    let (stored, rows) = svc.readings();
+    assert_eq!(rows, 1);
+    assert_eq!(
+        stored.get(&(Simulator::site_id(0), r_ok.ts.0)),
+        Some(&(r_ok.pm25, r_ok.pm10))
+    );
+    svc.stop();
+}

@@ -98,6 +98,18 @@ fn take_frame(
             ));
         }
     }
+    if let Some(want) = device.version {
+        if frame.version() != Some(want) {
+            return Err(Rejection::new(
+                RejectReason::Hj212UnknownVersion,
+                format!(
+                    "device {} is registered as {want:?}; its frame's Flag says {:?}",
+                    frame.mn,
+                    frame.version()
+                ),
+            ));
+        }
+    }
     let variant = device.crc.unwrap_or(rules.default_crc);
     if let Some(expected) = variant.compute(envelope.segment) {
         if expected != envelope.crc {
@@ -152,6 +164,7 @@ fn device(ingest: &Ingest, mn: &str) -> Result<Hj212Device, Rejection> {
             site: mn.to_owned(),
             password: None,
             crc: None,
+            version: None,
             defaults: SiteDefaults::default(),
         }),
         _ => Err(Rejection::new(
