@@ -266,6 +266,10 @@ impl Flag {
 pub enum Period {
     Sample,
     Hour,
+    /// A device's own daily value (HJ 212 CN=2031, or JSON `period: "day"`): stored
+    /// and forwarded, never used for validity or means (GB 3095 days are computed from
+    /// hours).
+    Day,
 }
 
 impl Period {
@@ -273,6 +277,8 @@ impl Period {
         match s {
             "sample" => Some(Period::Sample),
             "hour" => Some(Period::Hour),
+            // Daily values come from HJ 212 CN=2031 only; a JSON device sends samples
+            // or hourly means.
             _ => None,
         }
     }
@@ -280,6 +286,7 @@ impl Period {
         match self {
             Period::Sample => "sample",
             Period::Hour => "hour",
+            Period::Day => "day",
         }
     }
     /// The code stored in SQLite.
@@ -287,12 +294,14 @@ impl Period {
         match self {
             Period::Sample => 0,
             Period::Hour => 1,
+            Period::Day => 2,
         }
     }
     pub fn from_code(c: i64) -> Option<Self> {
         match c {
             0 => Some(Period::Sample),
             1 => Some(Period::Hour),
+            2 => Some(Period::Day),
             _ => None,
         }
     }

@@ -17,8 +17,8 @@ pub fn reading_point(r: &Reading, measurement: &str) -> Point {
     // Samples carry no period tag (the common case stays the documented `site`/`device`
     // schema); an hourly mean needs one, or it would overwrite the sample stamped at the
     // top of the same hour.
-    if r.period == Period::Hour {
-        tags.push(("period".to_owned(), "hour".to_owned()));
+    if r.period != Period::Sample {
+        tags.push(("period".to_owned(), r.period.as_str().to_owned()));
     }
     let mut fields = Vec::with_capacity(3);
     for p in Pollutant::ALL {

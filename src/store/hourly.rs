@@ -34,7 +34,9 @@ impl Batch {
     /// Adds a newly stored reading. Only normal-flag values count (GB 3095: other flags
     /// are stored, not averaged).
     pub(super) fn add(&mut self, r: &Reading) {
-        if !r.flag.is_normal() {
+        // Daily values a device computed itself never enter the hours (GB 3095 days
+        // come from valid hours).
+        if !r.flag.is_normal() || r.period == Period::Day {
             return;
         }
         let hour = r.ts.0.div_euclid(HOUR_MS) * HOUR_MS;
@@ -48,6 +50,7 @@ impl Batch {
             let a = &mut e[idx(p)];
             match r.period {
                 Period::Hour => a.device_mean_milli = Some(milli),
+                Period::Day => {}
                 Period::Sample => {
                     a.n += 1;
                     a.sum_milli += milli;

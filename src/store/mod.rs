@@ -675,6 +675,24 @@ mod tests {
     }
 
     #[test]
+    fn a_device_s_daily_value_is_stored_but_enters_no_hour() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = open(&dir);
+        let mut day = reading("a", 1_470_009_600_000, 80.0);
+        day.period = Period::Day;
+        let sample = reading("a", 1_470_009_600_000, 40.0);
+        let out = s
+            .commit_batch_durable(&[day, sample], &[], UnixMillis(1))
+            .unwrap();
+        assert_eq!(out.stored, 2, "same time, other period: both kept");
+        let hours = s
+            .hours(UnixMillis(0), UnixMillis(i64::MAX), Some("a"))
+            .unwrap();
+        assert_eq!(hours.len(), 1);
+        assert_eq!(hours[0].pm10.n, 1, "only the sample is in the hour");
+    }
+
+    #[test]
     fn prune_drops_old_readings_only() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = open(&dir);

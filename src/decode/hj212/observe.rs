@@ -48,8 +48,9 @@ impl Frame {
 /// - CN=2011 gives a [`Period::Sample`] from `-Rtd`; CN=2051 a `Sample` from `-Avg` with
 ///   `interval_secs = 60`; CN=2061 a [`Period::Hour`] from `-Avg` (a valid hour on its
 ///   own when normal, like JSON `period: hour`).
-/// - CN=2031 (daily means) gives nothing: the model has no daily period, and a daily
-///   value must never count as a sample or an hour. The frame keeps the values.
+/// - CN=2031 (daily means) gives a [`Period::Day`] from `-Avg`: stored as the device's
+///   own daily value, never counted as a sample or an hour (the store keeps it out of
+///   the hourly aggregates).
 /// - Any other CN is [`Hj212Error::UnknownCn`], for the caller to count.
 /// - A frame without PM2.5 or PM10 gives no observation (its other codes stay on the
 ///   frame).
@@ -67,7 +68,7 @@ pub fn to_observations(
             RecordKind::RealTime => (Period::Sample, None, |f| f.rtd),
             RecordKind::Minute => (Period::Sample, Some(60), |f| f.avg),
             RecordKind::Hour => (Period::Hour, Some(3600), |f| f.avg),
-            RecordKind::Day => return Ok(Vec::new()),
+            RecordKind::Day => (Period::Day, Some(86_400), |f| f.avg),
             RecordKind::Other => return Err(Hj212Error::UnknownCn { cn: frame.cn }),
         };
     let data_time = frame

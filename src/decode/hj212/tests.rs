@@ -404,7 +404,12 @@ fn cn_decides_period_value_and_interval() {
     );
     // The start of the hour, Beijing time.
     assert_eq!(o.ts, beijing("2026-01-01T08:00:00+08:00"));
-    assert_eq!(obs(cp, 2031), Ok(vec![]));
+    // A daily value: stored as the device's own, never used for validity.
+    let o = &obs(cp, 2031).unwrap()[0];
+    assert_eq!(
+        (o.pm25, o.pm10, o.period, o.interval_secs),
+        (Some(2.0), Some(4.0), Period::Day, Some(86_400))
+    );
     assert_eq!(obs(cp, 9999), Err(Hj212Error::UnknownCn { cn: 9999 }));
     assert_eq!(
         obs("a34004-Rtd=1", 2011),
