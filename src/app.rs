@@ -168,7 +168,16 @@ async fn start_sources(
     let (task, publish): (_, Box<dyn Publish>) = match &plan.broker {
         Some(b) => {
             // The listeners open now: the ingest's queue and the writer exist.
-            let s = devices::start(b, DEVICE_SOURCE, messages_tx, acks, ctx).await?;
+            let s = devices::start(
+                b,
+                Arc::clone(&plan.registry),
+                plan.ingest.filters.clone(),
+                DEVICE_SOURCE,
+                messages_tx,
+                acks,
+                ctx,
+            )
+            .await?;
             info!(
                 "publish a reading: mosquitto_pub -h {} -p {} -q 1 -t '{}' -m '{EXAMPLE_PAYLOAD}'",
                 b.client_host(),

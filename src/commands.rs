@@ -434,3 +434,163 @@ async fn wait_for_service(
     }
     Ok(())
 }
+
+/// `aq-ingest device …`: client identities in the site registry.
+#[derive(Debug, clap::Subcommand)]
+pub enum DeviceCommand {
+    /// Add a device (or a reader) and print its secret, once.
+    Add {
+        id: String,
+        /// A site it may write (repeat for several).
+        #[arg(long = "site")]
+        sites: Vec<String>,
+        /// `reader`: may subscribe to alerts, publish nothing.
+        #[arg(long)]
+        reader: bool,
+    },
+    /// Give a device a new secret and print it, once (the old one stops working at
+    /// the next start of the service).
+    Rotate { id: String },
+}
+
+/// Adds or rotates a client identity in the registry file; returns the text to print
+/// (the secret, shown this once: the file keeps only its hash).
+pub fn device(plan: &Plan, cmd: DeviceCommand) -> Result<String, CommandError> {
+    let path = &plan.sites_file;
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(CommandError::Usage(format!("{}: {e}", path.display()))),
+    };
+    let random = |e: getrandom::Error| CommandError::Usage(format!("no random source: {e}"));
+    let secret = crate::credentials::new_secret().map_err(random)?;
+    let hash = crate::credentials::hash(&secret).map_err(random)?;
+    let (id, new_text) = match cmd {
+        DeviceCommand::Add { id, sites, reader } => {
+            if plan.registry.device(&id).is_some() {
+                return Err(CommandError::Usage(format!(
+                    "device {id} is already registered: use `device rotate {id}`"
+                )));
+            }
+            if let Err(e) = crate::model::SiteId::parse(&id) {
+                return Err(CommandError::Usage(format!(
+                    "device id {id:?}: {}",
+                    e.as_str()
+                )));
+            }
+            if !reader && sites.is_empty() {
+                return Err(CommandError::Usage(
+                    "give the site(s) it writes: --site ID".into(),
+                ));
+            }
+            let sites: Vec<String> = sites.iter().map(|s| format!("{s:?}")).collect();
+            let block = format!(
+                "\n[[device]]\nid = {id:?}\nsites = [{}]\nrole = \"{}\"\nsecret = \"{hash}\"\n",
+                sites.join(", "),
+                if reader { "reader" } else { "device" }
+            );
+            (id, format!("{text}{block}"))
+        }
+        DeviceCommand::Rotate { id } => {
+            let t = replace_secret(&text, &id, &hash).ok_or_else(|| {
+                CommandError::Usage(format!(
+                    "no [[device]] {id:?} with a secret in {}",
+                    path.display()
+                ))
+            })?;
+            (id, t)
+        }
+    };
+    // Checked before it is written: a registry the service would refuse is never left.
+    crate::sites::Registry::parse(&new_text, crate::sites::Unregistered::Accept)
+        .map_err(|p| CommandError::Usage(p.join("; ")))?;
+    std::fs::write(path, new_text)
+        .map_err(|e| CommandError::Usage(format!("{}: {e}", path.display())))?;
+    Ok(format!(
+        "device {id}: secret {secret}\n(shown once: {} keeps only its hash; the device logs in with user name {id} and this password; restart the service to apply)\n",
+        path.display()
+    ))
+}
+
+/// The registry text with `id`'s `secret = …` line replaced.
+fn replace_secret(text: &str, id: &str, hash: &str) -> Option<String> {
+    let mut out = Vec::new();
+    let (mut in_block, mut done) = (false, false);
+    let want = format!("id = {id:?}");
+    for line in text.lines() {
+        let t = line.trim();
+        if t.starts_with("[[") {
+            in_block = false;
+        }
+        if t == want {
+            in_block = true;
+        }
+        if in_block && !done && t.starts_with("secret") {
+            out.push(format!("secret = \"{hash}\""));
+            done = true;
+            continue;
+        }
+        out.push(line.to_owned());
+    }
+    done.then(|| out.join("\n") + "\n")
+}
+
+/// Writes a mosquitto password file and ACL from the registry into `dir`, so that a
+/// production mosquitto enforces what the embedded broker does: each device writes
+/// only its own sites' reading topics, readers read alerts, the service (`[mqtt]
+/// username`, its password from the environment) reads readings and writes alerts.
+pub fn broker_config(plan: &Plan, dir: &std::path::Path) -> Result<String, CommandError> {
+    let io = |e: std::io::Error| CommandError::Usage(format!("{}: {e}", dir.display()));
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let mut passwd = String::new();
+    let mut acl = String::from(
+        "# Written by `aq-ingest broker-config --mosquitto`; regenerate, do not edit.\n",
+    );
+    let alerts = plan
+        .alerts
+        .as_ref()
+        .map_or("aq/alerts", |a| a.topic.as_str());
+    if let Some(user) = &plan.mqtt.username {
+        let pass = std::env::var(&plan.mqtt.password_env).unwrap_or_default();
+        if pass.is_empty() {
+            return Err(CommandError::Usage(format!(
+                "[mqtt] username {user} needs its password in ${}",
+                plan.mqtt.password_env
+            )));
+        }
+        let hash =
+            crate::credentials::hash(&pass).map_err(|e| CommandError::Usage(e.to_string()))?;
+        passwd.push_str(&format!("{user}:{hash}\n"));
+        acl.push_str(&format!("\nuser {user}\n"));
+        for f in &plan.mqtt.topics {
+            acl.push_str(&format!("topic read {f}\n"));
+        }
+        acl.push_str(&format!("topic write {alerts}/#\n"));
+    }
+    let mut n = 0;
+    for d in plan.registry.devices() {
+        let Some(hash) = &d.secret else { continue };
+        passwd.push_str(&format!("{}:{hash}\n", d.id));
+        acl.push_str(&format!("\nuser {}\n", d.id));
+        match d.role {
+            crate::sites::Role::Reader => acl.push_str(&format!("topic read {alerts}/#\n")),
+            crate::sites::Role::Device => {
+                for site in &d.sites {
+                    for f in &plan.mqtt.topics {
+                        if f.contains('+') {
+                            acl.push_str(&format!("topic write {}\n", f.replacen('+', site, 1)));
+                        }
+                    }
+                }
+            }
+        }
+        n += 1;
+    }
+    std::fs::write(dir.join("passwd"), passwd).map_err(io)?;
+    std::fs::write(dir.join("acl"), acl).map_err(io)?;
+    Ok(format!(
+        "wrote {0}/passwd ({n} identities{1}) and {0}/acl; in mosquitto.conf: password_file {0}/passwd, acl_file {0}/acl, allow_anonymous false\n",
+        dir.display(),
+        if plan.mqtt.username.is_some() { " and the service" } else { "" }
+    ))
+}

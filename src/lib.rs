@@ -40,6 +40,7 @@ pub mod broker;
 pub mod clock;
 pub mod commands;
 pub mod config;
+pub mod credentials;
 pub mod decode;
 pub mod derived;
 pub mod housekeeping;

@@ -42,6 +42,14 @@ enum Command {
         #[arg(long)]
         requeue: bool,
     },
+    /// Client identities in the site registry: add one or rotate its secret.
+    #[command(subcommand)]
+    Device(commands::DeviceCommand),
+    /// Write a mosquitto password file and ACL from the registry into DIR.
+    BrokerConfig {
+        #[arg(long, value_name = "DIR")]
+        mosquitto: PathBuf,
+    },
     /// Queue everything in the store for InfluxDB again (a new or emptied database):
     /// every reading, and the derived hourly and daily series. Stop the service first;
     /// the next start sends it all.
@@ -80,6 +88,10 @@ fn main() -> ExitCode {
             commands::dead_letters(&plan, requeue, &clock),
         ),
         Command::Resend => printed("resend", commands::resend(&plan, &clock)),
+        Command::Device(cmd) => printed("device", commands::device(&plan, cmd)),
+        Command::BrokerConfig { mosquitto } => {
+            printed("broker-config", commands::broker_config(&plan, &mosquitto))
+        }
         Command::Simulate(args) => {
             init_logging(&plan);
             let r = runtime().and_then(|rt| {

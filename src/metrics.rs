@@ -283,6 +283,8 @@ metric_set! {
         "CN=9014 replies written (each after its frame was committed).";
     hj212_refused: AtomicU64, Counter, "aq_hj212_refused_total",
         "HJ 212 connections refused or closed (connection cap, idle, frame rate).";
+    device_unauthorized: AtomicU64, Counter, "aq_device_unauthorized_total",
+        "Publishes refused because the client may not write that site (never stored).";
     device_refused: AtomicU64, Counter, "aq_device_refused_total",
         "Device connections refused or closed for a protocol error, bad credentials or the connection cap.";
 }

@@ -41,6 +41,8 @@ pub struct Plan {
     pub store: StoreConfig,
     /// Loaded once; shared by ingest (units, cadences, unregistered sites) and the API.
     pub registry: Arc<Registry>,
+    /// The registry file (`aq-ingest device add` writes to it).
+    pub sites_file: std::path::PathBuf,
     /// The AQI rules with the district exclusions settled (config list + registry).
     pub aqi: AqiConfig,
     pub targets: Vec<TargetConfig>,
@@ -176,6 +178,7 @@ impl Plan {
             origin: origin.to_owned(),
             store: cfg.store,
             registry,
+            sites_file: cfg.sites.file.clone(),
             aqi,
             targets: cfg.target,
             mqtt,

@@ -133,12 +133,51 @@ fn default_true() -> bool {
 struct File {
     #[serde(default)]
     site: Vec<Site>,
+    #[serde(default)]
+    device: Vec<Device>,
+}
+
+/// What a client identity may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// A monitor: publishes readings for its own site(s) only.
+    #[default]
+    Device,
+    /// A dashboard or analyst's client: subscribes to alerts, publishes nothing.
+    Reader,
+}
+
+/// A client identity (`[[device]]`): its id (the MQTT user name, and the CN of its TLS
+/// client certificate), the sites it may write, and its secret's hash (never the
+/// secret: `aq-ingest device add` prints that once).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Device {
+    pub id: String,
+    #[serde(default)]
+    pub sites: Vec<String>,
+    #[serde(default)]
+    pub role: Role,
+    /// `$7$…` PBKDF2-SHA512 hash (mosquitto's format); absent: certificate only.
+    #[serde(skip_serializing)]
+    pub secret: Option<String>,
+}
+
+impl Device {
+    /// Whether this identity may write `site`'s readings.
+    pub fn may_write(&self, site: &str) -> bool {
+        self.role == Role::Device && self.sites.iter().any(|s| s == site)
+    }
 }
 
 /// The loaded registry.
 #[derive(Debug, Clone, Default)]
 pub struct Registry {
     sites: BTreeMap<String, (Site, SiteDefaults)>,
+    /// Client identities by id; when any is listed, the embedded broker takes only
+    /// them.
+    devices: BTreeMap<String, Device>,
     /// HJ 212 device id (`MN`) → site id.
     by_mn: HashMap<String, String>,
     unregistered: Unregistered,
@@ -225,9 +264,11 @@ impl Registry {
                 problems.push(format!("site {} is listed twice", s.id));
             }
         }
+        let devices = parse_devices(file.device, &mut problems);
         if problems.is_empty() {
             Ok(Registry {
                 sites,
+                devices,
                 by_mn,
                 unregistered,
             })
@@ -263,6 +304,21 @@ impl Registry {
         })
     }
 
+    /// The client identity `id`, if listed.
+    pub fn device(&self, id: &str) -> Option<&Device> {
+        self.devices.get(id)
+    }
+
+    /// Every client identity.
+    pub fn devices(&self) -> impl Iterator<Item = &Device> {
+        self.devices.values()
+    }
+
+    /// Whether identities are listed (then every client must be one of them).
+    pub fn has_devices(&self) -> bool {
+        !self.devices.is_empty()
+    }
+
     /// Every registered site.
     pub fn sites(&self) -> impl Iterator<Item = &Site> {
         self.sites.values().map(|s| &s.0)
@@ -275,6 +331,33 @@ impl Registry {
             .map(|s| s.id.clone())
             .collect()
     }
+}
+
+/// The client identities by id, every problem with them added to `problems`.
+fn parse_devices(list: Vec<Device>, problems: &mut Vec<String>) -> BTreeMap<String, Device> {
+    let mut devices = BTreeMap::new();
+    for d in list {
+        if let Err(e) = SiteId::parse(&d.id) {
+            problems.push(format!("device id {:?}: {}", d.id, e.as_str()));
+        }
+        if d.secret
+            .as_deref()
+            .is_some_and(|s| !crate::credentials::is_hash(s))
+        {
+            problems.push(format!(
+                "device {}: secret must be a $7$ hash (aq-ingest device add prints the secret and writes its hash); never the secret itself",
+                d.id
+            ));
+        }
+        if d.role == Role::Device && d.sites.is_empty() {
+            problems.push(format!("device {}: no sites to write", d.id));
+        }
+        let id = d.id.clone();
+        if devices.insert(id.clone(), d).is_some() {
+            problems.push(format!("device {id} is listed twice"));
+        }
+    }
+    devices
 }
 
 #[cfg(test)]

@@ -185,6 +185,8 @@ pub(super) enum ConnectAnswer {
 pub(super) enum Outgoing<'a> {
     ConnAck(ConnectAnswer),
     PubAck(u16),
+    /// MQTT 5 only: the publish was refused, not stored ("not authorized").
+    PubAckRefused(u16),
     PubRec(u16),
     PubComp(u16),
     /// Granted QoS per filter; `None` refuses that filter.
@@ -231,6 +233,8 @@ fn write_v4(p: Outgoing<'_>, out: &mut BytesMut) -> Result<usize, rumqttc::mqttb
             false,
         )),
         Outgoing::PubAck(pkid) => v4::Packet::PubAck(v4::PubAck::new(pkid)),
+        // 3.1.1 has no refusal code: the caller closes the connection instead.
+        Outgoing::PubAckRefused(_) => return Ok(0),
         Outgoing::PubRec(pkid) => v4::Packet::PubRec(v4::PubRec::new(pkid)),
         Outgoing::PubComp(pkid) => v4::Packet::PubComp(v4::PubComp::new(pkid)),
         Outgoing::SubAck(pkid, granted) => v4::Packet::SubAck(v4::SubAck::new(
@@ -278,6 +282,11 @@ fn write_v5(p: Outgoing<'_>, out: &mut BytesMut) -> Result<usize, rumqttc::v5::m
             properties: None,
         }),
         Outgoing::PubAck(pkid) => v5::Packet::PubAck(v5::PubAck::new(pkid, None)),
+        Outgoing::PubAckRefused(pkid) => v5::Packet::PubAck(v5::PubAck {
+            pkid,
+            reason: v5::PubAckReason::NotAuthorized,
+            properties: None,
+        }),
         Outgoing::PubRec(pkid) => v5::Packet::PubRec(v5::PubRec::new(pkid, None)),
         Outgoing::PubComp(pkid) => v5::Packet::PubComp(v5::PubComp::new(pkid, None)),
         Outgoing::SubAck(pkid, granted) => v5::Packet::SubAck(v5::SubAck {

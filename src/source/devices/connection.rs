@@ -41,6 +41,8 @@ enum End {
     Disconnect,
     KeepAlive,
     Protocol(String),
+    /// A 3.1.1 client published where it may not (closed, counted).
+    Unauthorized,
     Io(std::io::Error),
     Stopped,
 }
@@ -90,25 +92,19 @@ pub(super) async fn serve<S>(
             return;
         }
     };
-    if !shared.login_ok(login.as_ref()) {
+    let Some(who) = shared.authenticate(login.as_ref()) else {
         Metrics::add(&shared.metrics.device_refused, 1);
         shared.log_refusal(&peer, &client_id, "bad user name or password");
-        let mut out = BytesMut::new();
-        if codec::write(
-            version,
-            Outgoing::ConnAck(ConnectAnswer::BadCredentials),
-            &mut out,
-        )
-        .is_ok()
-        {
-            let _ = tokio::time::timeout(WRITE_TIMEOUT, writer.write_all(&out)).await;
-        }
+        refuse_connect(version, &mut writer).await;
         return;
-    }
+    };
     let (ack_tx, acks) = mpsc::channel(CONN_ACK_BATCHES);
     let id = shared.register(ack_tx);
     let mut conn = Conn {
         id,
+        who,
+        client_id: client_id.clone(),
+        peer,
         shared: Arc::clone(&shared),
         writer,
         version,
@@ -141,6 +137,15 @@ pub(super) async fn serve<S>(
     }
 }
 
+/// Answers a refused CONNECT ("bad user name or password"); the caller then closes.
+async fn refuse_connect<W: AsyncWrite + Unpin>(version: Version, writer: &mut W) {
+    let mut out = BytesMut::new();
+    let answer = Outgoing::ConnAck(ConnectAnswer::BadCredentials);
+    if codec::write(version, answer, &mut out).is_ok() {
+        let _ = tokio::time::timeout(WRITE_TIMEOUT, writer.write_all(&out)).await;
+    }
+}
+
 /// Reads until a whole CONNECT is in.
 async fn read_connect<R: AsyncRead + Unpin>(
     reader: &mut R,
@@ -163,6 +168,10 @@ async fn read_connect<R: AsyncRead + Unpin>(
 struct Conn<S> {
     /// Its id: the high bits of its tokens, and its route in `Shared`.
     id: u64,
+    /// Who logged in: decides what it may publish.
+    who: super::Identity,
+    client_id: String,
+    peer: SocketAddr,
     shared: Arc<Shared>,
     writer: WriteHalf<S>,
     version: Version,
@@ -172,8 +181,9 @@ struct Conn<S> {
     /// Committed batches of this connection's tokens, from the router.
     acks: mpsc::Receiver<Vec<Settled>>,
     /// Publishes handed to the ingest and not yet acknowledged, in order, with the
-    /// room (pending bytes) each holds.
-    inflight: VecDeque<(u64, OwnedSemaphorePermit)>,
+    /// room (pending bytes) each holds; `None`: a refused publish whose refusal waits
+    /// its turn (acknowledgements go out in the order the publishes came).
+    inflight: VecDeque<(u64, Option<OwnedSemaphorePermit>)>,
     /// Bytes to write, flushed after each read or ack batch.
     out: BytesMut,
     /// Granted alert filters.
@@ -262,6 +272,10 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
                     pkid,
                     qos,
                 } => {
+                    if !self.shared.may_publish(&self.who, &topic) {
+                        self.refuse(&topic, pkid, qos)?;
+                        continue;
+                    }
                     if !self.forward(topic, payload, pkid, qos).await {
                         return Ok(false);
                     }
@@ -338,7 +352,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
                         received: shared.clock.now(),
                         ack: AckToken { source: shared.source, id },
                     });
-                    self.inflight.push_back((id, room));
+                    self.inflight.push_back((id, Some(room)));
                     return true;
                 }
                 batch = self.acks.recv() => match batch {
@@ -369,9 +383,36 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Conn<S> {
                 _ => {}
             }
             n += 1;
+            self.refusals_due();
         }
         Metrics::add(&self.shared.metrics.messages_acked, n);
         self.shared.note_pending();
+    }
+
+    /// A publish this client may not make: never stored, counted, logged (rate-limited).
+    /// MQTT 5: a PUBACK "not authorized" in its turn. 3.1.1 has no refusal code, and a
+    /// PUBACK would tell the device its reading was taken: the connection is closed.
+    fn refuse(&mut self, topic: &str, pkid: u16, qos: u8) -> Result<(), End> {
+        Metrics::add(&self.shared.metrics.device_unauthorized, 1);
+        self.shared
+            .log_unauthorized(&self.peer, &self.client_id, topic);
+        if self.version == Version::V311 {
+            return Err(End::Unauthorized);
+        }
+        if qos > 0 {
+            self.inflight.push_back((pack(self.id, qos, pkid), None));
+            self.refusals_due();
+        }
+        Ok(())
+    }
+
+    /// Writes the refusals now at the head of the queue.
+    fn refusals_due(&mut self) {
+        while let Some((id, None)) = self.inflight.front() {
+            let (_, pkid) = unpack(*id);
+            self.inflight.pop_front();
+            self.push(Outgoing::PubAckRefused(pkid));
+        }
     }
 
     /// Grants QoS 0 on valid filters (only alerts are ever delivered), sends the

@@ -43,6 +43,8 @@ use super::{Message, Settled, SourceContext, SourceIndex};
 use crate::broker::BrokerConfig;
 use crate::clock::Clock;
 use crate::metrics::Metrics;
+use crate::sites::{Device, Registry};
+use crate::source::topic::SiteFilter;
 
 /// MQTT framing around a payload (fixed header, topic, properties): the packet cap is
 /// the payload cap plus this.
@@ -70,8 +72,15 @@ pub(crate) struct Shared {
     source: SourceIndex,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
-    /// The user name and password devices log in with, when set.
+    /// The user name and password devices log in with, when set (and no identities
+    /// are listed in the registry).
     login: Option<(String, String)>,
+    /// Client identities and the sites they may write.
+    registry: Arc<Registry>,
+    /// The reading topic filters: where a topic names its site.
+    filters: Vec<SiteFilter>,
+    /// When refused publishes were last logged, and how many since.
+    unauthorized: Mutex<(Option<Instant>, u64)>,
     /// Largest MQTT packet read.
     max_packet: usize,
     /// Room for payload bytes handed to the ingest and not yet committed.
@@ -85,7 +94,50 @@ pub(crate) struct Shared {
     refusals: Mutex<(Option<Instant>, u64)>,
 }
 
+/// Who a connection is.
+#[derive(Debug, Clone)]
+pub(crate) enum Identity {
+    /// No identities are listed: anyone (with the shared login, when set).
+    Anyone,
+    /// A listed identity.
+    Listed(Device),
+}
+
 impl Shared {
+    /// Who the CONNECT's credentials name, or `None` when they are refused. Once the
+    /// registry lists identities, only they get in.
+    fn authenticate(&self, got: Option<&(String, String)>) -> Option<Identity> {
+        if !self.registry.has_devices() {
+            return self.login_ok(got).then_some(Identity::Anyone);
+        }
+        let (user, secret) = got?;
+        let d = self.registry.device(user)?;
+        let hash = d.secret.as_deref()?;
+        crate::credentials::verify(secret, hash).then(|| Identity::Listed(d.clone()))
+    }
+
+    /// Whether `who` may publish on `topic`: a listed device only on its own sites'
+    /// reading topics; a reader never.
+    fn may_publish(&self, who: &Identity, topic: &str) -> bool {
+        match who {
+            Identity::Anyone => true,
+            Identity::Listed(d) => crate::source::topic::site_of(&self.filters, topic)
+                .is_some_and(|site| d.may_write(site)),
+        }
+    }
+
+    /// WARN-logs a refused publish at most once per interval, with the count since.
+    fn log_unauthorized(&self, peer: &SocketAddr, client: &str, topic: &str) {
+        let Ok(mut r) = self.unauthorized.lock() else {
+            return;
+        };
+        r.1 += 1;
+        if r.0.is_none_or(|t| t.elapsed() >= REFUSAL_LOG_INTERVAL) {
+            warn!(%peer, client, topic, refused_since_last = r.1, "publish refused: this client may not write that site");
+            *r = (Some(Instant::now()), 0);
+        }
+    }
+
     fn login_ok(&self, got: Option<&(String, String)>) -> bool {
         match (&self.login, got) {
             (None, _) => true,
@@ -154,6 +206,8 @@ pub struct DevicesSource {
 /// committed tokens come back on `acks`.
 pub async fn start(
     cfg: &BrokerConfig,
+    registry: Arc<Registry>,
+    filters: Vec<SiteFilter>,
     source: SourceIndex,
     messages: mpsc::Sender<Message>,
     acks: mpsc::Receiver<Vec<Settled>>,
@@ -189,6 +243,9 @@ pub async fn start(
         clock: ctx.clock,
         metrics: Arc::clone(&ctx.metrics),
         login,
+        registry,
+        filters,
+        unauthorized: Mutex::new((None, 0)),
         max_packet: cfg.max_payload_bytes + PACKET_OVERHEAD_BYTES,
         room: Arc::new(Semaphore::new(cfg.max_pending_bytes)),
         max_pending: cfg.max_pending_bytes,
