@@ -38,6 +38,11 @@ pub struct BrokerConfig {
     pub tls_listen: Option<SocketAddr>,
     pub tls_cert_file: Option<std::path::PathBuf>,
     pub tls_key_file: Option<std::path::PathBuf>,
+    /// PEM CA whose client certificates identify devices on the TLS listener: a
+    /// certificate's subject CN names a registry identity (`[[device]] id`), the
+    /// alternative to a user name and secret. Clients without one still log in with a
+    /// password.
+    pub tls_client_ca_file: Option<std::path::PathBuf>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -104,6 +109,16 @@ impl BrokerConfig {
         }
         if self.username.as_deref() == Some("") {
             p.push("broker.username is empty".into());
+        }
+        if let Some(ca) = &self.tls_client_ca_file {
+            if self.tls_listen.is_none() {
+                p.push("broker.tls_client_ca_file needs broker.tls_listen".into());
+            } else if !ca.is_file() {
+                p.push(format!(
+                    "broker.tls_client_ca_file {} does not exist",
+                    ca.display()
+                ));
+            }
         }
         if self.tls_listen.is_some() {
             for (name, f) in [

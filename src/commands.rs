@@ -569,8 +569,11 @@ pub fn broker_config(plan: &Plan, dir: &std::path::Path) -> Result<String, Comma
     }
     let mut n = 0;
     for d in plan.registry.devices() {
-        let Some(hash) = &d.secret else { continue };
-        passwd.push_str(&format!("{}:{hash}\n", d.id));
+        // Certificate-only identities have no password line (mosquitto:
+        // `use_identity_as_username true`), but their ACL all the same.
+        if let Some(hash) = &d.secret {
+            passwd.push_str(&format!("{}:{hash}\n", d.id));
+        }
         acl.push_str(&format!("\nuser {}\n", d.id));
         match d.role {
             crate::sites::Role::Reader => acl.push_str(&format!("topic read {alerts}/#\n")),

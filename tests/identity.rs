@@ -560,3 +560,157 @@ fn the_shipped_deployment_has_no_anonymous_broker_and_no_literal_secret() {
     let aq = std::fs::read_to_string(root.join("deploy/aq-ingest.toml")).unwrap();
     assert!(aq.contains("username = \"aq-ingest\"") && aq.contains("embedded = false"));
 }
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let st = Command::new(require("openssl"))
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+}
+
+/// A CA, a server certificate for localhost and client certificates whose CN is the
+/// device id.
+fn make_pki(dir: &Path, clients: &[&str]) {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec!["req", "-x509"];
+    ca.extend(ec);
+    ca.extend([
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=aq-test-ca",
+    ]);
+    openssl(dir, &ca);
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("client.ext"),
+        "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
+    )
+    .unwrap();
+    for (who, ext) in
+        std::iter::once(("server", "server.ext")).chain(clients.iter().map(|c| (*c, "client.ext")))
+    {
+        let (key, csr, pem, subj) = (
+            format!("{who}.key"),
+            format!("{who}.csr"),
+            format!("{who}.pem"),
+            format!("/CN={who}"),
+        );
+        let mut req = vec!["req"];
+        req.extend(ec);
+        req.extend(["-keyout", &key, "-out", &csr, "-subj", &subj]);
+        openssl(dir, &req);
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &pem,
+                "-days",
+                "2",
+                "-extfile",
+                ext,
+            ],
+        );
+    }
+}
+
+/// On the TLS listener with `tls_client_ca_file`, a verified client certificate's CN is
+/// the device's identity (no password): it writes its own site and nothing else.
+#[test]
+fn a_client_certificate_names_its_device() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (_, _) = setup(d);
+    let pki = d.join("pki");
+    std::fs::create_dir_all(&pki).unwrap();
+    make_pki(&pki, &["dev-a", "dev-b"]);
+    std::fs::write(
+        d.join("sites.toml"),
+        "[[site]]\nid = \"a\"\n[[site]]\nid = \"b\"\n[[device]]\nid = \"dev-a\"\nsites = [\"a\"]\n[[device]]\nid = \"dev-b\"\nsites = [\"b\"]\n",
+    )
+    .unwrap();
+    let tls = free_port();
+    let cfg = std::fs::read_to_string(d.join("aq.toml")).unwrap().replace(
+        "[broker]\n",
+        &format!(
+            "[broker]\ntls_listen = \"127.0.0.1:{tls}\"\ntls_cert_file = \"{0}/server.pem\"\ntls_key_file = \"{0}/server.key\"\ntls_client_ca_file = \"{0}/ca.pem\"\n",
+            pki.display()
+        ),
+    );
+    std::fs::write(d.join("aq.toml"), cfg).unwrap();
+    let mut svc = spawn_logged(
+        bin().current_dir(d).args(["--config", "aq.toml"]),
+        d.join("svc.log"),
+    );
+    wait_until(
+        "the broker to take devices",
+        Duration::from_secs(20),
+        || svc.log_text().contains("devices can connect"),
+    );
+    let publish_as = |cert: Option<&str>, topic: &str, pm10: u32| {
+        let mut c = Command::new(require("mosquitto_pub"));
+        // By name: rustls refuses an IP address as the TLS server name.
+        c.args([
+            "-h",
+            "localhost",
+            "-p",
+            &tls.to_string(),
+            "-q",
+            "1",
+            "-t",
+            topic,
+        ])
+        .args(["-m", &reading(pm10)])
+        .arg("--cafile")
+        .arg(pki.join("ca.pem"));
+        if let Some(who) = cert {
+            c.arg("--cert").arg(pki.join(format!("{who}.pem")));
+            c.arg("--key").arg(pki.join(format!("{who}.key")));
+        }
+        c.output().unwrap().status.success()
+    };
+    assert!(publish_as(Some("dev-a"), "aq/a/readings", 11));
+    assert!(
+        !publish_as(Some("dev-a"), "aq/b/readings", 33),
+        "dev-a's certificate cannot write site b"
+    );
+    assert!(
+        !publish_as(None, "aq/a/readings", 34),
+        "no certificate, no password: refused"
+    );
+    assert!(publish_as(Some("dev-b"), "aq/b/readings", 22));
+    wait_until("both devices' readings", Duration::from_secs(20), || {
+        stored(d, "a").len() == 1 && stored(d, "b").len() == 1
+    });
+    assert_eq!((stored(d, "a"), stored(d, "b")), (vec![11.0], vec![22.0]));
+    svc.terminate();
+}

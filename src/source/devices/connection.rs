@@ -66,6 +66,7 @@ fn unpack(id: u64) -> (u8, u16) {
 pub(super) async fn serve<S>(
     stream: S,
     peer: SocketAddr,
+    cert_cn: Option<String>,
     shared: Arc<Shared>,
     to_ingest: mpsc::Sender<Message>,
     stop: watch::Receiver<bool>,
@@ -92,7 +93,7 @@ pub(super) async fn serve<S>(
             return;
         }
     };
-    let Some(who) = shared.authenticate(login.as_ref()) else {
+    let Some(who) = shared.authenticate(cert_cn.as_deref(), login.as_ref()) else {
         Metrics::add(&shared.metrics.device_refused, 1);
         shared.log_refusal(&peer, &client_id, "bad user name or password");
         refuse_connect(version, &mut writer).await;

@@ -21,6 +21,7 @@
 //! never to other clients.
 
 mod board;
+mod cert_cn;
 mod codec;
 mod connection;
 
@@ -104,9 +105,17 @@ pub(crate) enum Identity {
 }
 
 impl Shared {
-    /// Who the CONNECT's credentials name, or `None` when they are refused. Once the
-    /// registry lists identities, only they get in.
-    fn authenticate(&self, got: Option<&(String, String)>) -> Option<Identity> {
+    /// Who the client certificate or the CONNECT's credentials name, or `None` when
+    /// they are refused. Once the registry lists identities, only they get in; a
+    /// verified client certificate whose CN is an identity is that identity.
+    fn authenticate(
+        &self,
+        cert_cn: Option<&str>,
+        got: Option<&(String, String)>,
+    ) -> Option<Identity> {
+        if let Some(d) = cert_cn.and_then(|cn| self.registry.device(cn)) {
+            return Some(Identity::Listed(d.clone()));
+        }
         if !self.registry.has_devices() {
             return self.login_ok(got).then_some(Identity::Anyone);
         }
@@ -224,7 +233,10 @@ pub async fn start(
         None => None,
     };
     let tls = match (cfg.tls_listen, &cfg.tls_cert_file, &cfg.tls_key_file) {
-        (Some(addr), Some(cert), Some(key)) => Some((addr, tls_acceptor(cert, key)?)),
+        (Some(addr), Some(cert), Some(key)) => Some((
+            addr,
+            tls_acceptor(cert, key, cfg.tls_client_ca_file.as_deref())?,
+        )),
         _ => None,
     };
     let bind = |addr: SocketAddr| async move {
@@ -367,11 +379,21 @@ impl Server {
                         match tokio::time::timeout(connection::CONNECT_TIMEOUT, a.accept(stream))
                             .await
                         {
-                            Ok(Ok(s)) => connection::serve(s, peer, shared, tx, stop).await,
+                            Ok(Ok(s)) => {
+                                // A client certificate verified against the CA: its
+                                // subject CN may name an identity.
+                                let cn = s
+                                    .get_ref()
+                                    .1
+                                    .peer_certificates()
+                                    .and_then(|c| c.first())
+                                    .and_then(|c| cert_cn::subject_cn(c));
+                                connection::serve(s, peer, cn, shared, tx, stop).await
+                            }
                             _ => Metrics::add(&shared.metrics.device_refused, 1),
                         }
                     }
-                    None => connection::serve(stream, peer, shared, tx, stop).await,
+                    None => connection::serve(stream, peer, None, shared, tx, stop).await,
                 }
             });
         }
@@ -396,10 +418,12 @@ async fn accept_opt(
     }
 }
 
-/// A rustls server from PEM files.
+/// A rustls server from PEM files; with `client_ca`, client certificates signed by it
+/// are asked for and verified (clients without one may still log in with a password).
 fn tls_acceptor(
     cert: &std::path::Path,
     key: &std::path::Path,
+    client_ca: Option<&std::path::Path>,
 ) -> Result<tokio_rustls::TlsAcceptor, DevicesError> {
     let read = |p: &std::path::Path| {
         std::fs::read(p).map_err(|e| DevicesError::Tls(format!("{}: {e}", p.display())))
@@ -411,10 +435,30 @@ fn tls_acceptor(
         .map_err(|e| DevicesError::Tls(format!("{}: {e}", key.display())))?
         .ok_or_else(|| DevicesError::Tls(format!("{}: no private key", key.display())))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
+    let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
-        .map_err(|e| DevicesError::Tls(e.to_string()))?
-        .with_no_client_auth()
+        .map_err(|e| DevicesError::Tls(e.to_string()))?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in rustls_pemfile::certs(&mut read(ca)?.as_slice()) {
+                let c = c.map_err(|e| DevicesError::Tls(format!("{}: {e}", ca.display())))?;
+                roots
+                    .add(c)
+                    .map_err(|e| DevicesError::Tls(format!("{}: {e}", ca.display())))?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| DevicesError::Tls(e.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let config = builder
         .with_single_cert(certs, key)
         .map_err(|e| DevicesError::Tls(e.to_string()))?;
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
