@@ -59,6 +59,13 @@ fn publish(port: u16, v5: bool, creds: Option<(&str, &str)>, topic: &str, payloa
     c.output().unwrap()
 }
 
+/// Whether the broker acknowledged a QoS 1 publish of `reading(pm10)`.
+fn accepted(port: u16, v5: bool, creds: Option<(&str, &str)>, topic: &str, pm10: u32) -> bool {
+    publish(port, v5, creds, topic, &reading(pm10))
+        .status
+        .success()
+}
+
 fn reading(pm10: u32) -> String {
     format!(
         r#"{{"ts":"2016-08-01T08:{:02}:00+08:00","pm10":{pm10}}}"#,
@@ -136,34 +143,28 @@ fn the_embedded_broker_lets_a_device_write_only_its_own_site() {
         || svc.log_text().contains("devices can connect"),
     );
     // Its own site: taken.
-    assert!(publish(
+    assert!(accepted(
         port,
         false,
         Some(("dev-a", &a)),
         "aq/a/readings",
-        &reading(11)
-    )
-    .status
-    .success());
-    assert!(publish(
+        11
+    ));
+    assert!(accepted(
         port,
         true,
         Some(("dev-b", &b)),
         "aq/b/readings",
-        &reading(22)
-    )
-    .status
-    .success());
+        22
+    ));
     // Another site's topic: 3.1.1 closes the connection (no PUBACK), 5 says "not authorized".
-    assert!(!publish(
+    assert!(!accepted(
         port,
         false,
         Some(("dev-a", &a)),
         "aq/b/readings",
-        &reading(33)
-    )
-    .status
-    .success());
+        33
+    ));
     let v5 = publish(
         port,
         true,
@@ -179,46 +180,36 @@ fn the_embedded_broker_lets_a_device_write_only_its_own_site() {
         "MQTT 5 refusal: {v5:?}"
     );
     // A reader publishes nothing; wrong secrets, unknown and anonymous clients get in nowhere.
-    assert!(!publish(
+    assert!(!accepted(
         port,
         false,
         Some(("viewer", &viewer)),
         "aq/a/readings",
-        &reading(55)
-    )
-    .status
-    .success());
-    assert!(!publish(
+        55
+    ));
+    assert!(!accepted(
         port,
         false,
         Some(("dev-a", &b)),
         "aq/a/readings",
-        &reading(56)
-    )
-    .status
-    .success());
-    assert!(!publish(
+        56
+    ));
+    assert!(!accepted(
         port,
         false,
         Some(("nobody", &a)),
         "aq/a/readings",
-        &reading(57)
-    )
-    .status
-    .success());
-    assert!(!publish(port, false, None, "aq/a/readings", &reading(58))
-        .status
-        .success());
+        57
+    ));
+    assert!(!accepted(port, false, None, "aq/a/readings", 58));
     // A good reading after them all: everything before it is settled.
-    assert!(publish(
+    assert!(accepted(
         port,
         false,
         Some(("dev-b", &b)),
         "aq/b/readings",
-        &reading(23)
-    )
-    .status
-    .success());
+        23
+    ));
     wait_until("the last reading", Duration::from_secs(20), || {
         stored(d, "b").len() == 2
     });
@@ -265,24 +256,20 @@ fn the_embedded_broker_lets_a_device_write_only_its_own_site() {
         Duration::from_secs(20),
         || svc.log_text().contains("devices can connect"),
     );
-    assert!(!publish(
+    assert!(!accepted(
         port,
         false,
         Some(("dev-a", &a)),
         "aq/a/readings",
-        &reading(12)
-    )
-    .status
-    .success());
-    assert!(publish(
+        12
+    ));
+    assert!(accepted(
         port,
         false,
         Some(("dev-a", &a2)),
         "aq/a/readings",
-        &reading(13)
-    )
-    .status
-    .success());
+        13
+    ));
     wait_until(
         "the rotated device's reading",
         Duration::from_secs(20),
@@ -357,15 +344,13 @@ fn mosquitto_enforces_the_same_rule_with_the_generated_files() {
         Duration::from_secs(20),
         || svc.log_text().contains("mqtt: subscribed"),
     );
-    assert!(publish(
+    assert!(accepted(
         port,
         false,
         Some(("dev-a", &a)),
         "aq/a/readings",
-        &reading(11)
-    )
-    .status
-    .success());
+        11
+    ));
     // mosquitto acknowledges a denied QoS 1 publish (3.1.1 has no refusal) and drops it.
     let _ = publish(
         port,
@@ -374,27 +359,21 @@ fn mosquitto_enforces_the_same_rule_with_the_generated_files() {
         "aq/b/readings",
         &reading(33),
     );
-    assert!(!publish(
+    assert!(!accepted(
         port,
         false,
         Some(("dev-a", &b)),
         "aq/a/readings",
-        &reading(34)
-    )
-    .status
-    .success());
-    assert!(!publish(port, false, None, "aq/a/readings", &reading(35))
-        .status
-        .success());
-    assert!(publish(
+        34
+    ));
+    assert!(!accepted(port, false, None, "aq/a/readings", 35));
+    assert!(accepted(
         port,
         false,
         Some(("dev-b", &b)),
         "aq/b/readings",
-        &reading(22)
-    )
-    .status
-    .success());
+        22
+    ));
     wait_until("dev-b's reading", Duration::from_secs(20), || {
         !stored(d, "b").is_empty()
     });
@@ -446,24 +425,20 @@ fn no_secret_reaches_a_log_or_an_api_response() {
         Duration::from_secs(20),
         || svc.log_text().contains("devices can connect"),
     );
-    assert!(publish(
+    assert!(accepted(
         port,
         false,
         Some(("dev-a", &device)),
         "aq/a/readings",
-        &reading(11)
-    )
-    .status
-    .success());
-    assert!(!publish(
+        11
+    ));
+    assert!(!accepted(
         port,
         false,
         Some(("dev-a", "wrong")),
         "aq/a/readings",
-        &reading(12)
-    )
-    .status
-    .success());
+        12
+    ));
     wait_until("the sink to fail", Duration::from_secs(20), || {
         svc.log_text().contains("influx")
     });
@@ -559,88 +534,6 @@ fn the_shipped_deployment_has_no_anonymous_broker_and_no_literal_secret() {
     // The deployment's own service config refuses unregistered sites and logs in.
     let aq = std::fs::read_to_string(root.join("deploy/aq-ingest.toml")).unwrap();
     assert!(aq.contains("username = \"aq-ingest\"") && aq.contains("embedded = false"));
-}
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let st = Command::new(require("openssl"))
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        st.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&st.stderr)
-    );
-}
-
-/// A CA, a server certificate for localhost and client certificates whose CN is the
-/// device id.
-fn make_pki(dir: &Path, clients: &[&str]) {
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    let mut ca = vec!["req", "-x509"];
-    ca.extend(ec);
-    ca.extend([
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=aq-test-ca",
-    ]);
-    openssl(dir, &ca);
-    std::fs::write(
-        dir.join("server.ext"),
-        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("client.ext"),
-        "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
-    )
-    .unwrap();
-    for (who, ext) in
-        std::iter::once(("server", "server.ext")).chain(clients.iter().map(|c| (*c, "client.ext")))
-    {
-        let (key, csr, pem, subj) = (
-            format!("{who}.key"),
-            format!("{who}.csr"),
-            format!("{who}.pem"),
-            format!("/CN={who}"),
-        );
-        let mut req = vec!["req"];
-        req.extend(ec);
-        req.extend(["-keyout", &key, "-out", &csr, "-subj", &subj]);
-        openssl(dir, &req);
-        openssl(
-            dir,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                &csr,
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-out",
-                &pem,
-                "-days",
-                "2",
-                "-extfile",
-                ext,
-            ],
-        );
-    }
 }
 
 /// On the TLS listener with `tls_client_ca_file`, a verified client certificate's CN is
