@@ -1,9 +1,13 @@
 //! HJ 633 individual and overall air quality index, with exact integer arithmetic.
 //!
-//! The concentration is first rounded to an integer µg/m³ (round-half-even, our choice
-//! following HJ 663-2013 / GB/T 8170), then indexed on the breakpoint table and the
-//! result rounded **up** (HJ 633-2012 §6.2). Integers all the way: a naive f64 order
-//! turns PM10 7 into 7.000000000000001 and then 8.
+//! Two table sets: HJ 633-2012 and HJ 633-2026 (in force from 2026-03-01). The
+//! concentration is first rounded to an integer µg/m³ (round-half-even, our choice
+//! following HJ 663-2013 / GB/T 8170; HJ 633-2026 §4.2.2 makes it explicit), then indexed
+//! on the breakpoint table and the result rounded **up** (HJ 633-2012 §6.2; the same in
+//! 2026). Integers all the way: a naive f64 order turns PM10 7 into 7.000000000000001
+//! and then 8.
+
+use chrono::NaiveDate;
 
 use crate::model::Pollutant;
 
@@ -11,22 +15,64 @@ use crate::model::Pollutant;
 /// PM2.5 60 / PM10 120, so the table set must never be a silent default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Default)]
 pub enum TableSet {
-    /// HJ 633-2012 (the tables in force for the 2016 targets).
+    /// HJ 633-2012 (the tables in force for the 2016 targets, and for every date before
+    /// 2026-03-01).
     #[default]
     #[serde(rename = "HJ 633-2012")]
     Hj633_2012,
+    /// HJ 633-2026 with GB 3095-2026, in force from 2026-03-01: the IAQI-100 breakpoint
+    /// (top of 良) is PM2.5 60 and PM10 120 µg/m³; every other breakpoint is the 2012 one.
+    #[serde(rename = "HJ 633-2026")]
+    Hj633_2026,
 }
 
+/// The first date on which HJ 633-2026 (and GB 3095-2026) are in force; HJ 633-2012
+/// applies to every earlier date.
+pub const HJ633_2026_IN_FORCE_FROM: NaiveDate = match NaiveDate::from_ymd_opt(2026, 3, 1) {
+    Some(d) => d,
+    None => panic!("2026-03-01 is a date"),
+};
+
 impl TableSet {
+    /// Every table set, oldest first.
+    pub const ALL: [TableSet; 2] = [TableSet::Hj633_2012, TableSet::Hj633_2026];
+
     pub fn name(self) -> &'static str {
         match self {
             TableSet::Hj633_2012 => "HJ 633-2012",
+            TableSet::Hj633_2026 => "HJ 633-2026",
         }
+    }
+
+    /// The table set in force on `date` (a local calendar date): HJ 633-2012 before
+    /// 2026-03-01, HJ 633-2026 from then on. Dates before HJ 633-2012 itself took effect
+    /// get HJ 633-2012 too: the service has no older tables.
+    pub fn in_force_on(date: NaiveDate) -> TableSet {
+        if date < HJ633_2026_IN_FORCE_FROM {
+            TableSet::Hj633_2012
+        } else {
+            TableSet::Hj633_2026
+        }
+    }
+
+    /// Whether `self` was in force on at least one date of the inclusive period
+    /// `from..=to`. An empty period (`from > to`) has no dates: `false`.
+    pub fn in_force_during(self, from: NaiveDate, to: NaiveDate) -> bool {
+        if from > to {
+            return false;
+        }
+        // In force on the half-open range [first, end) of dates; `None` is unbounded.
+        let (first, end) = match self {
+            TableSet::Hj633_2012 => (None, Some(HJ633_2026_IN_FORCE_FROM)),
+            TableSet::Hj633_2026 => (Some(HJ633_2026_IN_FORCE_FROM), None),
+        };
+        first.is_none_or(|f| to >= f) && end.is_none_or(|e| from < e)
     }
 
     /// The 24-hour concentration (µg/m³) at IAQI 100 for `p`: a daily value above it has
     /// an IAQI above 100, i.e. the pollutant exceeds (超标, HJ 633 §5). For HJ 633-2012
-    /// these are the GB 3095-2012 Grade II 24-hour limits, PM2.5 75 and PM10 150.
+    /// these are the GB 3095-2012 Grade II 24-hour limits, PM2.5 75 and PM10 150; for
+    /// HJ 633-2026, PM2.5 60 and PM10 120.
     pub fn limit_at_iaqi_100(self, p: Pollutant) -> u32 {
         // Every HJ 633 table has the same IAQI levels (0, 50, 100, …); the tables differ
         // in concentrations only. A test checks the row of every table.
@@ -52,6 +98,26 @@ impl TableSet {
                 (0, 0),
                 (50, 35),
                 (100, 75),
+                (150, 115),
+                (200, 150),
+                (300, 250),
+                (400, 350),
+                (500, 500),
+            ],
+            (TableSet::Hj633_2026, Pollutant::Pm10) => &[
+                (0, 0),
+                (50, 50),
+                (100, 120),
+                (150, 250),
+                (200, 350),
+                (300, 420),
+                (400, 500),
+                (500, 600),
+            ],
+            (TableSet::Hj633_2026, Pollutant::Pm25) => &[
+                (0, 0),
+                (50, 35),
+                (100, 60),
                 (150, 115),
                 (200, 150),
                 (300, 250),
@@ -308,5 +374,214 @@ mod tests {
         assert_eq!(Category::of(101).rgb(), (255, 126, 0));
         assert_eq!(Category::of(300), Category::Heavy);
         assert_eq!(Category::of(301), Category::Severe);
+    }
+
+    // HJ 633-2026 (2026 tables). Every expected value below is worked by hand from
+    // IAQI = ceil((IAQI_hi − IAQI_lo) / (BP_hi − BP_lo) × (C − BP_lo) + IAQI_lo).
+
+    fn i26(p: Pollutant, c: u32) -> u32 {
+        iaqi(TableSet::Hj633_2026, p, c).value
+    }
+
+    #[test]
+    fn hj633_2026_pm25_worked_values() {
+        for (c, want) in [
+            // 0–35 → 0–50: 50/35 × (35 − 0) + 0 = 50.
+            (35, 50),
+            // 35–60 → 50–100: 50/25 × (36 − 35) + 50 = 52 exactly (same as 2012's 52,
+            // which there is the ceiling of 51.25).
+            (36, 52),
+            // 50/25 × (59 − 35) + 50 = 98.
+            (59, 98),
+            // 50/25 × (60 − 35) + 50 = 100: the top of 良.
+            (60, 100),
+            // 60–115 → 100–150: 50/55 × (61 − 60) + 100 = 100.909… → 101.
+            (61, 101),
+            // 50/55 × (70 − 60) + 100 = 109.09… → 110 (良 under 2012: 50/40 × 35 + 50 = 93.75 → 94).
+            (70, 110),
+            // 50/55 × (75 − 60) + 100 = 750/55 + 100 = 113.63… → 114.
+            (75, 114),
+            // 50/55 × (115 − 60) + 100 = 150.
+            (115, 150),
+            // 115–150 → 150–200: 50/35 × (116 − 115) + 150 = 151.43… → 152.
+            (116, 152),
+            // 350–500 → 400–500: 100/150 × (500 − 350) + 400 = 500.
+            (500, 500),
+        ] {
+            assert_eq!(i26(Pm25, c), want, "PM2.5 {c}");
+        }
+        // Above 500: capped at 500 and flagged.
+        assert_eq!(
+            iaqi(TableSet::Hj633_2026, Pm25, 501),
+            Iaqi {
+                value: 500,
+                capped: true
+            }
+        );
+        assert!(!iaqi(TableSet::Hj633_2026, Pm25, 500).capped);
+    }
+
+    #[test]
+    fn hj633_2026_pm10_worked_values() {
+        for (c, want) in [
+            // 0–50 → 0–50: 50/50 × 7 = 7 exactly (the float trap).
+            (7, 7),
+            // 50/50 × 50 = 50.
+            (50, 50),
+            // 50–120 → 50–100: 50/70 × (51 − 50) + 50 = 50.71… → 51.
+            (51, 51),
+            // 50/70 × (119 − 50) + 50 = 3450/70 + 50 = 99.29… → 100.
+            (119, 100),
+            // 50/70 × (120 − 50) + 50 = 100: the top of 良.
+            (120, 100),
+            // 120–250 → 100–150: 50/130 × (121 − 120) + 100 = 100.38… → 101.
+            (121, 101),
+            // 50/130 × (150 − 120) + 100 = 1500/130 + 100 = 111.54… → 112.
+            (150, 112),
+            // 50/130 × (250 − 120) + 100 = 150.
+            (250, 150),
+            // 250–350 → 150–200: 50/100 × (251 − 250) + 150 = 150.5 → 151.
+            (251, 151),
+            // 500–600 → 400–500: 100/100 × (600 − 500) + 400 = 500.
+            (600, 500),
+        ] {
+            assert_eq!(i26(Pm10, c), want, "PM10 {c}");
+        }
+        // Above 600: capped at 500 and flagged.
+        assert_eq!(
+            iaqi(TableSet::Hj633_2026, Pm10, 601),
+            Iaqi {
+                value: 500,
+                capped: true
+            }
+        );
+        assert!(!iaqi(TableSet::Hj633_2026, Pm10, 600).capped);
+    }
+
+    #[test]
+    fn hj633_2026_every_breakpoint_maps_to_its_index() {
+        for p in Pollutant::ALL {
+            for (iaqi_bp, c) in TableSet::Hj633_2026.breakpoints(p) {
+                assert_eq!(i26(p, *c as u32), *iaqi_bp as u32, "{p:?} at {c}");
+            }
+        }
+    }
+
+    #[test]
+    fn hj633_2026_tables_differ_from_2012_only_at_iaqi_100() {
+        for p in Pollutant::ALL {
+            let (old, new) = (
+                TableSet::Hj633_2012.breakpoints(p),
+                TableSet::Hj633_2026.breakpoints(p),
+            );
+            for (row, (o, n)) in old.iter().zip(new.iter()).enumerate() {
+                assert_eq!(o.0, n.0, "{p:?} IAQI levels, row {row}");
+                if row != IAQI_100_ROW {
+                    assert_eq!(o.1, n.1, "{p:?} concentration, row {row}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn hj633_2026_limit_at_iaqi_100() {
+        let t = TableSet::Hj633_2026;
+        assert_eq!(t.limit_at_iaqi_100(Pm25), 60);
+        assert_eq!(t.limit_at_iaqi_100(Pm10), 120);
+        for t in TableSet::ALL {
+            for p in Pollutant::ALL {
+                assert_eq!(t.breakpoints(p)[IAQI_100_ROW].0, 100, "{t:?} {p:?}");
+                let l = t.limit_at_iaqi_100(p);
+                assert_eq!(iaqi(t, p, l).value, 100, "{t:?} {p:?}");
+                assert!(iaqi(t, p, l + 1).value > 100, "{t:?} {p:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn table_set_names_are_the_config_spellings() {
+        #[derive(serde::Deserialize)]
+        struct Cfg {
+            tables: TableSet,
+        }
+        assert_eq!(TableSet::Hj633_2026.name(), "HJ 633-2026");
+        for t in TableSet::ALL {
+            let c: Cfg = toml::from_str(&format!("tables = \"{}\"", t.name())).unwrap();
+            assert_eq!(c.tables, t);
+        }
+        assert!(toml::from_str::<Cfg>("tables = \"HJ 633-2020\"").is_err());
+    }
+
+    #[test]
+    fn in_force_on_switches_on_2026_03_01() {
+        let d = |y, m, dd| NaiveDate::from_ymd_opt(y, m, dd).unwrap();
+        assert_eq!(TableSet::in_force_on(d(2016, 7, 1)), TableSet::Hj633_2012);
+        assert_eq!(TableSet::in_force_on(d(2026, 2, 28)), TableSet::Hj633_2012);
+        assert_eq!(TableSet::in_force_on(d(2026, 3, 1)), TableSet::Hj633_2026);
+        assert_eq!(TableSet::in_force_on(d(2026, 3, 2)), TableSet::Hj633_2026);
+        assert_eq!(HJ633_2026_IN_FORCE_FROM, d(2026, 3, 1));
+    }
+
+    #[test]
+    fn in_force_during_needs_one_date_of_the_period() {
+        use TableSet::{Hj633_2012 as T12, Hj633_2026 as T26};
+        let d = |y, m, dd| NaiveDate::from_ymd_opt(y, m, dd).unwrap();
+        // The 2016 half year: 2012 only.
+        assert!(T12.in_force_during(d(2016, 7, 1), d(2016, 12, 31)));
+        assert!(!T26.in_force_during(d(2016, 7, 1), d(2016, 12, 31)));
+        // Ending on the last 2012 day / starting on the first 2026 day.
+        assert!(T12.in_force_during(d(2026, 1, 1), d(2026, 2, 28)));
+        assert!(!T26.in_force_during(d(2026, 1, 1), d(2026, 2, 28)));
+        assert!(!T12.in_force_during(d(2026, 3, 1), d(2026, 12, 31)));
+        assert!(T26.in_force_during(d(2026, 3, 1), d(2026, 12, 31)));
+        // A single day either side.
+        assert!(T12.in_force_during(d(2026, 2, 28), d(2026, 2, 28)));
+        assert!(!T26.in_force_during(d(2026, 2, 28), d(2026, 2, 28)));
+        assert!(T26.in_force_during(d(2026, 3, 1), d(2026, 3, 1)));
+        assert!(!T12.in_force_during(d(2026, 3, 1), d(2026, 3, 1)));
+        // Spanning the change: both.
+        assert!(T12.in_force_during(d(2025, 10, 1), d(2026, 3, 31)));
+        assert!(T26.in_force_during(d(2025, 10, 1), d(2026, 3, 31)));
+        assert!(T12.in_force_during(d(2026, 2, 28), d(2026, 3, 1)));
+        assert!(T26.in_force_during(d(2026, 2, 28), d(2026, 3, 1)));
+        // An empty period has no dates.
+        assert!(!T12.in_force_during(d(2016, 12, 31), d(2016, 7, 1)));
+        assert!(!T26.in_force_during(d(2026, 12, 31), d(2026, 3, 1)));
+        // Consistent with in_force_on for every single-day period around the change.
+        let mut day = d(2026, 2, 20);
+        while day <= d(2026, 3, 10) {
+            for t in TableSet::ALL {
+                assert_eq!(
+                    t.in_force_during(day, day),
+                    TableSet::in_force_on(day) == t,
+                    "{t:?} {day}"
+                );
+            }
+            day = day.succ_opt().unwrap();
+        }
+    }
+
+    proptest::proptest! {
+        /// For any concentration of either pollutant the 2026 IAQI is at least the 2012
+        /// IAQI (so the 2026 category is never better), and both tables are monotonic.
+        #[test]
+        fn hj633_2026_never_better_than_2012_and_both_monotonic(
+            p in proptest::sample::select(Pollutant::ALL.to_vec()),
+            a in 0u32..=1000,
+            b in 0u32..=1000,
+        ) {
+            let (lo, hi) = (a.min(b), a.max(b));
+            for c in [lo, hi] {
+                let (old, new) = (i(p, c), i26(p, c));
+                proptest::prop_assert!(new >= old, "{:?} {}: 2026 {} < 2012 {}", p, c, new, old);
+                proptest::prop_assert!(Category::of(new) >= Category::of(old));
+            }
+            for t in TableSet::ALL {
+                proptest::prop_assert!(
+                    iaqi(t, p, lo).value <= iaqi(t, p, hi).value,
+                    "{:?} {:?}: {} -> {}", t, p, lo, hi
+                );
+            }
+        }
     }
 }
