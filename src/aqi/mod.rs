@@ -1,4 +1,4 @@
-//! The air-quality rules, as pure functions: the HJ 633-2012 index ([`index`]), exact
+//! The air-quality rules, as pure functions: the HJ 633 index, 2012 and 2026 tables ([`index`]), exact
 //! means and the rounding of HJ 663-2013 / GB/T 8170 ([`mean`]), GB 3095-2012 data
 //! validity ([`validity`]), local days ([`zone`]), site and district daily values after
 //! HJ 663-2013 ([`daily`]) and the good-day target ([`target`]). Where the standards
@@ -17,7 +17,7 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AqiConfig {
-    /// Breakpoint tables: "HJ 633-2012".
+    /// Breakpoint tables: "HJ 633-2012" (in force before 2026-03-01) or "HJ 633-2026".
     #[serde(default)]
     pub table_set: index::TableSet,
     /// Days are counted in this zone: "Asia/Shanghai" (UTC+8, the default), "UTC", or a
