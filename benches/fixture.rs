@@ -28,6 +28,7 @@ pub fn target() -> TargetConfig {
         comparison: Comparison::MoreThan,
         pm25_limit: None,
         pm10_limit: None,
+        tables: Some(aq_ingest::aqi::index::TableSet::Hj633_2012),
     }
 }
 

@@ -146,6 +146,12 @@ impl Config {
         }
     }
 
+    /// What is worth a warning but valid (check-config lists them; the service logs
+    /// them at start).
+    pub fn warnings(&self) -> Vec<String> {
+        self.target.iter().flat_map(|t| t.warnings()).collect()
+    }
+
     /// Every semantic problem, not just the first.
     pub fn problems(&self) -> Vec<String> {
         let mut p = Vec::new();

@@ -69,7 +69,10 @@ fn main() -> ExitCode {
     let origin = path
         .as_ref()
         .map_or("built-in defaults".into(), |p| p.display().to_string());
-    let plan = match Config::load(path.as_deref()).and_then(|c| Plan::resolve(c, &origin)) {
+    let (plan, warnings) = match Config::load(path.as_deref()).and_then(|c| {
+        let w = c.warnings();
+        Plan::resolve(c, &origin).map(|p| (p, w))
+    }) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("aq-ingest: config error: {e}");
@@ -80,6 +83,9 @@ fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Serve) {
         Command::CheckConfig => {
             println!("config OK ({origin})");
+            for w in &warnings {
+                println!("warning: {w}");
+            }
             ExitCode::SUCCESS
         }
         Command::Report(args) => printed("report", commands::report(&plan, args, &clock)),
@@ -116,6 +122,9 @@ fn main() -> ExitCode {
         }
         Command::Serve => {
             init_logging(&plan);
+            for w in &warnings {
+                tracing::warn!("{w}");
+            }
             let r = runtime().and_then(|rt| {
                 rt.block_on(aq_ingest::app::serve(
                     plan,

@@ -45,6 +45,8 @@ pub enum ReportError {
 #[derive(Debug, Clone)]
 pub struct Report {
     pub spec: Spec,
+    /// The index tables the days were classed under.
+    pub tables: crate::aqi::index::TableSet,
     /// One per day from `from` through `min(to, as_of)`.
     pub days: Vec<DayValue>,
     pub progress: Option<Progress>,
@@ -138,6 +140,18 @@ fn csv_cell(v: &Value) -> String {
 
 /// Builds a report.
 pub fn build(store: &Store, aqi: &AqiConfig, spec: Spec) -> Result<Report, ReportError> {
+    // A target is counted under its own tables.
+    let own;
+    let aqi = match spec.target.as_ref().and_then(|t| t.tables) {
+        Some(t) if t != aqi.table_set => {
+            own = AqiConfig {
+                table_set: t,
+                ..aqi.clone()
+            };
+            &own
+        }
+        _ => aqi,
+    };
     if spec.to < spec.from {
         return Err(ReportError::Period {
             from: spec.from,
@@ -183,6 +197,7 @@ pub fn build(store: &Store, aqi: &AqiConfig, spec: Spec) -> Result<Report, Repor
     let progress = spec.target.as_ref().map(|t| progress(t, &days, spec.as_of));
     Ok(Report {
         spec,
+        tables: aqi.table_set,
         days,
         progress,
     })
@@ -202,6 +217,7 @@ impl Report {
             "to": self.spec.to.to_string(),
             "as_of": self.spec.as_of.to_string(),
             "site": self.spec.site,
+            "tables": self.tables.name(),
             "note": PM_ONLY_NOTE,
             "counts": {
                 "good": count(DayClass::Good),
@@ -228,6 +244,7 @@ impl Report {
             None => "district 全区".into(),
         };
         let _ = writeln!(s, "Air quality report 空气质量报告 — {who}");
+        let _ = writeln!(s, "Tables 标准: {}", self.tables.name());
         if let Some(t) = &self.spec.target {
             let _ = writeln!(
                 s,
@@ -384,5 +401,73 @@ mod tests {
             csv(&rows, &["a", "b", "c"]),
             "a,b,c\n\"x, \"\"y\"\"\",1.5,\n"
         );
+    }
+}
+
+#[cfg(test)]
+mod table_tests {
+    use super::*;
+    use crate::aqi::index::TableSet;
+    use crate::aqi::target::{Comparison, TargetConfig};
+    use crate::model::{Flag, MicrogramsPerCubicMetre, Period, Reading, SiteId, UnixMillis};
+    use crate::store::StoreConfig;
+
+    /// A day whose PM2.5 daily mean is 70 µg/m³: 良 under HJ 633-2012 (IAQI 94), 轻度污染
+    /// under HJ 633-2026 (IAQI 110). A target counts it under its own tables, and says so.
+    #[test]
+    fn a_target_is_counted_under_its_own_tables() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = StoreConfig {
+            path: dir.path().join("aq.db"),
+            ..StoreConfig::default()
+        };
+        let mut s = Store::open(&cfg).unwrap();
+        let date = NaiveDate::from_ymd_opt(2016, 8, 1).unwrap();
+        let start = crate::aqi::zone::Zone::BEIJING.start_of(date);
+        let hours: Vec<Reading> = (0..24)
+            .map(|h| Reading {
+                site: SiteId::parse("a").unwrap(),
+                device: None,
+                ts: UnixMillis(start.0 + h * 3_600_000),
+                period: Period::Hour,
+                flag: Flag::Normal,
+                pm25: Some(MicrogramsPerCubicMetre::new(70.0).unwrap()),
+                pm10: None,
+                interval_secs: None,
+            })
+            .collect();
+        s.commit_batch_durable(&hours, &[], UnixMillis(0)).unwrap();
+        s.refresh_daily(&AqiConfig::default()).unwrap();
+        let report = |tables| {
+            let target = TargetConfig {
+                name: "t".into(),
+                from: date,
+                to: date,
+                good_days: 1,
+                comparison: Comparison::AtLeast,
+                pm25_limit: None,
+                pm10_limit: None,
+                tables,
+            };
+            let spec = Spec {
+                from: date,
+                to: date,
+                as_of: date,
+                site: None,
+                target: Some(target),
+            };
+            build(&s, &AqiConfig::default(), spec).unwrap()
+        };
+        let old = report(Some(TableSet::Hj633_2012));
+        let new = report(Some(TableSet::Hj633_2026));
+        assert_eq!(old.days[0].aqi.as_ref().map(|a| a.value), Some(94));
+        assert_eq!(old.days[0].class, DayClass::Good);
+        assert_eq!(new.days[0].aqi.as_ref().map(|a| a.value), Some(110));
+        assert_eq!(new.days[0].class, DayClass::Polluted);
+        assert_eq!(old.to_json()["tables"], "HJ 633-2012");
+        assert_eq!(new.to_json()["tables"], "HJ 633-2026");
+        assert!(new.to_table().contains("HJ 633-2026"));
+        // Without tables of its own, the service's set (2012 by default).
+        assert_eq!(report(None).tables, TableSet::Hj633_2012);
     }
 }

@@ -89,3 +89,39 @@ fn dead_letters_are_listed_and_queued_again() {
     let (_, said, _) = run(&cfg, &["dead-letters"]);
     assert_eq!(said.trim(), "1  unencodable  not encodable");
 }
+
+/// check-config refuses a target whose period reaches the 2026 standards without naming
+/// its tables, and warns when a target's tables were in force for none of its dates.
+#[test]
+fn check_config_makes_the_table_set_of_a_2026_target_explicit() {
+    let dir = tempfile::tempdir().unwrap();
+    let check = |target: &str| {
+        std::fs::write(
+            dir.path().join("aq.toml"),
+            format!("[[target]]\nname = \"2026H2\"\nfrom = \"2026-07-01\"\nto = \"2026-12-31\"\ngood_days = 100\n{target}"),
+        )
+        .unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_aq-ingest"))
+            .current_dir(dir.path())
+            .args(["--config", "aq.toml", "check-config"])
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (code, text) = check("");
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("2026H2") && text.contains("tables"), "{text}");
+    let (code, text) = check("tables = \"HJ 633-2026\"\n");
+    assert_eq!(code, Some(0), "{text}");
+    assert!(!text.contains("warning"), "{text}");
+    let (code, text) = check("tables = \"HJ 633-2012\"\n");
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("warning") && text.contains("none of its dates"),
+        "{text}"
+    );
+}

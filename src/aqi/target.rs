@@ -38,6 +38,9 @@ pub struct TargetConfig {
     /// Period-mean limits, µg/m³ (mean of the valid district daily values).
     pub pm25_limit: Option<f64>,
     pub pm10_limit: Option<f64>,
+    /// The index tables the target is counted under ("HJ 633-2012" or "HJ 633-2026").
+    /// Required when the period reaches 2026-03-01 or later: the choice is never silent.
+    pub tables: Option<super::index::TableSet>,
 }
 
 impl TargetConfig {
@@ -56,6 +59,13 @@ impl TargetConfig {
         if self.to < self.from {
             p.push(format!("target {:?}: `to` is before `from`", self.name));
         }
+        if self.tables.is_none() && self.to >= super::index::HJ633_2026_IN_FORCE_FROM {
+            p.push(format!(
+                "target {:?}: its period reaches {} or later, when HJ 633-2026 replaced HJ 633-2012; name its tables: tables = \"HJ 633-2026\" (or \"HJ 633-2012\" to count under the old ones)",
+                self.name,
+                super::index::HJ633_2026_IN_FORCE_FROM
+            ));
+        }
         if self.required() > self.days() {
             p.push(format!(
                 "target {:?}: needs {} good days in a {}-day period",
@@ -65,6 +75,28 @@ impl TargetConfig {
             ));
         }
         p
+    }
+}
+
+impl TargetConfig {
+    /// Things worth saying that do not stop the service: a table set that was in force
+    /// for none of the target's dates.
+    pub fn warnings(&self) -> Vec<String> {
+        match self.tables {
+            Some(t) if !t.in_force_during(self.from, self.to) => vec![format!(
+                "target {:?} is counted under {}, which was in force for none of its dates ({}..{})",
+                self.name,
+                t.name(),
+                self.from,
+                self.to
+            )],
+            _ => Vec::new(),
+        }
+    }
+
+    /// The tables to count this target under: its own, or the service's.
+    pub fn tables_or(&self, default: super::index::TableSet) -> super::index::TableSet {
+        self.tables.unwrap_or(default)
     }
 }
 
@@ -192,7 +224,38 @@ mod tests {
             comparison: cmp,
             pm25_limit: None,
             pm10_limit: None,
+            tables: None,
         }
+    }
+
+    #[test]
+    fn a_2026_period_must_name_its_tables_and_an_unused_set_is_a_warning() {
+        let mut t = target(100, Comparison::MoreThan);
+        assert!(
+            t.problems().is_empty() && t.warnings().is_empty(),
+            "2016: implicit 2012"
+        );
+        t.from = NaiveDate::from_ymd_opt(2026, 1, 1).unwrap();
+        t.to = NaiveDate::from_ymd_opt(2026, 6, 30).unwrap();
+        t.good_days = 10;
+        let p = t.problems();
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].contains("tables"), "{p:?}");
+        t.tables = Some(TableSet::Hj633_2026);
+        assert!(t.problems().is_empty() && t.warnings().is_empty());
+        // 2012 tables for a period that straddles the switch: in force on some dates.
+        t.tables = Some(TableSet::Hj633_2012);
+        assert!(t.problems().is_empty() && t.warnings().is_empty());
+        // …but not for a period wholly after it.
+        t.from = NaiveDate::from_ymd_opt(2026, 7, 1).unwrap();
+        t.to = NaiveDate::from_ymd_opt(2026, 12, 31).unwrap();
+        let w = t.warnings();
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].contains("HJ 633-2012") && w[0].contains("none of its dates"),
+            "{w:?}"
+        );
+        assert_eq!(t.tables_or(TableSet::Hj633_2026), TableSet::Hj633_2012);
     }
 
     /// Day values from a class list, starting on the period's first day.
