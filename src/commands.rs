@@ -9,6 +9,7 @@ use std::time::Duration;
 use chrono::NaiveDate;
 use thiserror::Error;
 
+use crate::aqi::index::TableSet;
 use crate::clock::Clock;
 use crate::metrics::Metrics;
 use crate::plan::Plan;
@@ -63,6 +64,32 @@ pub struct ReportArgs {
     pub site: Option<String>,
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
+    /// Compare two table sets day by day: "HJ 633-2012,HJ 633-2026".
+    #[arg(long)]
+    pub tables: Option<String>,
+}
+
+/// The table sets named in `--tables A,B`.
+fn table_pair(list: &str) -> Result<(TableSet, TableSet), CommandError> {
+    let sets: Vec<TableSet> = list
+        .split(',')
+        .map(|n| {
+            TableSet::ALL
+                .into_iter()
+                .find(|t| t.name() == n.trim())
+                .ok_or_else(|| {
+                    CommandError::Usage(format!(
+                        "--tables: {n:?} is not HJ 633-2012 or HJ 633-2026"
+                    ))
+                })
+        })
+        .collect::<Result<_, _>>()?;
+    match sets[..] {
+        [a, b] => Ok((a, b)),
+        _ => Err(CommandError::Usage(
+            "--tables takes two sets: \"HJ 633-2012,HJ 633-2026\"".into(),
+        )),
+    }
 }
 
 /// The good-day report from the store, as text, JSON or CSV.
@@ -87,6 +114,29 @@ pub fn report(plan: &Plan, args: ReportArgs, clock: &dyn Clock) -> Result<String
         site: args.site,
         target,
     };
+    if let Some(list) = &args.tables {
+        let (a, b) = table_pair(list)?;
+        let under = |t: TableSet| {
+            let mut spec = spec.clone();
+            if let Some(target) = &mut spec.target {
+                target.tables = Some(t);
+            }
+            let aqi = crate::aqi::AqiConfig {
+                table_set: t,
+                ..plan.aqi.clone()
+            };
+            report::build(&store, &aqi, spec)
+        };
+        let c = report::Compared {
+            a: under(a)?,
+            b: under(b)?,
+        };
+        return Ok(match args.format {
+            Format::Table => c.to_table(),
+            Format::Json => format!("{:#}\n", c.to_json()),
+            Format::Csv => c.to_csv(),
+        });
+    }
     let r = report::build(&store, &plan.aqi, spec)?;
     Ok(match args.format {
         Format::Table => r.to_table(),

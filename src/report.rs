@@ -319,6 +319,132 @@ impl Report {
     }
 }
 
+/// The same period under two table sets, day by day (`report --tables A,B`): what an
+/// official asks the week a standard changes — which days change class, and both
+/// counts.
+#[derive(Debug, Clone)]
+pub struct Compared {
+    pub a: Report,
+    pub b: Report,
+}
+
+impl Compared {
+    /// Rows of the comparison: one per day, both sets' index and class.
+    fn rows(&self) -> Vec<Value> {
+        let (ta, tb) = (self.a.tables.name(), self.b.tables.name());
+        self.a
+            .days
+            .iter()
+            .zip(&self.b.days)
+            .map(|(x, y)| {
+                json!({
+                    "date": x.date.to_string(),
+                    "pm25": x.pm25_ug,
+                    "pm10": x.pm10_ug,
+                    "pm25_mean": x.pm25.map(|m| m.as_ug()),
+                    "pm10_mean": x.pm10.map(|m| m.as_ug()),
+                    ta: {"aqi": x.aqi.as_ref().map(|a| a.value), "class": x.class.as_str()},
+                    tb: {"aqi": y.aqi.as_ref().map(|a| a.value), "class": y.class.as_str()},
+                    "changed": x.class != y.class,
+                })
+            })
+            .collect()
+    }
+
+    fn counts(r: &Report) -> Value {
+        let n = |c| r.days.iter().filter(|d| d.class == c).count();
+        json!({"good": n(DayClass::Good), "polluted": n(DayClass::Polluted), "no_data": n(DayClass::NoData)})
+    }
+
+    pub fn to_json(&self) -> Value {
+        let (ta, tb) = (self.a.tables.name(), self.b.tables.name());
+        json!({
+            "tables": [ta, tb],
+            "from": self.a.spec.from.to_string(),
+            "to": self.a.spec.to.to_string(),
+            "site": self.a.spec.site,
+            "counts": {ta: Self::counts(&self.a), tb: Self::counts(&self.b)},
+            "changed": self.rows().iter().filter(|r| r["changed"] == true).count(),
+            "days": self.rows(),
+            "note": PM_ONLY_NOTE,
+        })
+    }
+
+    pub fn to_csv(&self) -> String {
+        let (ta, tb) = (self.a.tables.name(), self.b.tables.name());
+        let rows: Vec<Value> = self
+            .rows()
+            .into_iter()
+            .map(|r| {
+                json!({
+                    "date": r["date"], "pm25": r["pm25"], "pm10": r["pm10"],
+                    "aqi_a": r[ta]["aqi"], "class_a": r[ta]["class"],
+                    "aqi_b": r[tb]["aqi"], "class_b": r[tb]["class"],
+                    "changed": r["changed"],
+                })
+            })
+            .collect();
+        let header = format!("# a = {ta}, b = {tb}\n");
+        header
+            + &csv(
+                &rows,
+                &[
+                    "date", "pm25", "pm10", "aqi_a", "class_a", "aqi_b", "class_b", "changed",
+                ],
+            )
+    }
+
+    pub fn to_table(&self) -> String {
+        let (ta, tb) = (self.a.tables.name(), self.b.tables.name());
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "Tables compared 标准对比: {ta} vs {tb}, {}..{}",
+            self.a.spec.from, self.a.spec.to
+        );
+        for (t, r) in [(ta, &self.a), (tb, &self.b)] {
+            let c = Self::counts(r);
+            let _ = writeln!(
+                s,
+                "  {t}: good 优良 {} · polluted 污染 {} · no data 无数据 {}",
+                c["good"], c["polluted"], c["no_data"]
+            );
+        }
+        let rows = self.rows();
+        let changed = rows.iter().filter(|r| r["changed"] == true).count();
+        let _ = writeln!(
+            s,
+            "Days that change class 类别变化的天数: {changed} (marked *)"
+        );
+        let _ = writeln!(
+            s,
+            "\n{:<10} {:>6} {:>6}  {:>14}  {:>14}",
+            "date", "PM2.5", "PM10", ta, tb
+        );
+        let cell = |v: &Value| {
+            format!(
+                "{} {}",
+                v["aqi"].as_u64().map_or("—".into(), |a| a.to_string()),
+                v["class"].as_str().unwrap_or("")
+            )
+        };
+        for r in &rows {
+            let num = |v: &Value| v.as_u64().map_or("—".into(), |x| x.to_string());
+            let _ = writeln!(
+                s,
+                "{:<10} {:>6} {:>6}  {:>14}  {:>14} {}",
+                r["date"].as_str().unwrap_or(""),
+                num(&r["pm25"]),
+                num(&r["pm10"]),
+                cell(&r[ta]),
+                cell(&r[tb]),
+                if r["changed"] == true { "*" } else { "" }
+            );
+        }
+        s
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,6 +1,8 @@
 //! The operator's commands on a real store file, through the built binary:
 //! `dead-letters` lists the lines InfluxDB refused and `--requeue` queues them again.
 
+mod common;
+
 use std::process::Command;
 
 use aq_ingest::model::UnixMillis;
@@ -122,6 +124,137 @@ fn check_config_makes_the_table_set_of_a_2026_target_explicit() {
     assert_eq!(code, Some(0), "{text}");
     assert!(
         text.contains("warning") && text.contains("none of its dates"),
+        "{text}"
+    );
+}
+
+/// A half-week through MQTT into the built binary, then `report --tables` under both
+/// table sets: the days whose class changes are exactly those whose rounded daily
+/// concentrations lie between the two sets' IAQI-100 breakpoints (computed here from
+/// the report's own daily values, not listed), and the counts differ by them.
+#[test]
+fn the_comparison_report_marks_exactly_the_days_between_the_two_boundaries() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (port, api) = (common::free_port(), common::free_port());
+    let cfg = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/default.toml"))
+        .unwrap()
+        .replace(
+            "listen = \"127.0.0.1:1883\"",
+            &format!("listen = \"127.0.0.1:{port}\""),
+        )
+        .replace(
+            "listen = \"127.0.0.1:8080\"",
+            &format!("listen = \"127.0.0.1:{api}\""),
+        );
+    std::fs::write(d.join("aq.toml"), cfg).unwrap();
+    let mut svc = common::spawn_logged(
+        Command::new(env!("CARGO_BIN_EXE_aq-ingest"))
+            .current_dir(d)
+            .args(["--config", "aq.toml"]),
+        d.join("svc.log"),
+    );
+    common::wait_until("the broker", std::time::Duration::from_secs(20), || {
+        svc.log_text().contains("devices can connect")
+    });
+    // Daily (PM2.5, PM10) as 24 device hourly means each, from 2016-08-01.
+    let days = [
+        (30, 60),
+        (62, 90),
+        (70, 100),
+        (75, 140),
+        (76, 100),
+        (90, 200),
+        (40, 130),
+    ];
+    for (i, (pm25, pm10)) in days.iter().enumerate() {
+        let hours: Vec<String> = (0..24)
+            .map(|h| format!(r#"{{"ts":"2016-08-{:02}T{h:02}:00:00+08:00","pm25":{pm25},"pm10":{pm10},"period":"hour"}}"#, i + 1))
+            .collect();
+        let st = Command::new(common::require("mosquitto_pub"))
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-q",
+                "1",
+                "-t",
+                "aq/s1/readings",
+            ])
+            .args(["-m", &format!("[{}]", hours.join(","))])
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+    svc.terminate();
+    let out = Command::new(env!("CARGO_BIN_EXE_aq-ingest"))
+        .current_dir(d)
+        .args([
+            "--config",
+            "aq.toml",
+            "report",
+            "--from",
+            "2016-08-01",
+            "--to",
+            "2016-08-07",
+        ])
+        .args([
+            "--as-of",
+            "2016-08-07",
+            "--tables",
+            "HJ 633-2012,HJ 633-2026",
+            "--format",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = r["days"].as_array().unwrap();
+    assert_eq!(rows.len(), days.len());
+    let good = |pm25: u64, pm10: u64, (l25, l10): (u64, u64)| pm25 <= l25 && pm10 <= l10;
+    let mut want_changed = 0;
+    for row in rows {
+        let (pm25, pm10) = (row["pm25"].as_u64().unwrap(), row["pm10"].as_u64().unwrap());
+        // IAQI 100: 2012 at PM2.5 75 / PM10 150, 2026 at 60 / 120 (domain.md §7).
+        let changed = good(pm25, pm10, (75, 150)) != good(pm25, pm10, (60, 120));
+        assert_eq!(row["changed"].as_bool(), Some(changed), "{row}");
+        want_changed += usize::from(changed);
+    }
+    assert_eq!(want_changed, 4, "62, 70, 75 µg/m³ PM2.5 and 130 µg/m³ PM10");
+    assert_eq!(r["changed"].as_u64(), Some(want_changed as u64));
+    let good12 = r["counts"]["HJ 633-2012"]["good"].as_u64().unwrap();
+    let good26 = r["counts"]["HJ 633-2026"]["good"].as_u64().unwrap();
+    assert_eq!(good12 - good26, want_changed as u64, "2026 is never better");
+    // The table for officials marks the same days.
+    let out = Command::new(env!("CARGO_BIN_EXE_aq-ingest"))
+        .current_dir(d)
+        .args([
+            "--config",
+            "aq.toml",
+            "report",
+            "--from",
+            "2016-08-01",
+            "--to",
+            "2016-08-07",
+        ])
+        .args([
+            "--as-of",
+            "2016-08-07",
+            "--tables",
+            "HJ 633-2012,HJ 633-2026",
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        text.lines().filter(|l| l.ends_with(" *")).count(),
+        want_changed,
         "{text}"
     );
 }
