@@ -118,6 +118,9 @@ impl Derived {
         if let Some(s) = site {
             tags.push(("site".into(), s.to_owned()));
         }
+        // Which index tables the class and AQI come from: analysts can keep both
+        // series when the service's set changes (HJ 633-2012 → 2026).
+        tags.push(("tables".into(), self.table.name().to_owned()));
         let mut fields = Vec::new();
         let int = |n: usize| FieldValue::Integer(n as i64);
         if let Some(m) = v.pm25 {
@@ -242,11 +245,13 @@ mod store_tests {
             .map(|r| r.1)
             .collect();
         assert!(
-            lines[0].starts_with("pm_daily,scope=site,site=a pm2_5=30,pm2_5_ug=30i,aqi=43i"),
+            lines[0].starts_with(
+                "pm_daily,scope=site,site=a,tables=HJ\\ 633-2012 pm2_5=30,pm2_5_ug=30i,aqi=43i"
+            ),
             "{lines:?}"
         );
         assert!(
-            lines[1].starts_with("pm_daily,scope=district pm2_5=30,"),
+            lines[1].starts_with("pm_daily,scope=district,tables=HJ\\ 633-2012 pm2_5=30,"),
             "{lines:?}"
         );
         // Nothing pending any more.
@@ -289,7 +294,7 @@ mod store_tests {
         let first = district(&mut s, &all);
         assert_eq!(first.len(), 1);
         assert!(
-            first[0].starts_with("pm_daily,scope=district pm2_5=40,"),
+            first[0].starts_with("pm_daily,scope=district,tables=HJ\\ 633-2012 pm2_5=40,"),
             "{first:?}"
         );
         // Same rules, nothing new: nothing re-emitted.
@@ -302,7 +307,7 @@ mod store_tests {
         let again = district(&mut s, &without_b);
         assert_eq!(again.len(), 1);
         assert!(
-            again[0].starts_with("pm_daily,scope=district pm2_5=30,"),
+            again[0].starts_with("pm_daily,scope=district,tables=HJ\\ 633-2012 pm2_5=30,"),
             "{again:?}"
         );
     }

@@ -203,6 +203,8 @@ async fn every_endpoint_against_a_service_fed_through_mqtt() {
     assert_eq!(b["sites"][0]["pm10_exceeds_daily_limit"], true);
     assert_eq!(b["sites"][1]["pm10_exceeds_daily_limit"], false);
     assert_eq!(b["offline"].as_array().unwrap().len(), 0);
+    // It says which index tables its exceedances follow.
+    assert_eq!(b["tables"], "HJ 633-2012");
     let b2 = api.json("/api/v1/bulletin/2016-08-02");
     assert_eq!(b2["offline"], serde_json::json!(["b"]));
     assert_eq!(b2["rejects_by_site"], serde_json::json!([]));

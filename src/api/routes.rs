@@ -386,6 +386,7 @@ pub(super) async fn bulletin(
                 "rejects_by_site": by_site.into_iter().map(|(site, n)| json!({"site": site, "count": n})).collect::<Vec<_>>(),
                 "rejects": rejects.iter().map(|(topic, n)| json!({"topic": topic, "count": n})).collect::<Vec<_>>(),
                 "limits": {"pm10_daily": limit_pm10, "pm25_daily": limit_pm25, "pm10_hourly_alert": alert},
+                "tables": cfg.aqi.table_set.name(),
             }))
         })
         .await?;
