@@ -69,29 +69,6 @@ pub struct ReportArgs {
     pub tables: Option<String>,
 }
 
-/// The table sets named in `--tables A,B`.
-fn table_pair(list: &str) -> Result<(TableSet, TableSet), CommandError> {
-    let sets: Vec<TableSet> = list
-        .split(',')
-        .map(|n| {
-            TableSet::ALL
-                .into_iter()
-                .find(|t| t.name() == n.trim())
-                .ok_or_else(|| {
-                    CommandError::Usage(format!(
-                        "--tables: {n:?} is not HJ 633-2012 or HJ 633-2026"
-                    ))
-                })
-        })
-        .collect::<Result<_, _>>()?;
-    match sets[..] {
-        [a, b] => Ok((a, b)),
-        _ => Err(CommandError::Usage(
-            "--tables takes two sets: \"HJ 633-2012,HJ 633-2026\"".into(),
-        )),
-    }
-}
-
 /// The good-day report from the store, as text, JSON or CSV.
 pub fn report(plan: &Plan, args: ReportArgs, clock: &dyn Clock) -> Result<String, CommandError> {
     let as_of = args
@@ -115,7 +92,8 @@ pub fn report(plan: &Plan, args: ReportArgs, clock: &dyn Clock) -> Result<String
         target,
     };
     if let Some(list) = &args.tables {
-        let (a, b) = table_pair(list)?;
+        let (a, b) =
+            TableSet::pair(list).map_err(|e| CommandError::Usage(format!("--tables: {e}")))?;
         let under = |t: TableSet| {
             let mut spec = spec.clone();
             if let Some(target) = &mut spec.target {

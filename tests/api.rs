@@ -195,6 +195,19 @@ async fn every_endpoint_against_a_service_fed_through_mqtt() {
     assert_eq!(t["progress"]["elapsed"], 33);
     assert_eq!(t["days"].as_array().unwrap().len(), 33);
     assert_eq!(t["days"][31]["color"], "#ffff00"); // 良, yellow
+                                                   // The same target under both table sets: 1 August (district PM10 130 µg/m³) is
+                                                   // 良 under HJ 633-2012 and polluted under HJ 633-2026 (IAQI 100 at 120).
+    let c = api.json(&format!(
+        "/api/v1/targets/2016H2?as_of=2016-08-02&tables={}",
+        enc("HJ 633-2012,HJ 633-2026")
+    ));
+    assert_eq!(
+        c["tables"],
+        serde_json::json!(["HJ 633-2012", "HJ 633-2026"])
+    );
+    assert_eq!(c["days"][31]["date"], "2016-08-01");
+    assert_eq!(c["days"][31]["changed"], true, "{}", c["days"][31]);
+    assert_eq!(c["days"][31]["HJ 633-2026"]["class"], "polluted");
 
     // Bulletin: sites ranked by PM10 with their exceedances, offline sites, rejects.
     let b = api.json("/api/v1/bulletin/2016-08-01");

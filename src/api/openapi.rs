@@ -63,7 +63,8 @@ pub(super) async fn document() -> Json<Value> {
             "/api/v1/district/daily": {"get": {"summary": "district daily values", "parameters": [from, to, fmt], "responses": ok("days", true)}},
             "/api/v1/targets": {"get": {"summary": "configured targets", "responses": ok("targets", false)}},
             "/api/v1/targets/{name}": {"get": {"summary": "target report", "parameters": [
-                p("name", "path", true, "target name"), p("as_of", "query", false, "YYYY-MM-DD, default today")],
+                p("name", "path", true, "target name"), p("as_of", "query", false, "YYYY-MM-DD, default today"),
+                p("tables", "query", false, "two table sets, \"HJ 633-2012,HJ 633-2026\": the days under both, changed days marked, both counts")],
                 "responses": ok("progress and days", false)}},
             "/api/v1/bulletin/{date}": {"get": {"summary": "the day's supervision bulletin", "parameters": [p("date", "path", true, "YYYY-MM-DD")],
                 "responses": ok("district AQI, sites ranked by PM10 with exceedances and rejected counts, offline sites, messages rejected that day per site and per topic", false)}},

@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 use super::error::ApiError;
 use super::ApiState;
 use crate::aqi::daily::site_value;
+use crate::aqi::index::TableSet;
 use crate::model::{Pollutant, SiteId, UnixMillis};
 use crate::report::{self, build, day_json, Spec, DAY_API_CSV_COLUMNS};
 use crate::source::topic::{site_of, SiteFilter};
@@ -26,6 +27,8 @@ pub(super) struct Q {
     as_of: Option<String>,
     resolution: Option<String>,
     format: Option<String>,
+    /// Two table sets to compare, "HJ 633-2012,HJ 633-2026".
+    tables: Option<String>,
 }
 
 fn date(param: &'static str, v: &Option<String>) -> Result<Option<NaiveDate>, ApiError> {
@@ -294,22 +297,36 @@ pub(super) async fn target(
         .ok_or_else(|| ApiError::not_found("name", format!("no target named {name:?}")))?;
     let zone = st.inner.cfg.aqi.zone();
     let as_of = date("as_of", &q.as_of)?.unwrap_or_else(|| zone.date_of(st.inner.clock.now()));
+    let pair = q
+        .tables
+        .as_deref()
+        .map(TableSet::pair)
+        .transpose()
+        .map_err(|e| ApiError::bad("tables", e))?;
     let v = st
         .with_store(move |s, cfg| {
-            let r = build(
-                s,
-                &cfg.aqi,
-                Spec {
+            let under = |tables: Option<TableSet>| {
+                let mut t = t.clone();
+                t.tables = tables.or(t.tables);
+                let spec = Spec {
                     from: t.from,
                     to: t.to,
                     as_of,
                     site: None,
                     target: Some(t),
-                },
-            )
-            .map_err(ApiError::internal)?;
-            // The calendar's colours are in every day already.
-            Ok(r.to_json())
+                };
+                build(s, &cfg.aqi, spec).map_err(ApiError::internal)
+            };
+            match pair {
+                // The same period under both sets, day by day.
+                Some((a, b)) => Ok(crate::report::Compared {
+                    a: under(Some(a))?,
+                    b: under(Some(b))?,
+                }
+                .to_json()),
+                // The calendar's colours are in every day already.
+                None => Ok(under(None)?.to_json()),
+            }
         })
         .await?;
     Ok(Json(v))

@@ -37,6 +37,25 @@ impl TableSet {
     /// Every table set, oldest first.
     pub const ALL: [TableSet; 2] = [TableSet::Hj633_2012, TableSet::Hj633_2026];
 
+    /// The set with this name ("HJ 633-2012", "HJ 633-2026").
+    pub fn from_name(name: &str) -> Option<TableSet> {
+        Self::ALL.into_iter().find(|t| t.name() == name.trim())
+    }
+
+    /// Two sets named "A,B" (a comparison), or what is wrong with the list.
+    pub fn pair(list: &str) -> Result<(TableSet, TableSet), String> {
+        let sets: Vec<TableSet> = list
+            .split(',')
+            .map(|n| {
+                Self::from_name(n).ok_or_else(|| format!("{n:?} is not HJ 633-2012 or HJ 633-2026"))
+            })
+            .collect::<Result<_, _>>()?;
+        match sets[..] {
+            [a, b] => Ok((a, b)),
+            _ => Err("give two table sets: \"HJ 633-2012,HJ 633-2026\"".into()),
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             TableSet::Hj633_2012 => "HJ 633-2012",
