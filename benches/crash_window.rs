@@ -141,18 +141,7 @@ fn main() {
         .unwrap_or(5);
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let shipped =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/default.toml"))
-            .unwrap();
-    let cfg = shipped
-        .replace(
-            "listen = \"127.0.0.1:1883\"",
-            &format!("listen = \"127.0.0.1:{port}\""),
-        )
-        .replace(
-            "listen = \"127.0.0.1:8080\"",
-            &format!("listen = \"127.0.0.1:{}\"", free_port()),
-        )
+    let cfg = shipped_config(port, free_port())
         .replace("stats_interval_secs = 60", "stats_interval_secs = 0");
     std::fs::write(dir.path().join("aq.toml"), cfg).unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();

@@ -38,27 +38,10 @@ impl Setup {
     fn new(edit: impl FnOnce(String) -> String) -> Setup {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
-        let api_port = free_port();
-        let shipped =
-            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/default.toml"))
-                .unwrap();
-        for key in [
-            "listen = \"127.0.0.1:1883\"",
-            "listen = \"127.0.0.1:8080\"",
-            "path = \"data/aq-ingest.db\"",
-            "[broker]\n",
-        ] {
-            assert!(shipped.contains(key), "config/default.toml has no `{key}`");
+        let cfg = shipped_config(port, free_port());
+        for key in ["path = \"data/aq-ingest.db\"", "[broker]\n"] {
+            assert!(cfg.contains(key), "config/default.toml has no `{key}`");
         }
-        let cfg = shipped
-            .replace(
-                "listen = \"127.0.0.1:1883\"",
-                &format!("listen = \"127.0.0.1:{port}\""),
-            )
-            .replace(
-                "listen = \"127.0.0.1:8080\"",
-                &format!("listen = \"127.0.0.1:{api_port}\""),
-            );
         std::fs::write(dir.path().join("aq.toml"), edit(cfg)).unwrap();
         Setup { dir, port }
     }

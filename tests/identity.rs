@@ -87,17 +87,8 @@ fn stored(dir: &Path, site: &str) -> Vec<f64> {
 /// The shipped defaults with free ports and a registry file in `dir`.
 fn setup(dir: &Path) -> (u16, u16) {
     let (port, api) = (free_port(), free_port());
-    let cfg = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/default.toml"))
-        .unwrap()
-        .replace(
-            "listen = \"127.0.0.1:1883\"",
-            &format!("listen = \"127.0.0.1:{port}\""),
-        )
-        .replace(
-            "listen = \"127.0.0.1:8080\"",
-            &format!("listen = \"127.0.0.1:{api}\""),
-        )
-        .replace("file = \"config/sites.toml\"", "file = \"sites.toml\"");
+    let cfg =
+        shipped_config(port, api).replace("file = \"config/sites.toml\"", "file = \"sites.toml\"");
     std::fs::write(dir.join("aq.toml"), cfg).unwrap();
     std::fs::write(
         dir.join("sites.toml"),

@@ -8,8 +8,11 @@ use std::process::Command;
 use aq_ingest::model::UnixMillis;
 use aq_ingest::store::{DeadLetter, DeadLetterKind, Store, StoreConfig};
 
+/// The built binary with `--config cfg` and `args`, run in the config's directory (so
+/// that relative store paths resolve as they do for an operator).
 fn run(cfg: &std::path::Path, args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_aq-ingest"))
+        .current_dir(cfg.parent().unwrap())
         .arg("--config")
         .arg(cfg)
         .args(args)
@@ -137,17 +140,7 @@ fn the_comparison_report_marks_exactly_the_days_between_the_two_boundaries() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let (port, api) = (common::free_port(), common::free_port());
-    let cfg = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/default.toml"))
-        .unwrap()
-        .replace(
-            "listen = \"127.0.0.1:1883\"",
-            &format!("listen = \"127.0.0.1:{port}\""),
-        )
-        .replace(
-            "listen = \"127.0.0.1:8080\"",
-            &format!("listen = \"127.0.0.1:{api}\""),
-        );
-    std::fs::write(d.join("aq.toml"), cfg).unwrap();
+    std::fs::write(d.join("aq.toml"), common::shipped_config(port, api)).unwrap();
     let mut svc = common::spawn_logged(
         Command::new(env!("CARGO_BIN_EXE_aq-ingest"))
             .current_dir(d)
@@ -188,33 +181,21 @@ fn the_comparison_report_marks_exactly_the_days_between_the_two_boundaries() {
         assert!(st.success());
     }
     svc.terminate();
-    let out = Command::new(env!("CARGO_BIN_EXE_aq-ingest"))
-        .current_dir(d)
-        .args([
-            "--config",
-            "aq.toml",
-            "report",
-            "--from",
-            "2016-08-01",
-            "--to",
-            "2016-08-07",
-        ])
-        .args([
+    let report = |extra: &[&str]| {
+        let mut args = vec!["report", "--from", "2016-08-01", "--to", "2016-08-07"];
+        args.extend([
             "--as-of",
             "2016-08-07",
             "--tables",
             "HJ 633-2012,HJ 633-2026",
-            "--format",
-            "json",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        ]);
+        args.extend(extra);
+        let (ok, out, err) = run(&d.join("aq.toml"), &args);
+        assert!(ok, "{err}");
+        out
+    };
+    let out = report(&["--format", "json"]);
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
     let rows = r["days"].as_array().unwrap();
     assert_eq!(rows.len(), days.len());
     let good = |pm25: u64, pm10: u64, (l25, l10): (u64, u64)| pm25 <= l25 && pm10 <= l10;
@@ -232,26 +213,7 @@ fn the_comparison_report_marks_exactly_the_days_between_the_two_boundaries() {
     let good26 = r["counts"]["HJ 633-2026"]["good"].as_u64().unwrap();
     assert_eq!(good12 - good26, want_changed as u64, "2026 is never better");
     // The table for officials marks the same days.
-    let out = Command::new(env!("CARGO_BIN_EXE_aq-ingest"))
-        .current_dir(d)
-        .args([
-            "--config",
-            "aq.toml",
-            "report",
-            "--from",
-            "2016-08-01",
-            "--to",
-            "2016-08-07",
-        ])
-        .args([
-            "--as-of",
-            "2016-08-07",
-            "--tables",
-            "HJ 633-2012,HJ 633-2026",
-        ])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = report(&[]);
     assert_eq!(
         text.lines().filter(|l| l.ends_with(" *")).count(),
         want_changed,

@@ -694,3 +694,24 @@ pub fn make_pki(dir: &Path, clients: &[&str]) {
     }
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
+
+/// The shipped `config/default.toml` with the embedded broker on `mqtt_port` and the API
+/// on `api_port` (tests never use the fixed defaults); fails if the shipped listeners
+/// moved, so that no test silently runs on them.
+pub fn shipped_config(mqtt_port: u16, api_port: u16) -> String {
+    let shipped =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/default.toml"))
+            .unwrap();
+    for key in ["listen = \"127.0.0.1:1883\"", "listen = \"127.0.0.1:8080\""] {
+        assert!(shipped.contains(key), "config/default.toml has no `{key}`");
+    }
+    shipped
+        .replace(
+            "listen = \"127.0.0.1:1883\"",
+            &format!("listen = \"127.0.0.1:{mqtt_port}\""),
+        )
+        .replace(
+            "listen = \"127.0.0.1:8080\"",
+            &format!("listen = \"127.0.0.1:{api_port}\""),
+        )
+}
