@@ -15,6 +15,7 @@
 
 pub mod devices;
 pub mod mqtt;
+mod routes;
 pub mod tcp;
 pub mod topic;
 

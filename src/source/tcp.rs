@@ -12,10 +12,10 @@
 //! service's stop the listener closes first, connections stop reading, the replies of
 //! what the ingest still commits are written, then they close.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -27,6 +27,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
+use super::routes::Routes;
 use super::{AckToken, Message, Origin, Settled, SourceContext, SourceIndex};
 use crate::clock::Clock;
 use crate::decode::hj212::{check_envelope, parse_segment, CrcVariant, Framer};
@@ -119,6 +120,15 @@ pub enum TcpError {
     },
 }
 
+/// Low bits of a token id: the frame counter of its connection (the rest is the
+/// connection id).
+const FRAME_BITS: u32 = 24;
+
+/// The connection id of a token id.
+fn conn_of(id: u64) -> u64 {
+    id >> FRAME_BITS
+}
+
 /// Replies queued per connection, in batches from the router.
 const CONN_ACK_BATCHES: usize = 256;
 
@@ -134,8 +144,7 @@ struct Shared {
     default_crc: CrcVariant,
     idle: Duration,
     max_frames_per_sec: u32,
-    routes: Mutex<HashMap<u64, mpsc::Sender<Vec<Settled>>>>,
-    next_id: AtomicU64,
+    routes: Routes,
 }
 
 /// A started listener.
@@ -165,11 +174,13 @@ pub async fn start(
         default_crc: CrcVariant::parse(&cfg.default_crc).unwrap_or_default(),
         idle: Duration::from_secs(cfg.idle_timeout_secs),
         max_frames_per_sec: cfg.max_frames_per_sec,
-        routes: Mutex::new(HashMap::new()),
-        next_id: AtomicU64::new(1),
+        routes: Routes::default(),
     });
     info!(listen = %addr, "HJ 212 listener: devices can connect");
-    let router = tokio::spawn(route(Arc::clone(&shared), acks));
+    let router = {
+        let shared = Arc::clone(&shared);
+        tokio::spawn(async move { shared.routes.run(acks, conn_of, "hj212").await })
+    };
     let slots = Arc::new(Semaphore::new(cfg.max_connections));
     let mut stop = ctx.shutdown;
     let task = tokio::spawn(async move {
@@ -206,32 +217,6 @@ pub async fn start(
     Ok(TcpSource { task })
 }
 
-/// Hands committed frames' verdicts to their connections; a closed connection's are
-/// dropped (the device resends what it got no reply for).
-async fn route(shared: Arc<Shared>, mut acks: mpsc::Receiver<Vec<Settled>>) {
-    while let Some(done) = acks.recv().await {
-        let mut by: HashMap<u64, Vec<Settled>> = HashMap::new();
-        for d in done {
-            by.entry(d.id >> 24).or_default().push(d);
-        }
-        let targets: Vec<_> = match shared.routes.lock() {
-            Ok(r) => by
-                .into_iter()
-                .filter_map(|(c, d)| r.get(&c).map(|tx| (tx.clone(), d)))
-                .collect(),
-            Err(_) => Vec::new(),
-        };
-        for (tx, d) in targets {
-            if tx.try_send(d).is_err() {
-                warn!("an HJ 212 connection's reply queue is full; its device will resend");
-            }
-        }
-    }
-    if let Ok(mut r) = shared.routes.lock() {
-        r.clear();
-    }
-}
-
 /// One device connection.
 async fn serve(
     stream: TcpStream,
@@ -241,10 +226,7 @@ async fn serve(
     stop: watch::Receiver<bool>,
 ) {
     let (tx, acks) = mpsc::channel(CONN_ACK_BATCHES);
-    let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-    if let Ok(mut r) = shared.routes.lock() {
-        r.insert(id, tx);
-    }
+    let id = shared.routes.register(tx);
     shared
         .metrics
         .hj212_connections
@@ -266,9 +248,7 @@ async fn serve(
         .metrics
         .hj212_connections
         .fetch_sub(1, Ordering::Relaxed);
-    if let Ok(mut r) = shared.routes.lock() {
-        r.remove(&id);
-    }
+    shared.routes.deregister(id);
 }
 
 struct Conn {
@@ -387,7 +367,7 @@ impl Conn {
         };
         let reply = self.wanted_reply(&frame);
         self.seq += 1;
-        let id = (self.id << 24) | (self.seq & 0xFF_FFFF);
+        let id = (self.id << FRAME_BITS) | (self.seq & ((1 << FRAME_BITS) - 1));
         Metrics::add(&self.shared.metrics.hj212_frames, 1);
         loop {
             tokio::select! {

@@ -27,9 +27,8 @@ mod connection;
 
 pub use board::{Board, BoardPublisher};
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -40,6 +39,7 @@ use tokio::task::JoinSet;
 use tokio_rustls::rustls;
 use tracing::{info, warn};
 
+use super::routes::Routes;
 use super::{Message, Settled, SourceContext, SourceIndex};
 use crate::broker::BrokerConfig;
 use crate::clock::Clock;
@@ -89,8 +89,7 @@ pub(crate) struct Shared {
     max_pending: usize,
     board: Arc<Board>,
     /// Each connection's acknowledgement queue, by connection id.
-    routes: Mutex<HashMap<u64, mpsc::Sender<Vec<Settled>>>>,
-    next_id: AtomicU64,
+    routes: Routes,
     /// When refusals were last logged, and how many since.
     refusals: Mutex<(Option<Instant>, u64)>,
 }
@@ -166,17 +165,11 @@ impl Shared {
     }
 
     fn register(&self, tx: mpsc::Sender<Vec<Settled>>) -> u64 {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        if let Ok(mut r) = self.routes.lock() {
-            r.insert(id, tx);
-        }
-        id
+        self.routes.register(tx)
     }
 
     fn deregister(&self, id: u64) {
-        if let Ok(mut r) = self.routes.lock() {
-            r.remove(&id);
-        }
+        self.routes.deregister(id);
         self.note_pending();
     }
 
@@ -262,15 +255,17 @@ pub async fn start(
         room: Arc::new(Semaphore::new(cfg.max_pending_bytes)),
         max_pending: cfg.max_pending_bytes,
         board: Arc::clone(&board),
-        routes: Mutex::new(HashMap::new()),
-        next_id: AtomicU64::new(1),
+        routes: Routes::default(),
         refusals: Mutex::new((None, 0)),
     });
     // Taking messages: what readiness and the demo look for.
     ctx.metrics.mqtt_connected.store(true, Ordering::Relaxed);
     ctx.metrics.mqtt_subscribed.store(true, Ordering::Relaxed);
     info!(listen = %cfg.listen, tls_listen = ?cfg.tls_listen, "embedded broker: devices can connect");
-    let router = tokio::spawn(route_acks(Arc::clone(&shared), acks));
+    let router = {
+        let shared = Arc::clone(&shared);
+        tokio::spawn(async move { shared.routes.run(acks, connection::conn_of, "device").await })
+    };
     let server = Server {
         shared,
         connections: Arc::new(Semaphore::new(cfg.max_connections)),
@@ -286,40 +281,6 @@ pub async fn start(
         info!("embedded broker: stopped");
     });
     Ok(DevicesSource { task, board })
-}
-
-/// Hands each committed batch's tokens to the connections they came from. A token whose
-/// connection has gone is dropped: that device sends the message again and the copy is
-/// stored as a duplicate.
-async fn route_acks(shared: Arc<Shared>, mut acks: mpsc::Receiver<Vec<Settled>>) {
-    while let Some(done) = acks.recv().await {
-        let mut by_conn: HashMap<u64, Vec<Settled>> = HashMap::new();
-        for d in done {
-            by_conn
-                .entry(connection::conn_of(d.id))
-                .or_default()
-                .push(d);
-        }
-        let routes: Vec<_> = match shared.routes.lock() {
-            Ok(r) => by_conn
-                .into_iter()
-                .filter_map(|(c, ids)| r.get(&c).map(|tx| (tx.clone(), ids)))
-                .collect(),
-            Err(_) => Vec::new(),
-        };
-        for (tx, ids) in routes {
-            // A connection drains its queue even while it waits on the ingest; a full
-            // one belongs to a device that stopped reading (its write times out and it
-            // is closed).
-            if tx.try_send(ids).is_err() {
-                warn!("a device connection's acknowledgement queue is full; it will be closed and its messages redelivered");
-            }
-        }
-    }
-    // The ingest has finished: closing every route ends the connections.
-    if let Ok(mut r) = shared.routes.lock() {
-        r.clear();
-    }
 }
 
 /// The accept side.
