@@ -61,7 +61,13 @@ pub fn verify(secret: &str, encoded: &str) -> bool {
     };
     let mut got = [0u8; 64];
     pbkdf2::pbkdf2_hmac::<Sha512>(secret.as_bytes(), &salt, iterations, &mut got);
-    got.iter().zip(&want).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    same(&got, &want)
+}
+
+/// Whether two secrets are equal, in time that does not depend on where they differ
+/// (only on their length, which is not the secret).
+pub fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]

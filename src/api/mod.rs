@@ -198,13 +198,7 @@ async fn auth(State(st): State<ApiState>, req: Request, next: Next) -> Response 
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or("");
-        let same = got.len() == want.len()
-            && got
-                .bytes()
-                .zip(want.bytes())
-                .fold(0u8, |a, (x, y)| a | (x ^ y))
-                == 0;
-        if !same {
+        if !crate::credentials::same(got.as_bytes(), want.as_bytes()) {
             return ApiError::unauthorized().into_response();
         }
     }

@@ -91,7 +91,7 @@ fn take_frame(
     let frame = parse_segment(envelope.segment).map_err(|e| e.rejection())?;
     let device = device(ingest, &frame.mn)?;
     if let Some(want) = &device.password {
-        if !same(want, &frame.pw) {
+        if !crate::credentials::same(want.as_bytes(), frame.pw.as_bytes()) {
             return Err(Rejection::new(
                 RejectReason::Hj212WrongPassword,
                 format!("device {}: PW is not the registered password", frame.mn),
@@ -175,13 +175,4 @@ fn device(ingest: &Ingest, mn: &str) -> Result<Hj212Device, Rejection> {
             ),
         )),
     }
-}
-
-/// Equal, in time that does not depend on where they differ.
-fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
 }

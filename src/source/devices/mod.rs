@@ -151,14 +151,8 @@ impl Shared {
             (None, _) => true,
             (Some((u, p)), Some((gu, gp))) => {
                 // Constant time in the secret: no early exit on the first wrong byte.
-                let same = |a: &str, b: &str| {
-                    a.len() == b.len()
-                        && a.bytes()
-                            .zip(b.bytes())
-                            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-                            == 0
-                };
-                same(u, gu) & same(p, gp)
+                crate::credentials::same(u.as_bytes(), gu.as_bytes())
+                    & crate::credentials::same(p.as_bytes(), gp.as_bytes())
             }
             (Some(_), None) => false,
         }
