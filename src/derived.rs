@@ -280,10 +280,9 @@ mod store_tests {
             s.emit_derived_days(UnixMillis(0), |p, rows| d.day_lines(p, rows))
                 .unwrap();
             let lines = s.derived_head(100).unwrap();
-            if let Some(last) = lines.last() {
-                s.sink_done_durable("test", None, Some(last.0), &[], UnixMillis(0))
-                    .unwrap();
-            }
+            let seqs: Vec<i64> = lines.iter().map(|l| l.0).collect();
+            s.sink_done_durable("test", None, &seqs, &[], UnixMillis(0))
+                .unwrap();
             lines
                 .into_iter()
                 .map(|r| r.1)

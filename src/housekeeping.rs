@@ -151,7 +151,7 @@ impl Housekeeping {
         if let Some((depth, oldest)) = self
             .on_store("outbox gauges", move |s| {
                 let cursor = s.reader().cursor(sink)?;
-                s.reader().pending_stats(cursor)
+                s.reader().pending_stats(&cursor)
             })
             .await
         {

@@ -53,7 +53,7 @@ fn dead_letters_are_listed_and_queued_again() {
     aq_ingest::store::Outbox::open(&store, "influx")
         .unwrap()
         .advance_durable(
-            3,
+            &aq_ingest::store::Cursor::from(aq_ingest::store::Pos { writer: 0, seq: 3 }),
             &[
                 letter(1, http400, "field type conflict", "pm,site=a pm10=1 1000\n"),
                 letter(2, http400, "field type conflict", "pm,site=b pm10=2 1000\n"),

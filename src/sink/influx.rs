@@ -23,7 +23,9 @@ use crate::backoff::Backoff;
 use crate::clock::Clock;
 use crate::metrics::{Metrics, WriteErrorClass};
 use crate::store::Outbox as OutboxStore;
-use crate::store::{on_blocking_thread, DeadLetter, DeadLetterKind, StoreConfig, StoreError};
+use crate::store::{
+    on_blocking_thread, Cursor, DeadLetter, DeadLetterKind, Pos, StoreConfig, StoreError,
+};
 
 /// This sink's name in the store's cursor table.
 pub const SINK_NAME: &str = "influx";
@@ -36,10 +38,11 @@ const BURST_TAIL_SHARE: usize = 10;
 /// How long a burst's tail waits for more commits.
 const BURST_TAIL_LINGER: Duration = Duration::from_millis(50);
 
-/// One encoded outbox line, and the outbox it comes from.
+/// One encoded outbox line, and the outbox it comes from. A derived line's place is
+/// its seq in the derived outbox (writer 0).
 #[derive(Debug, Clone)]
 struct OutboxRow {
-    seq: i64,
+    pos: Pos,
     line: String,
     from: Outbox,
 }
@@ -53,19 +56,20 @@ enum Outbox {
     Derived,
 }
 
-/// What a delivery finished with: per outbox, the last line written or dead-lettered;
-/// and the dead letters (one table for both outboxes).
+/// What a delivery finished with: the readings' cursor past every reading written or
+/// dead-lettered, the derived lines done (by seq: other instances may add lines with
+/// lower seqs that commit later), and the dead letters (one table for both outboxes).
 struct Done {
-    readings: i64,
-    derived: i64,
+    readings: Cursor,
+    derived: Vec<i64>,
     dead: Vec<DeadLetter>,
 }
 
 impl Done {
     fn through(&mut self, r: &OutboxRow) {
         match r.from {
-            Outbox::Readings => self.readings = self.readings.max(r.seq),
-            Outbox::Derived => self.derived = self.derived.max(r.seq),
+            Outbox::Readings => self.readings.advance(r.pos),
+            Outbox::Derived => self.derived.push(r.pos.seq),
         }
     }
 }
@@ -262,8 +266,9 @@ pub struct InfluxSink {
     max_lines: usize,
     /// Whether the last attempt failed (for logging state changes once, not per retry).
     failing: Option<WriteErrorClass>,
-    /// The highest reading seq delivered or dead-lettered (mirrors the store's cursor).
-    cursor: i64,
+    /// Per writer, the last reading delivered or dead-lettered (mirrors the store's
+    /// cursor).
+    cursor: Cursor,
 }
 
 impl InfluxSink {
@@ -403,7 +408,7 @@ impl InfluxSink {
             }
             bytes += line.len();
             rows.push(OutboxRow {
-                seq,
+                pos: Pos { writer: 0, seq },
                 line,
                 from: Outbox::Derived,
             });
@@ -423,12 +428,12 @@ impl InfluxSink {
         bytes: usize,
         need_one: bool,
     ) -> Result<Vec<OutboxRow>, SinkError> {
-        let cursor = self.cursor;
-        let pending = self.with_store(move |s| s.pending(cursor, max)).await?;
+        let cursor = self.cursor.clone();
+        let pending = self.with_store(move |s| s.pending(&cursor, max)).await?;
         let mut out = Vec::with_capacity(pending.len());
         let mut bytes = bytes;
         let mut unencodable = Vec::new();
-        for (seq, reading) in pending {
+        for (pos, reading) in pending {
             let point = schema::reading_point(&reading, &self.cfg.measurement);
             match line_protocol::encode(&point) {
                 Ok(line) => {
@@ -439,45 +444,53 @@ impl InfluxSink {
                     }
                     bytes += line.len();
                     out.push(OutboxRow {
-                        seq,
+                        pos,
                         line,
                         from: Outbox::Readings,
                     });
                 }
                 // Validation makes this unreachable; if it ever happens the reading is
                 // kept in the store and the operator sees it in dead_letters.
-                Err(e) => unencodable.push(DeadLetter {
-                    seq,
-                    kind: DeadLetterKind::Unencodable,
-                    reason: e.to_string(),
-                    line: format!("{point:?}"),
-                }),
+                Err(e) => unencodable.push((
+                    pos,
+                    DeadLetter {
+                        seq: pos.seq,
+                        kind: DeadLetterKind::Unencodable,
+                        reason: e.to_string(),
+                        line: format!("{point:?}"),
+                    },
+                )),
             }
         }
         if !unencodable.is_empty() && out.is_empty() {
-            let through = unencodable.last().map_or(self.cursor, |d| d.seq);
+            let mut through = self.cursor.clone();
+            for (pos, _) in &unencodable {
+                through.advance(*pos);
+            }
             Metrics::add(&self.metrics.lines_dead_lettered, unencodable.len() as u64);
-            self.advance(through, unencodable).await?;
+            self.advance(through, unencodable.into_iter().map(|u| u.1).collect())
+                .await?;
             return Box::pin(self.readings_head(max, bytes, need_one)).await;
         }
-        if let Some(first_bad) = unencodable.first() {
+        if let Some((first_bad, _)) = unencodable.first() {
             // Deliver the good lines before the bad one; the bad one is handled next time.
-            out.retain(|r| r.seq < first_bad.seq);
+            out.retain(|r| r.pos.seq < first_bad.seq);
         }
         Ok(out)
     }
 
-    async fn advance(&mut self, through: i64, dead: Vec<DeadLetter>) -> Result<(), SinkError> {
+    async fn advance(&mut self, through: Cursor, dead: Vec<DeadLetter>) -> Result<(), SinkError> {
         let now = self.clock.now();
-        self.with_store(move |s| s.advance_durable(through, &dead, now))
+        let cursor = through.clone();
+        self.with_store(move |s| s.advance_durable(&cursor, &dead, now))
             .await?;
-        self.cursor = self.cursor.max(through);
+        self.cursor = through;
         Ok(())
     }
 
     async fn update_stats(&mut self) -> Result<(), SinkError> {
-        let cursor = self.cursor;
-        let (depth, oldest) = self.with_store(move |s| s.pending_stats(cursor)).await?;
+        let cursor = self.cursor.clone();
+        let (depth, oldest) = self.with_store(move |s| s.pending_stats(&cursor)).await?;
         let age = oldest.map_or(0, |t| ((self.clock.now().0 - t.0).max(0) / 1000) as u64);
         self.metrics.outbox_depth.store(depth, Ordering::Relaxed);
         self.metrics
@@ -495,8 +508,8 @@ impl InfluxSink {
         // Chunks finish strictly in order (left halves first), so every line up to the
         // last one of a written or dead-lettered chunk is done, per outbox.
         let mut done = Done {
-            readings: self.cursor,
-            derived: 0,
+            readings: self.cursor.clone(),
+            derived: Vec::new(),
             dead: Vec::new(),
         };
         let mut retry = None;
@@ -523,7 +536,7 @@ impl InfluxSink {
                         Metrics::add(&self.metrics.lines_dead_lettered, 1);
                         done.through(&chunk[0]);
                         done.dead.push(DeadLetter {
-                            seq: chunk[0].seq,
+                            seq: chunk[0].pos.seq,
                             kind: DeadLetterKind::Refused { status },
                             reason: body,
                             line: chunk[0].line.clone(),
@@ -548,13 +561,15 @@ impl InfluxSink {
                 }
             }
         }
-        let readings = (done.readings > self.cursor).then_some(done.readings);
-        let derived = (done.derived > 0).then_some(done.derived);
-        if readings.is_some() || derived.is_some() {
-            let (now, dead) = (self.clock.now(), done.dead);
-            self.with_store(move |s| s.done_durable(readings, derived, &dead, now))
+        let moved = self.cursor.behind(&done.readings);
+        if moved || !done.derived.is_empty() {
+            let (now, dead, derived) = (self.clock.now(), done.dead, done.derived);
+            let readings = moved.then(|| done.readings.clone());
+            self.with_store(move |s| s.done_durable(readings.as_ref(), &derived, &dead, now))
                 .await?;
-            self.cursor = self.cursor.max(done.readings);
+            if moved {
+                self.cursor = done.readings;
+            }
         }
         Ok(retry)
     }

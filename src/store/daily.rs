@@ -8,8 +8,8 @@
 use std::collections::BTreeSet;
 
 use chrono::{Duration, NaiveDate};
-use rusqlite::{params, OptionalExtension, TransactionBehavior};
 
+use super::sql::{p, Begin, Db, Row};
 use super::{Store, StoreError};
 use crate::aqi::daily::{site_days, SiteDay};
 use crate::aqi::mean::Milli;
@@ -44,12 +44,12 @@ pub type DayRows = std::collections::BTreeMap<NaiveDate, Vec<(String, SiteDay)>>
 const COLUMNS: &str = "day, site, h25, num25, den25, h10, num10, den10";
 
 /// Reads one `site_daily` row selected as [`COLUMNS`].
-fn daily_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(NaiveDate, String, SiteDay)> {
-    let agg = |o: usize| -> rusqlite::Result<DayAgg> {
-        let num: Option<i64> = r.get(o + 1)?;
-        let den: Option<i64> = r.get(o + 2)?;
+fn daily_row(r: &Row) -> Result<(NaiveDate, String, SiteDay), StoreError> {
+    let agg = |o: usize| -> Result<DayAgg, StoreError> {
+        let num = r.opt_i64(o + 1)?;
+        let den = r.opt_i64(o + 2)?;
         Ok(DayAgg {
-            valid_hours: r.get::<_, i64>(o)? as usize,
+            valid_hours: r.i64(o)? as usize,
             mean: match (num, den) {
                 // Stored in lowest terms by `store_parts` (or as an approximation over
                 // 10⁶, which `ratio` reduces).
@@ -64,8 +64,8 @@ fn daily_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(NaiveDate, String, Site
         })
     };
     Ok((
-        epoch() + Duration::days(r.get(0)?),
-        r.get::<_, String>(1)?,
+        epoch() + Duration::days(r.i64(0)?),
+        r.text(1)?.to_owned(),
         SiteDay {
             pm25: agg(2)?,
             pm10: agg(5)?,
@@ -83,41 +83,45 @@ pub(super) fn local_days(zone: Zone, utc_day: i64) -> [NaiveDate; 2] {
 
 /// The cached site-days of one date (for the district and the derived series).
 pub(super) fn site_days_on(
-    conn: &rusqlite::Connection,
+    db: &Db,
     date: NaiveDate,
 ) -> Result<Vec<(NaiveDate, String, SiteDay)>, StoreError> {
-    let mut stmt =
-        conn.prepare_cached(&format!("SELECT {COLUMNS} FROM site_daily WHERE day = ?1"))?;
-    let rows = stmt.query_map([day_number(date)], daily_row)?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    db.rows(
+        &format!("SELECT {COLUMNS} FROM site_daily WHERE day = ?1"),
+        p![day_number(date)],
+    )?
+    .iter()
+    .map(daily_row)
+    .collect()
 }
 
 /// Every date with a cached site-day.
-pub(super) fn cached_dates(conn: &rusqlite::Connection) -> Result<Vec<NaiveDate>, StoreError> {
-    let mut stmt = conn.prepare("SELECT DISTINCT day FROM site_daily")?;
-    let days = stmt.query_map([], |r| Ok(epoch() + Duration::days(r.get(0)?)))?;
-    Ok(days.collect::<Result<_, _>>()?)
+pub(super) fn cached_dates(db: &Db) -> Result<Vec<NaiveDate>, StoreError> {
+    db.rows("SELECT DISTINCT day FROM site_daily", p![])?
+        .iter()
+        .map(|r| Ok(epoch() + Duration::days(r.i64(0)?)))
+        .collect()
 }
 
 /// Marks every cached date for the derived series (through one of its sites, whose line
 /// is rewritten unchanged), so that its district day is emitted again.
-pub(super) fn mark_every_date_pending(conn: &rusqlite::Connection) -> Result<(), StoreError> {
-    conn.execute(
-        "INSERT OR IGNORE INTO derived_pending (day, site)
-         SELECT day, min(site) FROM site_daily GROUP BY day",
-        [],
+pub(super) fn mark_every_date_pending(db: &Db) -> Result<(), StoreError> {
+    db.exec(
+        "INSERT INTO derived_pending (day, site)
+         SELECT day, min(site) FROM site_daily GROUP BY day ON CONFLICT DO NOTHING",
+        p![],
     )?;
     Ok(())
 }
 
 /// Marks every cached site-day for the derived series (a resend of everything).
 /// Returns how many.
-pub(super) fn mark_every_site_day_pending(conn: &rusqlite::Connection) -> Result<u64, StoreError> {
-    let n = conn.execute(
-        "INSERT OR IGNORE INTO derived_pending (day, site) SELECT day, site FROM site_daily",
-        [],
-    )?;
-    Ok(n as u64)
+pub(super) fn mark_every_site_day_pending(db: &Db) -> Result<u64, StoreError> {
+    db.exec(
+        "INSERT INTO derived_pending (day, site) SELECT day, site FROM site_daily WHERE true
+         ON CONFLICT DO NOTHING",
+        p![],
+    )
 }
 
 /// The cache key: the rules daily values were computed with.
@@ -130,47 +134,67 @@ pub(super) fn cache_key(zone: Zone, default_interval_secs: u32) -> String {
 
 /// One site-day recomputed from its hours (None: no hours at all).
 fn recompute(
-    conn: &rusqlite::Connection,
+    db: &Db,
     site: &str,
     date: NaiveDate,
     zone: Zone,
     default_interval_secs: u32,
 ) -> Result<Option<SiteDay>, StoreError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT site, hour_ms, n25, sum25, cov25, nd25, dev25, n10, sum10, cov10, nd10, dev10
-         FROM hourly WHERE site = ?1 AND hour_ms >= ?2 AND hour_ms < ?3",
-    )?;
     let from = zone.start_of(date);
     let to = zone.start_of(date + Duration::days(1));
-    let hours = stmt
-        .query_map(params![site, from.0, to.0], super::hourly::site_hour_row)?
+    let hours = db
+        .rows(
+            &format!(
+                "SELECT {} FROM hourly WHERE site = ?1 AND hour_ms >= ?2 AND hour_ms < ?3",
+                super::hourly::COLUMNS
+            ),
+            p![site, from.0, to.0],
+        )?
+        .iter()
+        .map(super::hourly::site_hour_row)
         .collect::<Result<Vec<_>, _>>()?;
     Ok(site_days(&hours, zone, default_interval_secs)
         .into_values()
         .next())
 }
 
+/// The key a cache was last built under (`table`: `daily_cache_key` or
+/// `district_cache_key`).
+pub(super) fn stored_key(db: &Db, table: &str) -> Result<Option<String>, StoreError> {
+    match db.row(&format!("SELECT key FROM {table} WHERE id = 1"), p![])? {
+        Some(r) => Ok(Some(r.text(0)?.to_owned())),
+        None => Ok(None),
+    }
+}
+
+/// Records the key a cache is now built under.
+pub(super) fn store_key(db: &Db, table: &str, key: &str) -> Result<(), StoreError> {
+    db.exec(
+        &format!(
+            "INSERT INTO {table} (id, key) VALUES (1, ?1)
+             ON CONFLICT (id) DO UPDATE SET key = excluded.key"
+        ),
+        p![key],
+    )?;
+    Ok(())
+}
+
 /// Starts the cache afresh when it was computed under other rules than `key`: every
 /// site-day is dropped and every day with hours marked dirty. Returns whether it did.
-fn reset_on_new_rules(tx: &rusqlite::Transaction<'_>, key: &str) -> Result<bool, StoreError> {
-    let old: Option<String> = tx
-        .query_row("SELECT key FROM daily_cache_key WHERE id = 1", [], |r| {
-            r.get(0)
-        })
-        .optional()?;
-    if old.as_deref() == Some(key) {
+fn reset_on_new_rules(tx: &Db, key: &str) -> Result<bool, StoreError> {
+    if stored_key(tx, "daily_cache_key")?.as_deref() == Some(key) {
         return Ok(false);
     }
-    tx.execute("DELETE FROM site_daily", [])?;
-    tx.execute(
-        &format!("INSERT OR IGNORE INTO dirty_days SELECT DISTINCT site, hour_ms / {MS_PER_DAY} FROM hourly"),
-        [],
+    tx.exec("DELETE FROM site_daily", p![])?;
+    tx.exec(
+        &format!(
+            "INSERT INTO dirty_days (site, utc_day)
+             SELECT DISTINCT site, hour_ms / {MS_PER_DAY} FROM hourly WHERE true
+             ON CONFLICT DO NOTHING"
+        ),
+        p![],
     )?;
-    tx.execute(
-        "INSERT INTO daily_cache_key (id, key) VALUES (1, ?1)
-         ON CONFLICT (id) DO UPDATE SET key = excluded.key",
-        [key],
-    )?;
+    store_key(tx, "daily_cache_key", key)?;
     Ok(true)
 }
 
@@ -185,21 +209,22 @@ pub(super) struct SiteRefresh {
     pub(super) touched: BTreeSet<(String, NaiveDate)>,
 }
 
-/// Recomputes, inside the caller's IMMEDIATE transaction, the site-days that commits
+/// Recomputes, inside the caller's exclusive transaction, the site-days that commits
 /// have touched since the last refresh (all of them when the rules changed), and marks
 /// them for the derived series.
-pub(super) fn refresh_sites(
-    tx: &rusqlite::Transaction<'_>,
-    aqi: &AqiConfig,
-) -> Result<SiteRefresh, StoreError> {
+///
+/// The marks are taken (deleted) before the hours are read. On PostgreSQL a writer
+/// that commits meanwhile either committed before the delete (its hours are read
+/// after it) or marks its day again, waiting on the deleted mark's row lock until this
+/// transaction ends — so no mark is lost without its hours being read.
+pub(super) fn refresh_sites(tx: &Db, aqi: &AqiConfig) -> Result<SiteRefresh, StoreError> {
     let (zone, default_interval_secs) = (aqi.zone(), aqi.default_interval_secs);
     let key = cache_key(zone, default_interval_secs);
     let rules_changed = reset_on_new_rules(tx, &key)?;
-    let dirty: Vec<(String, i64)> = {
-        let mut stmt = tx.prepare("SELECT site, utc_day FROM dirty_days")?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        rows.collect::<Result<_, _>>()?
-    };
+    let mut dirty = Vec::new();
+    for r in tx.rows("DELETE FROM dirty_days RETURNING site, utc_day", p![])? {
+        dirty.push((r.text(0)?.to_owned(), r.i64(1)?));
+    }
     // The local days a UTC day overlaps.
     let mut touched: BTreeSet<(String, NaiveDate)> = BTreeSet::new();
     for (site, d) in &dirty {
@@ -207,20 +232,21 @@ pub(super) fn refresh_sites(
             touched.insert((site.clone(), date));
         }
     }
-    {
-        // REPLACE: the key is (day, site) and every other column is written.
-        let mut up = tx.prepare_cached(&format!(
-            "INSERT OR REPLACE INTO site_daily ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
-        ))?;
-        let mut pending =
-            tx.prepare_cached("INSERT OR IGNORE INTO derived_pending (day, site) VALUES (?1, ?2)")?;
-        for (site, date) in &touched {
-            let Some(d) = recompute(tx, site, *date, zone, default_interval_secs)? else {
-                continue;
-            };
-            let a = d.pm25.mean.map(store_parts);
-            let b = d.pm10.mean.map(store_parts);
-            up.execute(params![
+    for (site, date) in &touched {
+        let Some(d) = recompute(tx, site, *date, zone, default_interval_secs)? else {
+            continue;
+        };
+        let a = d.pm25.mean.map(store_parts);
+        let b = d.pm10.mean.map(store_parts);
+        // Every column but the key is written.
+        tx.exec(
+            &format!(
+                "INSERT INTO site_daily ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT (day, site) DO UPDATE SET h25 = excluded.h25,
+                    num25 = excluded.num25, den25 = excluded.den25, h10 = excluded.h10,
+                    num10 = excluded.num10, den10 = excluded.den10"
+            ),
+            p![
                 day_number(*date),
                 site,
                 d.pm25.valid_hours as i64,
@@ -229,21 +255,27 @@ pub(super) fn refresh_sites(
                 d.pm10.valid_hours as i64,
                 b.map(|x| x.0),
                 b.map(|x| x.1),
-            ])?;
-            // The sinks' derived series follow every recomputed day that has data.
-            pending.execute(params![day_number(*date), site])?;
-        }
-        let mut del =
-            tx.prepare_cached("DELETE FROM dirty_days WHERE site = ?1 AND utc_day = ?2")?;
-        for (site, d) in &dirty {
-            del.execute(params![site, d])?;
-        }
+            ],
+        )?;
+        // The sinks' derived series follow every recomputed day that has data.
+        tx.exec(
+            "INSERT INTO derived_pending (day, site) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+            p![day_number(*date), site],
+        )?;
     }
     Ok(SiteRefresh {
         key,
         rules_changed,
         touched,
     })
+}
+
+/// Every (site, UTC day) marked dirty.
+pub(super) fn dirty_marks(db: &Db) -> Result<Vec<(String, i64)>, StoreError> {
+    db.rows("SELECT site, utc_day FROM dirty_days", p![])?
+        .iter()
+        .map(|r| Ok((r.text(0)?.to_owned(), r.i64(1)?)))
+        .collect()
 }
 
 impl Store {
@@ -259,9 +291,9 @@ impl Store {
         to: NaiveDate,
         site: Option<&str>,
     ) -> Result<Vec<(NaiveDate, String, SiteDay)>, StoreError> {
-        let tx = self.conn.unchecked_transaction()?;
+        let tx = self.db.begin(Begin::Snapshot)?;
         let rows = self.daily_now(zone, default_interval_secs, from, to, site)?;
-        tx.finish()?;
+        tx.commit()?;
         Ok(rows)
     }
 
@@ -274,12 +306,8 @@ impl Store {
         to: NaiveDate,
         site: Option<&str>,
     ) -> Result<Vec<(NaiveDate, String, SiteDay)>, StoreError> {
-        let tx = &self.conn;
-        let key: Option<String> = tx
-            .query_row("SELECT key FROM daily_cache_key WHERE id = 1", [], |r| {
-                r.get(0)
-            })
-            .optional()?;
+        let db = &self.db;
+        let key = stored_key(db, "daily_cache_key")?;
         if key.as_deref() != Some(cache_key(zone, default_interval_secs).as_str()) {
             // No cache for these rules: everything from the hours.
             let hours = self.hours(
@@ -293,13 +321,8 @@ impl Store {
                 .collect());
         }
         let mut rows = self.daily(from, to, site)?;
-        let dirty: Vec<(String, i64)> = {
-            let mut stmt = tx.prepare_cached("SELECT site, utc_day FROM dirty_days")?;
-            let r = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            r.collect::<Result<_, _>>()?
-        };
         let mut touched = BTreeSet::new();
-        for (s, d) in dirty {
+        for (s, d) in dirty_marks(db)? {
             if site.is_some_and(|x| x != s) {
                 continue;
             }
@@ -317,7 +340,7 @@ impl Store {
         // (One primary-key range per touched site-day: measured faster than one
         // query over the day's hours through the hour index, even for every site.)
         for (s, date) in touched {
-            let fresh = recompute(tx, &s, date, zone, default_interval_secs)?;
+            let fresh = recompute(db, &s, date, zone, default_interval_secs)?;
             let at = rows.binary_search_by(|r| (r.0, r.1.as_str()).cmp(&(date, s.as_str())));
             match (at, fresh) {
                 (Ok(i), Some(v)) => rows[i].2 = v,
@@ -340,40 +363,30 @@ impl Store {
         now: UnixMillis,
         make: impl FnOnce(&[(NaiveDate, String)], &DayRows) -> Vec<String>,
     ) -> Result<usize, StoreError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let pending: Vec<(NaiveDate, String)> = {
-            let mut stmt = tx.prepare("SELECT day, site FROM derived_pending")?;
-            let rows = stmt.query_map([], |r| {
-                Ok((epoch() + Duration::days(r.get(0)?), r.get::<_, String>(1)?))
-            })?;
-            rows.collect::<Result<_, _>>()?
-        };
+        let tx = self.db.begin(Begin::Exclusive)?;
+        // Taken (deleted) first, as in `refresh_sites`: a refresh that marks a day
+        // meanwhile waits for this transaction and its mark stays for the next call.
+        let mut pending = Vec::new();
+        for r in tx.rows("DELETE FROM derived_pending RETURNING day, site", p![])? {
+            pending.push((epoch() + Duration::days(r.i64(0)?), r.text(1)?.to_owned()));
+        }
         if pending.is_empty() {
             return Ok(0);
         }
+        pending.sort();
         let mut by_date = DayRows::new();
-        {
-            let dates: BTreeSet<NaiveDate> = pending.iter().map(|p| p.0).collect();
-            for d in dates {
-                for (date, site, day) in site_days_on(&tx, d)? {
-                    by_date.entry(date).or_default().push((site, day));
-                }
+        let dates: BTreeSet<NaiveDate> = pending.iter().map(|p| p.0).collect();
+        for d in dates {
+            for (date, site, day) in site_days_on(&tx, d)? {
+                by_date.entry(date).or_default().push((site, day));
             }
         }
         let lines = make(&pending, &by_date);
-        {
-            let mut ins =
-                tx.prepare_cached("INSERT INTO derived_outbox (line, created_ms) VALUES (?1, ?2)")?;
-            for l in &lines {
-                ins.execute(params![l, now.0])?;
-            }
-            let mut del =
-                tx.prepare_cached("DELETE FROM derived_pending WHERE day = ?1 AND site = ?2")?;
-            for (d, site) in &pending {
-                del.execute(params![day_number(*d), site])?;
-            }
+        for l in &lines {
+            tx.exec(
+                "INSERT INTO derived_outbox (line, created_ms) VALUES (?1, ?2)",
+                p![l, now.0],
+            )?;
         }
         tx.commit()?;
         Ok(lines.len())
@@ -387,11 +400,17 @@ impl Store {
         to: NaiveDate,
         site: Option<&str>,
     ) -> Result<Vec<(NaiveDate, String, SiteDay)>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM site_daily
-             WHERE day >= ?1 AND day <= ?2 AND (?3 IS NULL OR site = ?3) ORDER BY day, site"
-        ))?;
-        let rows = stmt.query_map(params![day_number(from), day_number(to), site], daily_row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.db
+            .rows(
+                &format!(
+                    "SELECT {COLUMNS} FROM site_daily
+                     WHERE day >= ?1 AND day <= ?2 AND (CAST(?3 AS TEXT) IS NULL OR site = ?3)
+                     ORDER BY day, site"
+                ),
+                p![day_number(from), day_number(to), site],
+            )?
+            .iter()
+            .map(daily_row)
+            .collect()
     }
 }

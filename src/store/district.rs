@@ -7,12 +7,12 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use chrono::{Duration, NaiveDate};
-use rusqlite::{params, OptionalExtension, TransactionBehavior};
 
 use super::daily::{
-    cache_key, cached_dates, day_number, epoch, local_days, mark_every_date_pending, refresh_sites,
-    site_days_on,
+    cache_key, cached_dates, day_number, dirty_marks, epoch, local_days, mark_every_date_pending,
+    refresh_sites, site_days_on, store_key, stored_key,
 };
+use super::sql::{p, Begin, Db, Row};
 use super::{Store, StoreError};
 use crate::aqi::daily::{DistrictAgg, DistrictDay, SiteDay};
 use crate::aqi::mean::Milli;
@@ -45,36 +45,30 @@ fn mean_blob(m: Option<Milli>) -> Option<Vec<u8>> {
     })
 }
 
+/// An exact mean from its 32 stored bytes.
+fn mean_of(b: &[u8]) -> Result<Milli, StoreError> {
+    let bad =
+        || StoreError::Corrupt("a district mean is 32 bytes with a positive denominator".into());
+    let (n, d) = b.split_at_checked(16).ok_or_else(bad)?;
+    let n = i128::from_le_bytes(n.try_into().map_err(|_| bad())?);
+    let d = i128::from_le_bytes(d.try_into().map_err(|_| bad())?);
+    if d <= 0 {
+        return Err(bad());
+    }
+    Ok(Milli::from_parts(n, d))
+}
+
 /// Reads one `district_daily` row selected as `day, n25, h25, mean25, n10, h10, mean10`.
-fn district_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(NaiveDate, DistrictDay)> {
-    let agg = |o: usize| -> rusqlite::Result<DistrictAgg> {
-        let mean = match r.get::<_, Option<Vec<u8>>>(o + 2)? {
-            None => None,
-            Some(b) => {
-                let bad = || {
-                    rusqlite::Error::FromSqlConversionFailure(
-                        o + 2,
-                        rusqlite::types::Type::Blob,
-                        "a district mean is 32 bytes with a positive denominator".into(),
-                    )
-                };
-                let (n, d) = b.split_at_checked(16).ok_or_else(bad)?;
-                let n = i128::from_le_bytes(n.try_into().map_err(|_| bad())?);
-                let d = i128::from_le_bytes(d.try_into().map_err(|_| bad())?);
-                if d <= 0 {
-                    return Err(bad());
-                }
-                Some(Milli::from_parts(n, d))
-            }
-        };
+fn district_row(r: &Row) -> Result<(NaiveDate, DistrictDay), StoreError> {
+    let agg = |o: usize| -> Result<DistrictAgg, StoreError> {
         Ok(DistrictAgg {
-            sites: r.get::<_, i64>(o)? as usize,
-            max_hours: r.get::<_, i64>(o + 1)? as usize,
-            mean,
+            sites: r.i64(o)? as usize,
+            max_hours: r.i64(o + 1)? as usize,
+            mean: r.opt_blob(o + 2)?.map(mean_of).transpose()?,
         })
     };
     Ok((
-        epoch() + Duration::days(r.get(0)?),
+        epoch() + Duration::days(r.i64(0)?),
         DistrictDay {
             pm25: agg(1)?,
             pm10: agg(4)?,
@@ -96,52 +90,43 @@ fn district_of(rows: &[(NaiveDate, String, SiteDay)], exclude: &HashSet<&str>) -
 /// the `touched` dates, or every date (and a re-emission of the derived district days)
 /// when the site rules (`rules_changed`) or the district rules changed.
 fn refresh(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &Db,
     aqi: &AqiConfig,
     site_key: &str,
     rules_changed: bool,
     touched: impl Iterator<Item = NaiveDate>,
 ) -> Result<(), StoreError> {
     let dkey = district_key(site_key, aqi);
-    let old_dkey: Option<String> = tx
-        .query_row("SELECT key FROM district_cache_key WHERE id = 1", [], |r| {
-            r.get(0)
-        })
-        .optional()?;
+    let old_dkey = stored_key(tx, "district_cache_key")?;
     let dates: BTreeSet<NaiveDate> = if rules_changed || old_dkey.as_deref() != Some(&dkey) {
-        tx.execute("DELETE FROM district_daily", [])?;
-        tx.execute(
-            "INSERT INTO district_cache_key (id, key) VALUES (1, ?1)
-             ON CONFLICT (id) DO UPDATE SET key = excluded.key",
-            [&dkey],
-        )?;
+        tx.exec("DELETE FROM district_daily", p![])?;
+        store_key(tx, "district_cache_key", &dkey)?;
         // The derived series' district days change with the rules: re-emit each date.
         mark_every_date_pending(tx)?;
         cached_dates(tx)?.into_iter().collect()
     } else {
         touched.collect()
     };
-    {
-        let exclude: HashSet<&str> = aqi.district_exclude.iter().map(String::as_str).collect();
-        let mut up = tx.prepare_cached(
+    let exclude: HashSet<&str> = aqi.district_exclude.iter().map(String::as_str).collect();
+    for date in dates {
+        let d = district_of(&site_days_on(tx, date)?, &exclude);
+        let (m25, m10) = (mean_blob(d.pm25.mean), mean_blob(d.pm10.mean));
+        tx.exec(
             "INSERT INTO district_daily (day, n25, h25, mean25, n10, h10, mean10)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
              ON CONFLICT (day) DO UPDATE SET n25 = excluded.n25, h25 = excluded.h25,
                 mean25 = excluded.mean25, n10 = excluded.n10, h10 = excluded.h10,
                 mean10 = excluded.mean10",
-        )?;
-        for date in dates {
-            let d = district_of(&site_days_on(tx, date)?, &exclude);
-            up.execute(params![
+            p![
                 day_number(date),
                 d.pm25.sites as i64,
                 d.pm25.max_hours as i64,
-                mean_blob(d.pm25.mean),
+                m25.as_deref(),
                 d.pm10.sites as i64,
                 d.pm10.max_hours as i64,
-                mean_blob(d.pm10.mean),
-            ])?;
-        }
+                m10.as_deref(),
+            ],
+        )?;
     }
     Ok(())
 }
@@ -154,11 +139,10 @@ impl Store {
     /// (Here rather than in `daily`: the district depends on the site-days, not the
     /// reverse.)
     pub(crate) fn refresh_daily(&mut self, aqi: &AqiConfig) -> Result<usize, StoreError> {
-        // IMMEDIATE: the writer waits while we refresh, so no mark is lost between our
-        // read of dirty_days and our delete of it.
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        // Exclusive: on SQLite the writer waits while we refresh, so no mark is lost
+        // between our read of dirty_days and our delete of it (PostgreSQL: see
+        // `refresh_sites`).
+        let tx = self.db.begin(Begin::Exclusive)?;
         let sites = refresh_sites(&tx, aqi)?;
         let dates = sites.touched.iter().map(|t| t.1);
         refresh(&tx, aqi, &sites.key, sites.rules_changed, dates)?;
@@ -180,33 +164,26 @@ impl Store {
         let (zone, interval) = (aqi.zone(), aqi.default_interval_secs);
         let exclude: HashSet<&str> = aqi.district_exclude.iter().map(String::as_str).collect();
         let site_key = cache_key(zone, interval);
-        let tx = self.conn.unchecked_transaction()?;
-        let keys: (Option<String>, Option<String>) = tx.query_row(
-            "SELECT (SELECT key FROM daily_cache_key WHERE id = 1),
-                    (SELECT key FROM district_cache_key WHERE id = 1)",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?;
-        let cached = keys.0.as_deref() == Some(site_key.as_str())
-            && keys.1.as_deref() == Some(district_key(&site_key, aqi).as_str());
+        let tx = self.db.begin(Begin::Snapshot)?;
+        let cached = stored_key(&tx, "daily_cache_key")?.as_deref() == Some(site_key.as_str())
+            && stored_key(&tx, "district_cache_key")?.as_deref()
+                == Some(district_key(&site_key, aqi).as_str());
         let mut days: BTreeMap<NaiveDate, DistrictDay> = BTreeMap::new();
         // The dates to compute from their site-days: those a counted site's commits
         // touched since the refresh, or every date when there is no cache for these
         // rules.
         let mut touched = BTreeSet::new();
         if cached {
-            let mut stmt = tx.prepare_cached(
+            let rows = tx.rows(
                 "SELECT day, n25, h25, mean25, n10, h10, mean10 FROM district_daily
                  WHERE day >= ?1 AND day <= ?2",
+                p![day_number(from), day_number(to)],
             )?;
-            for row in stmt.query_map(params![day_number(from), day_number(to)], district_row)? {
-                let (date, d) = row?;
+            for r in &rows {
+                let (date, d) = district_row(r)?;
                 days.insert(date, d);
             }
-            let mut stmt = tx.prepare_cached("SELECT site, utc_day FROM dirty_days")?;
-            let dirty = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get(1)?)))?;
-            for row in dirty {
-                let (site, d) = row?;
+            for (site, d) in dirty_marks(&tx)? {
                 if exclude.contains(site.as_str()) {
                     continue;
                 }
@@ -232,7 +209,7 @@ impl Store {
                 }
             }
         }
-        tx.finish()?;
+        tx.commit()?;
         let mut out = Vec::new();
         let mut date = from;
         while date <= to {
@@ -341,7 +318,7 @@ mod tests {
     }
 
     fn dirty(s: &Store) -> i64 {
-        s.conn
+        s.sqlite()
             .query_row("SELECT count(*) FROM dirty_days", [], |r| r.get(0))
             .unwrap()
     }
@@ -381,7 +358,7 @@ mod tests {
         assert!(s.refresh_daily(&rules).unwrap() > 0);
         assert_eq!(dirty(&s), 0);
         assert_eq!(shown(&got(&s, &rules)), shown(&before));
-        s.conn
+        s.sqlite()
             .execute(
                 "UPDATE district_daily SET n25 = 99 WHERE day = ?1",
                 [day_number(date(2))],
@@ -421,7 +398,7 @@ mod tests {
         s.refresh_daily(&other).unwrap();
         assert_eq!(shown(&got(&s, &other)), shown(&want));
         let rows: i64 = s
-            .conn
+            .sqlite()
             .query_row("SELECT count(*) FROM district_daily", [], |r| r.get(0))
             .unwrap();
         assert_eq!(rows, 4);
@@ -449,22 +426,21 @@ mod tests {
 
     #[test]
     fn a_damaged_district_mean_is_an_error_not_a_value() {
-        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        let db = Db::sqlite(rusqlite::Connection::open_in_memory().unwrap());
+        let row = |blob: &[u8]| {
+            db.row("SELECT 1, 1, 24, ?1, 0, 0, NULL", p![blob])
+                .unwrap()
+                .unwrap()
+        };
         for blob in [vec![0u8; 31], {
             let mut b = 5i128.to_le_bytes().to_vec();
             b.extend(0i128.to_le_bytes());
             b
         }] {
-            let r = conn.query_row("SELECT 1, 1, 24, ?1, 0, 0, NULL", [&blob], district_row);
+            let r = district_row(&row(&blob));
             assert!(r.is_err(), "{} bytes", blob.len());
         }
-        let ok = conn
-            .query_row(
-                "SELECT 1, 1, 24, ?1, 0, 0, NULL",
-                [mean_blob(Some(Milli::ratio(151, 2)))],
-                district_row,
-            )
-            .unwrap();
+        let ok = district_row(&row(&mean_blob(Some(Milli::ratio(151, 2))).unwrap())).unwrap();
         assert_eq!(ok.1.pm25.mean.unwrap().parts(), (151, 2));
         assert!(ok.1.pm10.mean.is_none());
     }

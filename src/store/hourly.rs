@@ -3,10 +3,9 @@
 //! hours (and the days derived from them) and redeliveries change nothing, and reports
 //! never rescan raw readings.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
-use rusqlite::{params, Transaction};
-
+use super::sql::{p, Db, Row};
 use super::{Store, StoreError};
 use crate::aqi::daily::SiteHour;
 use crate::aqi::validity::HourAgg;
@@ -17,10 +16,16 @@ const HOUR_MS: i64 = 3_600_000;
 /// The longest interval one sample can cover: an hour.
 const MAX_SAMPLE_COVER_SECS: u64 = 3600;
 
-/// One batch's changes, summed per site-hour before touching the table.
+/// The columns of `hourly`, in the order [`site_hour_row`] reads them.
+pub(super) const COLUMNS: &str =
+    "site, hour_ms, n25, sum25, cov25, nd25, dev25, n10, sum10, cov10, nd10, dev10";
+
+/// One batch's changes, summed per site-hour before touching the table. Ordered: every
+/// writer updates site-hours in key order, so two PostgreSQL instances touching the
+/// same hours wait for each other instead of deadlocking.
 #[derive(Default)]
 pub(super) struct Batch {
-    hours: HashMap<(String, i64), [HourAgg; 2]>,
+    hours: BTreeMap<(String, i64), [HourAgg; 2]>,
 }
 
 fn idx(p: Pollutant) -> usize {
@@ -65,52 +70,59 @@ impl Batch {
 
     pub(super) fn apply(
         self,
-        tx: &Transaction<'_>,
+        tx: &Db,
         lines: Option<&super::HourlyLines>,
         now: UnixMillis,
     ) -> Result<Vec<SiteHour>, StoreError> {
         let mut touched = Vec::with_capacity(self.hours.len());
-        let mut up = tx.prepare_cached(
-            "INSERT INTO hourly (site, hour_ms, n25, sum25, cov25, nd25, dev25, n10, sum10, cov10, nd10, dev10)
+        let upsert = format!(
+            "INSERT INTO hourly ({COLUMNS})
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
              ON CONFLICT (site, hour_ms) DO UPDATE SET
-                n25 = n25 + excluded.n25, sum25 = sum25 + excluded.sum25,
-                cov25 = cov25 + excluded.cov25, nd25 = nd25 + excluded.nd25,
-                dev25 = coalesce(excluded.dev25, dev25),
-                n10 = n10 + excluded.n10, sum10 = sum10 + excluded.sum10,
-                cov10 = cov10 + excluded.cov10, nd10 = nd10 + excluded.nd10,
-                dev10 = coalesce(excluded.dev10, dev10)
-             RETURNING site, hour_ms, n25, sum25, cov25, nd25, dev25, n10, sum10, cov10, nd10, dev10",
-        )?;
-        let mut derived =
-            tx.prepare_cached("INSERT INTO derived_outbox (line, created_ms) VALUES (?1, ?2)")?;
-        let mut dirty =
-            tx.prepare_cached("INSERT OR IGNORE INTO dirty_days (site, utc_day) VALUES (?1, ?2)")?;
-        let mut marked = std::collections::HashSet::new();
-        for ((site, hour), [a, b]) in self.hours {
-            let utc_day = hour.div_euclid(MS_PER_DAY);
-            if marked.insert((site.clone(), utc_day)) {
-                dirty.execute(params![site, utc_day])?;
-            }
-            let after = up.query_row(
-                params![
-                    site,
-                    hour,
-                    a.n,
-                    a.sum_milli,
-                    a.covered_secs as i64,
-                    a.n_without_interval,
-                    a.device_mean_milli,
-                    b.n,
-                    b.sum_milli,
-                    b.covered_secs as i64,
-                    b.n_without_interval,
-                    b.device_mean_milli,
-                ],
-                site_hour_row,
+                n25 = hourly.n25 + excluded.n25, sum25 = hourly.sum25 + excluded.sum25,
+                cov25 = hourly.cov25 + excluded.cov25, nd25 = hourly.nd25 + excluded.nd25,
+                dev25 = coalesce(excluded.dev25, hourly.dev25),
+                n10 = hourly.n10 + excluded.n10, sum10 = hourly.sum10 + excluded.sum10,
+                cov10 = hourly.cov10 + excluded.cov10, nd10 = hourly.nd10 + excluded.nd10,
+                dev10 = coalesce(excluded.dev10, hourly.dev10)
+             RETURNING {COLUMNS}"
+        );
+        let mut marked = std::collections::BTreeSet::new();
+        for (site, hour) in self.hours.keys() {
+            marked.insert((site.as_str(), hour.div_euclid(MS_PER_DAY)));
+        }
+        for (site, utc_day) in marked {
+            tx.exec(
+                "INSERT INTO dirty_days (site, utc_day) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+                p![site, utc_day],
             )?;
+        }
+        for ((site, hour), [a, b]) in &self.hours {
+            let row = tx
+                .row(
+                    &upsert,
+                    p![
+                        site,
+                        *hour,
+                        a.n,
+                        a.sum_milli,
+                        a.covered_secs as i64,
+                        a.n_without_interval,
+                        a.device_mean_milli,
+                        b.n,
+                        b.sum_milli,
+                        b.covered_secs as i64,
+                        b.n_without_interval,
+                        b.device_mean_milli,
+                    ],
+                )?
+                .ok_or_else(|| StoreError::Corrupt("an upsert returned no row".into()))?;
+            let after = site_hour_row(&row)?;
             if let Some(line) = lines.and_then(|f| f(&after)) {
-                derived.execute(params![line, now.0])?;
+                tx.exec(
+                    "INSERT INTO derived_outbox (line, created_ms) VALUES (?1, ?2)",
+                    p![&line, now.0],
+                )?;
             }
             touched.push(after);
         }
@@ -118,21 +130,24 @@ impl Batch {
     }
 }
 
-/// Reads one `hourly` row selected as
-/// `site, hour_ms, n25, sum25, cov25, nd25, dev25, n10, sum10, cov10, nd10, dev10`.
-pub(super) fn site_hour_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SiteHour> {
-    let agg = |o: usize| -> rusqlite::Result<HourAgg> {
+fn count(v: i64) -> Result<u32, StoreError> {
+    u32::try_from(v).map_err(|_| StoreError::Corrupt(format!("an hourly count of {v}")))
+}
+
+/// Reads one `hourly` row selected as [`COLUMNS`].
+pub(super) fn site_hour_row(r: &Row) -> Result<SiteHour, StoreError> {
+    let agg = |o: usize| -> Result<HourAgg, StoreError> {
         Ok(HourAgg {
-            n: r.get(o)?,
-            sum_milli: r.get(o + 1)?,
-            covered_secs: r.get::<_, i64>(o + 2)?.max(0) as u64,
-            n_without_interval: r.get(o + 3)?,
-            device_mean_milli: r.get(o + 4)?,
+            n: count(r.i64(o)?)?,
+            sum_milli: r.i64(o + 1)?,
+            covered_secs: r.i64(o + 2)?.max(0) as u64,
+            n_without_interval: count(r.i64(o + 3)?)?,
+            device_mean_milli: r.opt_i64(o + 4)?,
         })
     };
     Ok(SiteHour {
-        site: r.get(0)?,
-        hour: UnixMillis(r.get(1)?),
+        site: r.text(0)?.to_owned(),
+        hour: UnixMillis(r.i64(1)?),
         pm25: agg(2)?,
         pm10: agg(7)?,
     })
@@ -146,38 +161,44 @@ impl Store {
         to: UnixMillis,
         site: Option<&str>,
     ) -> Result<Vec<SiteHour>, StoreError> {
-        let sql = if site.is_some() {
-            "SELECT site, hour_ms, n25, sum25, cov25, nd25, dev25, n10, sum10, cov10, nd10, dev10
-             FROM hourly WHERE site = ?3 AND hour_ms >= ?1 AND hour_ms < ?2"
-        } else {
-            "SELECT site, hour_ms, n25, sum25, cov25, nd25, dev25, n10, sum10, cov10, nd10, dev10
-             FROM hourly WHERE hour_ms >= ?1 AND hour_ms < ?2 AND ?3 IS NULL"
+        let rows = match site {
+            Some(site) => self.db.rows(
+                &format!(
+                    "SELECT {COLUMNS} FROM hourly WHERE site = ?3 AND hour_ms >= ?1 AND hour_ms < ?2"
+                ),
+                p![from.0, to.0, site],
+            )?,
+            None => self.db.rows(
+                &format!("SELECT {COLUMNS} FROM hourly WHERE hour_ms >= ?1 AND hour_ms < ?2"),
+                p![from.0, to.0],
+            )?,
         };
-        let mut stmt = self.conn.prepare_cached(sql)?;
-        let rows = stmt.query_map(params![from.0, to.0, site], site_hour_row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        rows.iter().map(site_hour_row).collect()
     }
 
     /// Every site that has an hourly aggregate.
     pub fn sites(&self) -> Result<Vec<String>, StoreError> {
         // A skip scan: one index seek per site instead of reading every hour.
-        let mut stmt = self.conn.prepare_cached(
-            "WITH RECURSIVE s(site) AS (
-                SELECT min(site) FROM hourly
-                UNION ALL
-                SELECT (SELECT min(site) FROM hourly WHERE site > s.site) FROM s WHERE s.site IS NOT NULL
-             ) SELECT site FROM s WHERE site IS NOT NULL",
-        )?;
-        let rows = stmt.query_map([], |r| r.get(0))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.db
+            .rows(
+                "WITH RECURSIVE s(site) AS (
+                    SELECT min(site) FROM hourly
+                    UNION ALL
+                    SELECT (SELECT min(site) FROM hourly WHERE site > s.site) FROM s WHERE s.site IS NOT NULL
+                 ) SELECT site FROM s WHERE site IS NOT NULL",
+                p![],
+            )?
+            .iter()
+            .map(|r| Ok(r.text(0)?.to_owned()))
+            .collect()
     }
 
     /// Whether a site has any hourly aggregate.
     pub fn has_site(&self, site: &str) -> Result<bool, StoreError> {
         Ok(self
-            .conn
-            .prepare_cached("SELECT 1 FROM hourly WHERE site = ?1 LIMIT 1")?
-            .exists([site])?)
+            .db
+            .row("SELECT 1 FROM hourly WHERE site = ?1 LIMIT 1", p![site])?
+            .is_some())
     }
 }
 
@@ -240,8 +261,8 @@ mod tests {
         assert_eq!(got[0].pm25, HourAgg::default());
 
         // The migration's SQL backfill computes the same aggregates from the readings.
-        s.conn.execute("DELETE FROM hourly", []).unwrap();
-        s.conn
+        s.sqlite().execute("DELETE FROM hourly", []).unwrap();
+        s.sqlite()
             .execute_batch(
                 super::super::schema::MIGRATIONS[1]
                     .split("CREATE INDEX hourly_hour ON hourly (hour_ms);")

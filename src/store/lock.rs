@@ -1,4 +1,4 @@
-//! One service per store: the service holds an exclusive lock on `<store>.lock` for its
+//! One service per SQLite store: the service holds an exclusive lock on `<store>.lock` for its
 //! lifetime (an advisory `flock`, released by the kernel when the process ends, however
 //! it ends). Two services on one store would both take the same messages and race each
 //! other's sink cursor; `aq-ingest resend` must not run beside a service whose writer
@@ -12,7 +12,7 @@ use super::{StoreConfig, StoreError};
 /// Held while the store is ours; dropping it releases the lock.
 #[derive(Debug)]
 pub struct StoreLock {
-    _file: File,
+    _file: Option<File>,
 }
 
 /// The lock file next to the store: `aq-ingest.db` → `aq-ingest.db.lock`.
@@ -25,6 +25,11 @@ fn lock_path(store: &Path) -> PathBuf {
 impl StoreLock {
     /// Takes the lock, or says who holds it.
     pub fn acquire(cfg: &StoreConfig) -> Result<StoreLock, StoreError> {
+        if cfg.backend == super::Backend::Postgres {
+            // Several instances share a PostgreSQL store by design; the roles only one
+            // may run are chosen there (`store::roles`).
+            return Ok(StoreLock { _file: None });
+        }
         if let Some(dir) = cfg.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
                 path: dir.to_owned(),
@@ -42,7 +47,7 @@ impl StoreLock {
                 source,
             })?;
         match file.try_lock() {
-            Ok(()) => Ok(StoreLock { _file: file }),
+            Ok(()) => Ok(StoreLock { _file: Some(file) }),
             Err(TryLockError::WouldBlock) => Err(StoreError::InUse {
                 store: cfg.path.clone(),
                 lock: path,

@@ -1,13 +1,16 @@
-//! The local SQLite store: the durable buffer that makes MQTT acks safe, the outbox the
-//! sinks drain (`outbox`: readings after each sink's cursor), and the embedded default
-//! store analysts can query.
+//! The store: the durable buffer that makes acks safe, the outbox the sinks drain
+//! (`outbox`: readings after each sink's cursor), and the series analysts query. Two
+//! engines behind one surface ([`sql`]): an embedded SQLite file (the one-command
+//! default, one service per file) or a PostgreSQL server shared by several instances
+//! (`[store] backend = "postgres"`).
 //!
 //! Roles are types, each on its own connection: the [`Writer`] (the ingest) is the only
 //! handle that commits readings and their hourly aggregates; an [`Outbox`] per sink
 //! reads what is pending and moves that sink's cursor; the [`Maintainer`]
 //! (housekeeping, operator commands) refreshes the day caches, prunes and requeues; a
-//! plain [`Store`] (the API, reports) only queries. WAL mode lets them read
-//! while the writer commits; `busy_timeout` serialises their short writes.
+//! plain [`Store`] (the API, reports) only queries. SQLite's WAL mode lets them read
+//! while the writer commits and `busy_timeout` serialises their short writes; on
+//! PostgreSQL every instance has its own writer and the rows' unique keys decide.
 //! [`on_blocking_thread`] is the one way async code runs a store call.
 
 mod daily;
@@ -15,22 +18,24 @@ mod district;
 mod hourly;
 mod lock;
 mod outbox;
+mod postgres_schema;
 mod queries;
 mod schema;
+pub(crate) mod sql;
 
 pub use daily::DayRows;
 pub use lock::StoreLock;
-pub use outbox::{DeadLetter, DeadLetterCount, DeadLetterKind, Outbox, Resend};
+pub use outbox::{Cursor, DeadLetter, DeadLetterCount, DeadLetterKind, Outbox, Pos, Resend};
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rusqlite::{params, Connection, OptionalExtension};
 use serde::Deserialize;
 use thiserror::Error;
 
 use crate::model::{Reading, UnixMillis};
 use crate::reject::Rejection;
+use sql::{p, Begin, Db, Engine};
 
 /// How long a connection waits for another's write lock before failing. Sink writes are
 /// a few ms; this only has to cover a checkpoint on a slow disk.
@@ -46,6 +51,14 @@ const WAL_CHECKPOINT_PAGES: i64 = 10_000;
 /// Most rejects kept, whatever their age: a device flooding garbage must not fill the disk.
 pub const MAX_REJECT_ROWS: i64 = 100_000;
 
+/// How often a PostgreSQL commit that lost a deadlock or a serialization conflict to
+/// another instance is tried again before the error goes to the caller (which keeps
+/// its messages unacknowledged and retries later).
+const PG_CONFLICT_RETRIES: u32 = 5;
+
+/// How long connecting to PostgreSQL may take before it counts as down.
+const PG_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// SQLite's `synchronous` setting, named for what it guarantees.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -58,19 +71,51 @@ pub enum Durability {
     ProcessCrash,
 }
 
+/// The store's engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Backend {
+    /// An embedded SQLite file (`path`): no server, one service per file.
+    #[default]
+    Sqlite,
+    /// A PostgreSQL server (`url`): several instances share it.
+    Postgres,
+}
+
 /// The store's own config (`[store]`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
-    /// Database file; its directory is created when missing.
+    /// The engine.
+    #[serde(default)]
+    pub backend: Backend,
+    /// SQLite: the database file; its directory is created when missing.
+    #[serde(default = "default_path")]
     pub path: PathBuf,
+    /// PostgreSQL: the connection, as a URL (`postgres://aq@db.example:5432/aq`) or
+    /// `key=value` pairs. No password here: see `password_env`.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// PostgreSQL: the environment variable that holds the password (when the server
+    /// asks for one).
+    #[serde(default = "default_password_env")]
+    pub password_env: String,
     /// Readings and rejects older than this many days are pruned; readings older than
     /// this are refused on the way in. 0 (the default) keeps everything.
     #[serde(default = "default_retention_days")]
     pub retention_days: u32,
-    /// What a commit survives.
+    /// What a commit survives (SQLite; a PostgreSQL commit is as durable as the
+    /// server's `fsync`/`synchronous_commit`).
     #[serde(default)]
     pub durability: Durability,
+}
+
+fn default_path() -> PathBuf {
+    PathBuf::from("data/aq-ingest.db")
+}
+
+fn default_password_env() -> String {
+    "AQ_STORE_PASSWORD".to_owned()
 }
 
 fn default_retention_days() -> u32 {
@@ -82,10 +127,62 @@ fn default_retention_days() -> u32 {
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
-            path: PathBuf::from("data/aq-ingest.db"),
+            backend: Backend::default(),
+            path: default_path(),
+            url: None,
+            password_env: default_password_env(),
             retention_days: default_retention_days(),
             durability: Durability::default(),
         }
+    }
+}
+
+impl StoreConfig {
+    /// A PostgreSQL store at `url`.
+    pub fn postgres(url: &str) -> StoreConfig {
+        StoreConfig {
+            backend: Backend::Postgres,
+            url: Some(url.to_owned()),
+            ..StoreConfig::default()
+        }
+    }
+
+    /// What a log line or an error calls this store: the SQLite file, or the
+    /// PostgreSQL server without credentials.
+    pub fn describe(&self) -> String {
+        match self.backend {
+            Backend::Sqlite => self.path.display().to_string(),
+            Backend::Postgres => match self.pg_config() {
+                Ok(c) => format!(
+                    "postgres {:?} database {}",
+                    c.get_hosts(),
+                    c.get_dbname().unwrap_or("(default)")
+                ),
+                Err(e) => format!("postgres ({e})"),
+            },
+        }
+    }
+
+    /// The PostgreSQL connection settings, the password from the environment.
+    fn pg_config(&self) -> Result<postgres::Config, StoreError> {
+        let url = self.url.as_deref().ok_or(StoreError::NoUrl)?;
+        let mut c: postgres::Config = url
+            .parse()
+            .map_err(|e: postgres::Error| StoreError::BadUrl(e.to_string()))?;
+        if c.get_password().is_some() {
+            return Err(StoreError::BadUrl(format!(
+                "the URL carries a password; put it in the environment variable {} instead",
+                self.password_env
+            )));
+        }
+        if let Ok(pw) = std::env::var(&self.password_env) {
+            c.password(pw);
+        }
+        c.application_name("aq-ingest");
+        c.connect_timeout(PG_CONNECT_TIMEOUT);
+        c.keepalives(true);
+        c.keepalives_idle(Duration::from_secs(10));
+        Ok(c)
     }
 }
 
@@ -109,7 +206,7 @@ pub enum StoreError {
     #[error("migration to schema version {version} failed: {source}")]
     Migration {
         version: usize,
-        source: rusqlite::Error,
+        source: Box<StoreError>,
     },
     #[error("the store {store} is in use by another aq-ingest service (it holds {lock}); one service per store — stop it first")]
     InUse { store: PathBuf, lock: PathBuf },
@@ -122,6 +219,33 @@ pub enum StoreError {
     Corrupt(String),
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("postgres: {0}")]
+    Postgres(#[from] postgres::Error),
+    #[error("[store] backend = \"postgres\" needs url")]
+    NoUrl,
+    #[error("[store] url: {0}")]
+    BadUrl(String),
+    #[error(
+        "the connection to PostgreSQL was lost inside a transaction (rolled back by the server)"
+    )]
+    ConnectionLost,
+}
+
+impl StoreError {
+    /// A conflict with another instance's transaction (deadlock, serialization
+    /// failure, a unique key taken concurrently): the same transaction may succeed
+    /// when run again.
+    fn is_conflict(&self) -> bool {
+        use postgres::error::SqlState;
+        match self {
+            StoreError::Postgres(e) => matches!(
+                e.code(),
+                Some(c) if *c == SqlState::T_R_DEADLOCK_DETECTED
+                    || *c == SqlState::T_R_SERIALIZATION_FAILURE
+            ),
+            _ => false,
+        }
+    }
 }
 
 /// One refused payload or reading to record.
@@ -147,16 +271,16 @@ pub struct Committed {
     pub hours: Vec<crate::aqi::daily::SiteHour>,
 }
 
-/// A handle on the store: one SQLite connection, for the roles that read, refresh the
-/// day caches, drain an outbox or prune. Readings are committed by a [`Writer`] only.
+/// A handle on the store: one connection, for the roles that read, refresh the day
+/// caches, drain an outbox or prune. Readings are committed by a [`Writer`] only.
 pub struct Store {
-    conn: Connection,
+    db: Db,
 }
 
 /// Turns a site-hour's aggregate into derived-series lines.
 pub type HourlyLines = Box<dyn Fn(&crate::aqi::daily::SiteHour) -> Option<String> + Send>;
 
-/// Runs `f` with `handle` on a blocking thread (SQLite calls block) and gives the handle
+/// Runs `f` with `handle` on a blocking thread (store calls block) and gives the handle
 /// back with the result. The one `spawn_blocking` round trip of the async stages.
 pub async fn on_blocking_thread<H, T>(
     mut handle: H,
@@ -248,6 +372,11 @@ pub struct Writer {
     /// Derived-series lines for each site-hour a commit changes; `None`: no sink wants
     /// them.
     hourly_lines: Option<HourlyLines>,
+    /// PostgreSQL: this writer's id in `writers` and the session it was registered on.
+    /// A sink's position is per writer (see [`Cursor`]), which is exact only while a
+    /// writer's commits are sequential; a commit in flight when a connection died may
+    /// still land after the next session's, so each session takes a new id.
+    pg_writer: Option<(u64, i64)>,
 }
 
 impl Writer {
@@ -259,6 +388,7 @@ impl Writer {
         Ok(Writer {
             store: Store::open(cfg)?,
             hourly_lines,
+            pg_writer: None,
         })
     }
 
@@ -275,14 +405,27 @@ impl Writer {
     }
 
     /// [`Writer::commit_batch_durable`], also returning the site-hours it changed.
+    /// On PostgreSQL a transaction that lost a deadlock or a serialization conflict to
+    /// another instance runs again (it changed nothing).
     pub fn commit_batch_watched(
         &mut self,
         readings: &[Reading],
         rejects: &[RejectRecord],
         now: UnixMillis,
     ) -> Result<Committed, StoreError> {
-        self.store
-            .commit(readings, rejects, self.hourly_lines.as_ref(), now)
+        let mut attempt = 0;
+        loop {
+            match self.store.commit(
+                readings,
+                rejects,
+                self.hourly_lines.as_ref(),
+                &mut self.pg_writer,
+                now,
+            ) {
+                Err(e) if e.is_conflict() && attempt < PG_CONFLICT_RETRIES => attempt += 1,
+                r => return r,
+            }
+        }
     }
 
     /// The store underneath, for checks in tests and for one-shot commands that write
@@ -293,140 +436,164 @@ impl Writer {
 }
 
 impl Store {
-    /// Opens (creating when missing) the store and applies pending migrations.
+    /// Opens the store, creating it (SQLite) and applying pending migrations.
     pub fn open(cfg: &StoreConfig) -> Result<Store, StoreError> {
-        if let Some(dir) = cfg.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
-                path: dir.to_owned(),
-                source,
-            })?;
-        }
-        let open_err = |source| StoreError::Open {
-            path: cfg.path.clone(),
-            source,
+        let mut store = match cfg.backend {
+            Backend::Sqlite => Store {
+                db: Db::sqlite(open_sqlite(cfg)?),
+            },
+            Backend::Postgres => Store {
+                db: Db::postgres(cfg.pg_config()?)?,
+            },
         };
-        let conn = Connection::open(&cfg.path).map_err(open_err)?;
-        conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(open_err)?;
-        let sync = match cfg.durability {
-            Durability::PowerLoss => "FULL",
-            Durability::ProcessCrash => "NORMAL",
-        };
-        conn.pragma_update(None, "synchronous", sync)
-            .map_err(open_err)?;
-        // Every commit rewrites the current identity-index page of each site it touches.
-        // A page cache that holds the hot pages saves re-reading
-        // them through the kernel, and a longer WAL between checkpoints writes each hot
-        // page to the database file once per checkpoint instead of once per 1000 frames.
-        conn.pragma_update(None, "cache_size", -CACHE_KIB)
-            .map_err(open_err)?;
-        conn.pragma_update(None, "wal_autocheckpoint", WAL_CHECKPOINT_PAGES)
-            .map_err(open_err)?;
-        let mut store = Store { conn };
         store.migrate()?;
         Ok(store)
     }
 
     /// Returns this connection's cached pages to the allocator. A connection that
     /// wakes on a timer (housekeeping) would otherwise hold up to `CACHE_KIB` between
-    /// ticks for nothing.
+    /// ticks for nothing. (PostgreSQL's cache is the server's.)
     pub fn shrink_memory(&self) -> Result<(), StoreError> {
-        self.conn.execute_batch("PRAGMA shrink_memory")?;
+        if let Some(c) = self.db.sqlite_conn() {
+            c.execute_batch("PRAGMA shrink_memory")?;
+        }
         Ok(())
     }
 
-    /// The database file.
+    /// The SQLite database file (None on PostgreSQL).
     pub fn path(&self) -> Option<&Path> {
-        self.conn.path().map(Path::new)
+        self.db.sqlite_conn().and_then(|c| c.path()).map(Path::new)
     }
 
-    /// Applies pending migrations. An up-to-date store is only read: every stage opens
-    /// its own connection at start while others may already write, and a deferred
-    /// transaction that upgrades to a write after another connection's commit fails at
-    /// once in WAL mode (`SQLITE_BUSY_SNAPSHOT`, no busy wait). A migration takes the
-    /// write lock up front (`BEGIN IMMEDIATE`, which does wait its turn).
+    /// Applies pending migrations.
     fn migrate(&mut self) -> Result<(), StoreError> {
+        match self.db.engine() {
+            Engine::Sqlite => self.migrate_sqlite(),
+            Engine::Postgres => postgres_schema::migrate(&self.db),
+        }
+    }
+
+    /// SQLite's migrations, recorded in `PRAGMA user_version`. An up-to-date store is
+    /// only read: every stage opens its own connection at start while others may
+    /// already write, and a deferred transaction that upgrades to a write after
+    /// another connection's commit fails at once in WAL mode (`SQLITE_BUSY_SNAPSHOT`,
+    /// no busy wait). A migration takes the write lock up front (`BEGIN IMMEDIATE`,
+    /// which does wait its turn).
+    fn migrate_sqlite(&mut self) -> Result<(), StoreError> {
         let known = schema::MIGRATIONS.len() as i64;
-        let current: i64 = self
-            .conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))?;
-        if current == known {
+        let conn = self.db.sqlite_conn().expect("sqlite");
+        let version = |c: &rusqlite::Connection| -> Result<i64, StoreError> {
+            Ok(c.pragma_query_value(None, "user_version", |r| r.get(0))?)
+        };
+        if version(conn)? == known {
             return Ok(());
         }
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let found: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        let tx = self.db.begin(Begin::Exclusive)?;
+        let found = version(conn)?;
         if found > known {
             return Err(StoreError::NewerSchema { found, known });
         }
         for (i, sql) in schema::MIGRATIONS.iter().enumerate().skip(found as usize) {
-            tx.execute_batch(sql)
-                .map_err(|source| StoreError::Migration {
-                    version: i + 1,
-                    source,
-                })?;
+            tx.batch(sql).map_err(|source| StoreError::Migration {
+                version: i + 1,
+                source: Box::new(source),
+            })?;
         }
-        tx.pragma_update(None, "user_version", known)?;
-        tx.commit()?;
-        Ok(())
+        conn.pragma_update(None, "user_version", known)?;
+        tx.commit()
     }
 
     /// The commit behind [`Writer`]; in-crate tests call it through
-    /// [`Store::commit_batch_durable`].
+    /// [`Store::commit_batch_durable`]. `pg_writer` is the writer's PostgreSQL id and
+    /// the session it was registered on (see [`Writer`]); a commit on another session
+    /// registers a new id inside its own transaction, kept only when it commits.
+    // Long because the statement, its parameters and the outcome count read best in
+    // one place.
     fn commit(
         &mut self,
         readings: &[Reading],
         rejects: &[RejectRecord],
         hourly_lines: Option<&HourlyLines>,
+        pg_writer: &mut Option<(u64, i64)>,
         now: UnixMillis,
     ) -> Result<Committed, StoreError> {
-        let tx = self.conn.transaction()?;
-        let mut out = CommitOutcome::default();
-        let touched;
-        {
-            let mut ins = tx.prepare_cached(
-                "INSERT OR IGNORE INTO readings
-                 (site, ts_ms, period, device, flag, pm25, pm10, interval_secs, received_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            )?;
-            let mut hours = hourly::Batch::default();
-            for r in readings {
-                let changed = ins.execute(params![
-                    r.site.as_str(),
-                    r.ts.0,
-                    r.period.code(),
-                    r.device.as_ref().map(|d| d.as_str()),
-                    r.flag.code(),
-                    r.pm25.map(|v| v.value()),
-                    r.pm10.map(|v| v.value()),
-                    r.interval_secs,
-                    now.0,
-                ])?;
-                if changed == 0 {
-                    out.duplicates += 1;
-                } else {
-                    out.stored += 1;
-                    hours.add(r);
-                }
+        let engine = self.db.engine();
+        let tx = self.db.begin(Begin::Write)?;
+        // After BEGIN: a reconnection happens there, never inside the transaction.
+        let (writer, registered) = match (tx.session(), *pg_writer) {
+            (None, _) => (0, None),
+            (Some(now_on), Some((on, id))) if on == now_on => (id, None),
+            (Some(now_on), _) => {
+                let id = outbox::register_writer(&tx)?;
+                (id, Some((now_on, id)))
             }
-            touched = hours.apply(&tx, hourly_lines, now)?;
-            let mut rej = tx.prepare_cached(
-                "INSERT INTO rejects (at_ms, reason, topic, detail, excerpt)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?;
-            for r in rejects {
-                rej.execute(params![
-                    now.0,
-                    r.rejection.reason.as_str(),
-                    r.topic,
-                    r.rejection.detail,
-                    r.excerpt
-                ])?;
+        };
+        let mut out = CommitOutcome::default();
+        // PostgreSQL: another instance may insert the same identities concurrently;
+        // both insert in key order, so one waits for the other instead of deadlocking.
+        let mut order: Vec<&Reading> = readings.iter().collect();
+        if engine == Engine::Postgres {
+            order.sort_by(|a, b| {
+                (a.site.as_str(), a.ts.0, a.period.code()).cmp(&(
+                    b.site.as_str(),
+                    b.ts.0,
+                    b.period.code(),
+                ))
+            });
+        }
+        let insert = match engine {
+            Engine::Sqlite => {
+                "INSERT INTO readings
+                 (site, ts_ms, period, device, flag, pm25, pm10, interval_secs, received_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT DO NOTHING"
+            }
+            Engine::Postgres => {
+                "INSERT INTO readings
+                 (site, ts_ms, period, device, flag, pm25, pm10, interval_secs, received_ms, writer)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT DO NOTHING"
+            }
+        };
+        let mut hours = hourly::Batch::default();
+        for r in order {
+            let params = p![
+                r.site.as_str(),
+                r.ts.0,
+                r.period.code(),
+                r.device.as_ref().map(|d| d.as_str()),
+                r.flag.code(),
+                r.pm25.map(|v| v.value()),
+                r.pm10.map(|v| v.value()),
+                r.interval_secs.map(i64::from),
+                now.0,
+                writer,
+            ];
+            let width = if engine == Engine::Sqlite { 9 } else { 10 };
+            let changed = tx.exec(insert, &params[..width])?;
+            if changed == 0 {
+                out.duplicates += 1;
+            } else {
+                out.stored += 1;
+                hours.add(r);
             }
         }
+        let touched = hours.apply(&tx, hourly_lines, now)?;
+        for r in rejects {
+            tx.exec(
+                "INSERT INTO rejects (at_ms, reason, topic, detail, excerpt)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                p![
+                    now.0,
+                    r.rejection.reason.as_str(),
+                    &r.topic,
+                    &r.rejection.detail,
+                    &r.excerpt
+                ],
+            )?;
+        }
         tx.commit()?;
+        if registered.is_some() {
+            *pg_writer = registered;
+        }
         Ok(Committed {
             outcome: out,
             hours: touched,
@@ -442,7 +609,9 @@ impl Store {
         rejects: &[RejectRecord],
         now: UnixMillis,
     ) -> Result<CommitOutcome, StoreError> {
-        Ok(self.commit(readings, rejects, None, now)?.outcome)
+        Ok(self
+            .commit(readings, rejects, None, &mut None, now)?
+            .outcome)
     }
 
     /// Deletes readings and rejects older than `cutoff` (when there is one), and rejects
@@ -455,45 +624,80 @@ impl Store {
         cutoff: Option<UnixMillis>,
         unsent_for: Option<&str>,
     ) -> Result<u64, StoreError> {
-        let tx = self.conn.transaction()?;
+        let tx = self.db.begin(Begin::Write)?;
         let mut n = 0;
         if let Some(cutoff) = cutoff {
-            n = tx.execute(
-                "DELETE FROM readings WHERE ts_ms < ?1 AND (?2 IS NULL
-                    OR seq <= coalesce((SELECT seq FROM sink_cursors WHERE sink = ?2), 0))",
-                params![cutoff.0, unsent_for],
+            n = tx.exec(
+                outbox::prune_readings_sql(tx.engine()),
+                p![cutoff.0, unsent_for],
             )?;
-            tx.execute("DELETE FROM rejects WHERE at_ms < ?1", [cutoff.0])?;
+            tx.exec("DELETE FROM rejects WHERE at_ms < ?1", p![cutoff.0])?;
         }
-        tx.execute(
+        tx.exec(
             "DELETE FROM rejects WHERE id <= (SELECT max(id) FROM rejects) - ?1",
-            [MAX_REJECT_ROWS],
+            p![MAX_REJECT_ROWS],
         )?;
         tx.commit()?;
-        Ok(n as u64)
+        Ok(n)
     }
 
     /// Number of stored readings.
     pub fn reading_count(&self) -> Result<u64, StoreError> {
-        let n: i64 = self
-            .conn
-            .query_row("SELECT count(*) FROM readings", [], |r| r.get(0))?;
-        Ok(n as u64)
+        let r = self.db.row("SELECT count(*) FROM readings", p![])?;
+        Ok(r.map_or(Ok(0), |r| r.i64(0))? as u64)
     }
 
     /// The latest stored reading time of a site, if any.
     pub fn last_reading(&self, site: &str) -> Result<Option<UnixMillis>, StoreError> {
-        let t: Option<i64> = self
-            .conn
-            .query_row(
-                "SELECT max(ts_ms) FROM readings WHERE site = ?1",
-                [site],
-                |r| r.get(0),
-            )
-            .optional()?
-            .flatten();
-        Ok(t.map(UnixMillis))
+        let r = self
+            .db
+            .row("SELECT max(ts_ms) FROM readings WHERE site = ?1", p![site])?;
+        Ok(match r {
+            Some(r) => r.opt_i64(0)?.map(UnixMillis),
+            None => None,
+        })
     }
+}
+
+#[cfg(test)]
+impl Store {
+    /// The SQLite connection underneath, for tests that look behind the store's back.
+    pub(crate) fn sqlite(&self) -> &rusqlite::Connection {
+        self.db.sqlite_conn().expect("an SQLite store")
+    }
+}
+
+/// Opens (creating when missing) an SQLite store file with the store's settings.
+fn open_sqlite(cfg: &StoreConfig) -> Result<rusqlite::Connection, StoreError> {
+    if let Some(dir) = cfg.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+            path: dir.to_owned(),
+            source,
+        })?;
+    }
+    let open_err = |source| StoreError::Open {
+        path: cfg.path.clone(),
+        source,
+    };
+    let conn = rusqlite::Connection::open(&cfg.path).map_err(open_err)?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(open_err)?;
+    let sync = match cfg.durability {
+        Durability::PowerLoss => "FULL",
+        Durability::ProcessCrash => "NORMAL",
+    };
+    conn.pragma_update(None, "synchronous", sync)
+        .map_err(open_err)?;
+    // Every commit rewrites the current identity-index page of each site it touches.
+    // A page cache that holds the hot pages saves re-reading
+    // them through the kernel, and a longer WAL between checkpoints writes each hot
+    // page to the database file once per checkpoint instead of once per 1000 frames.
+    conn.pragma_update(None, "cache_size", -CACHE_KIB)
+        .map_err(open_err)?;
+    conn.pragma_update(None, "wal_autocheckpoint", WAL_CHECKPOINT_PAGES)
+        .map_err(open_err)?;
+    Ok(conn)
 }
 
 #[cfg(test)]
@@ -513,6 +717,15 @@ mod tests {
             pm10: Some(MicrogramsPerCubicMetre::new(pm10).unwrap()),
             interval_secs: None,
         }
+    }
+
+    /// The SQLite cursor (one writer, 0) at `seq`.
+    fn at(seq: i64) -> Cursor {
+        let mut c = Cursor::default();
+        if seq > 0 {
+            c.advance(Pos { writer: 0, seq });
+        }
+        c
     }
 
     fn open(dir: &tempfile::TempDir) -> Store {
@@ -559,15 +772,20 @@ mod tests {
         );
         assert_eq!(s.reading_count().unwrap(), 3);
         // Duplicates take no place in the outbox.
-        assert_eq!(s.pending_stats(0).unwrap().0, 3);
-        let seqs: Vec<i64> = s.pending(0, 10).unwrap().iter().map(|p| p.0).collect();
+        assert_eq!(s.pending_stats(&at(0)).unwrap().0, 3);
+        let seqs: Vec<i64> = s
+            .pending(&at(0), 10)
+            .unwrap()
+            .iter()
+            .map(|p| p.0.seq)
+            .collect();
         assert_eq!(seqs.len(), 3);
         assert!(
             seqs.windows(2).all(|w| w[0] < w[1]),
             "commit order: {seqs:?}"
         );
         let v: f64 = s
-            .conn
+            .sqlite()
             .query_row(
                 "SELECT pm10 FROM readings WHERE site='a' AND ts_ms=1000",
                 [],
@@ -586,36 +804,37 @@ mod tests {
                 .map(|i| reading("a", 10_000 - i * 1000, i as f64))
                 .collect();
             s.commit_batch_durable(&batch, &[], UnixMillis(5)).unwrap();
-            let head = s.pending(s.cursor("influx").unwrap(), 4).unwrap();
+            let head = s.pending(&s.cursor("influx").unwrap(), 4).unwrap();
             assert_eq!(head.len(), 4);
             assert_eq!(head[0].1, batch[0]);
             assert_eq!(head[3].1, batch[3]);
             let dead = DeadLetter {
-                seq: head[2].0,
+                seq: head[2].0.seq,
                 kind: DeadLetterKind::Refused { status: 400 },
                 reason: "bad".into(),
                 line: "x".into(),
             };
-            s.advance_durable("influx", head[3].0, &[dead], UnixMillis(6))
+            s.advance_durable("influx", &at(head[3].0.seq), &[dead], UnixMillis(6))
                 .unwrap();
             // A cursor never moves back.
-            s.advance_durable("influx", 1, &[], UnixMillis(6)).unwrap();
+            s.advance_durable("influx", &at(1), &[], UnixMillis(6))
+                .unwrap();
         }
         let mut s = open(&dir);
         let cursor = s.cursor("influx").unwrap();
-        assert_eq!(cursor, 4);
-        assert_eq!(s.pending_stats(cursor).unwrap(), (6, Some(UnixMillis(5))));
-        assert_eq!(s.cursor("other").unwrap(), 0);
+        assert_eq!(cursor, at(4));
+        assert_eq!(s.pending_stats(&cursor).unwrap(), (6, Some(UnixMillis(5))));
+        assert_eq!(s.cursor("other").unwrap(), Cursor::default());
         let dead: String = s
-            .conn
+            .sqlite()
             .query_row("SELECT line FROM dead_letters", [], |r| r.get(0))
             .unwrap();
         assert_eq!(dead, "x");
         // New readings continue the sequence after a reopen.
         s.commit_batch_durable(&[reading("b", 1, 1.0)], &[], UnixMillis(7))
             .unwrap();
-        let last = s.pending(cursor, 100).unwrap().last().unwrap().clone();
-        assert!(last.0 > 10);
+        let last = s.pending(&cursor, 100).unwrap().last().unwrap().clone();
+        assert!(last.0.seq > 10);
         assert_eq!(last.1, reading("b", 1, 1.0));
     }
 
@@ -635,7 +854,7 @@ mod tests {
         let s = open(&dir);
         assert_eq!(s.reading_count().unwrap(), 1);
         let v: i64 = s
-            .conn
+            .sqlite()
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();
         assert_eq!(v as usize, schema::MIGRATIONS.len());
@@ -720,7 +939,7 @@ mod tests {
         };
         s.advance_durable(
             "influx",
-            3,
+            &at(3),
             &[
                 refused(1, "pm,site=a pm10=1 1000\n", http400),
                 refused(2, "Point { .. }", DeadLetterKind::Unencodable),
@@ -782,11 +1001,12 @@ mod tests {
         // The sink is down: nothing delivered, nothing pruned however old.
         assert_eq!(s.prune(Some(UnixMillis(5000)), Some("influx")).unwrap(), 0);
         // It delivered the first reading: only that one may go.
-        s.advance_durable("influx", 1, &[], UnixMillis(1)).unwrap();
+        s.advance_durable("influx", &at(1), &[], UnixMillis(1))
+            .unwrap();
         assert_eq!(s.prune(Some(UnixMillis(5000)), Some("influx")).unwrap(), 1);
         assert_eq!(s.reading_count().unwrap(), 2);
         assert_eq!(
-            s.pending(1, 10).unwrap().len(),
+            s.pending(&at(1), 10).unwrap().len(),
             2,
             "the undelivered stay queued"
         );

@@ -1,7 +1,6 @@
 //! Read queries for the API: site activity, raw series, rejects, health.
 
-use rusqlite::params;
-
+use super::sql::{p, Begin, Engine};
 use super::{Store, StoreError};
 use crate::model::{DeviceId, Flag, MicrogramsPerCubicMetre, Period, Reading, SiteId, UnixMillis};
 
@@ -10,18 +9,23 @@ impl Store {
     /// seek per site, not a scan of the readings.
     pub fn site_activity(&self) -> Result<Vec<(String, i64, i64)>, StoreError> {
         let mut out = Vec::new();
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT ts_ms, received_ms FROM readings WHERE site = ?1 ORDER BY ts_ms DESC LIMIT 1",
-        )?;
-        let mut rx_stmt = self.conn.prepare_cached(
-            "SELECT max(received_ms) FROM (SELECT received_ms FROM readings WHERE site = ?1 ORDER BY ts_ms DESC LIMIT 100)",
-        )?;
         for site in self.sites()? {
-            let (ts, _): (i64, i64) = stmt.query_row([&site], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            let Some(last) = self.db.row(
+                "SELECT ts_ms FROM readings WHERE site = ?1 ORDER BY ts_ms DESC LIMIT 1",
+                p![&site],
+            )?
+            else {
+                continue; // pruned since its hours were written
+            };
             // The latest upload is among the latest readings (a backlog can be old data
             // received now; the last hundred readings cover it well enough).
-            let rx: i64 = rx_stmt.query_row([&site], |r| r.get(0))?;
-            out.push((site, ts, rx));
+            let rx = self.db.row(
+                "SELECT max(received_ms) FROM (SELECT received_ms FROM readings WHERE site = ?1
+                 ORDER BY ts_ms DESC LIMIT 100) latest",
+                p![&site],
+            )?;
+            let rx = rx.map_or(Ok(None), |r| r.opt_i64(0))?.unwrap_or(0);
+            out.push((site, last.i64(0)?, rx));
         }
         Ok(out)
     }
@@ -33,28 +37,16 @@ impl Store {
         from: UnixMillis,
         to: UnixMillis,
     ) -> Result<Vec<Reading>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT ts_ms, period, device, flag, pm25, pm10, interval_secs FROM readings
-             WHERE site = ?1 AND ts_ms >= ?2 AND ts_ms < ?3 ORDER BY ts_ms, period",
-        )?;
         let site_id =
             SiteId::parse(site).map_err(|_| StoreError::Corrupt(format!("site {site:?}")))?;
-        let rows = stmt.query_map(params![site, from.0, to.0], |r| {
-            let device: Option<String> = r.get(2)?;
-            let flag: String = r.get(3)?;
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, i64>(1)?,
-                device,
-                flag,
-                r.get::<_, Option<f64>>(4)?,
-                r.get::<_, Option<f64>>(5)?,
-                r.get::<_, Option<u32>>(6)?,
-            ))
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (ts, period, device, flag, pm25, pm10, interval) = row?;
+        let rows = self.db.rows(
+            "SELECT ts_ms, period, device, flag, pm25, pm10, interval_secs FROM readings
+             WHERE site = ?1 AND ts_ms >= ?2 AND ts_ms < ?3 ORDER BY ts_ms, period",
+            p![site, from.0, to.0],
+        )?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let ts = r.i64(0)?;
             let corrupt = |w: &str| StoreError::Corrupt(format!("{site} {ts}: {w}"));
             let conc = |v: Option<f64>| {
                 v.map(MicrogramsPerCubicMetre::new)
@@ -63,16 +55,21 @@ impl Store {
             };
             out.push(Reading {
                 site: site_id.clone(),
-                device: device
-                    .map(|d| DeviceId::parse(&d))
+                device: r
+                    .opt_text(2)?
+                    .map(DeviceId::parse)
                     .transpose()
                     .map_err(|_| corrupt("device"))?,
                 ts: UnixMillis(ts),
-                period: Period::from_code(period).ok_or_else(|| corrupt("period"))?,
-                flag: Flag::parse(&flag).ok_or_else(|| corrupt("flag"))?,
-                pm25: conc(pm25)?,
-                pm10: conc(pm10)?,
-                interval_secs: interval,
+                period: Period::from_code(r.i64(1)?).ok_or_else(|| corrupt("period"))?,
+                flag: Flag::parse(r.text(3)?).ok_or_else(|| corrupt("flag"))?,
+                pm25: conc(r.opt_f64(4)?)?,
+                pm10: conc(r.opt_f64(5)?)?,
+                interval_secs: r
+                    .opt_i64(6)?
+                    .map(u32::try_from)
+                    .transpose()
+                    .map_err(|_| corrupt("interval"))?,
             });
         }
         Ok(out)
@@ -84,24 +81,49 @@ impl Store {
         from: UnixMillis,
         to: UnixMillis,
     ) -> Result<Vec<(String, i64)>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT topic, count(*) FROM rejects WHERE at_ms >= ?1 AND at_ms < ?2 GROUP BY topic ORDER BY count(*) DESC",
-        )?;
-        let rows = stmt.query_map(params![from.0, to.0], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        self.db
+            .rows(
+                "SELECT topic, count(*) FROM rejects WHERE at_ms >= ?1 AND at_ms < ?2
+                 GROUP BY topic ORDER BY count(*) DESC",
+                p![from.0, to.0],
+            )?
+            .iter()
+            .map(|r| Ok((r.text(0)?.to_owned(), r.i64(1)?)))
+            .collect()
     }
 
-    /// Whether the store takes a write lock now.
+    /// Whether the store takes a write now: SQLite's write lock; on PostgreSQL a
+    /// round trip (reconnecting when the server came back) to a server that is not a
+    /// read-only standby.
     pub fn check_writable(&mut self) -> Result<(), StoreError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        tx.rollback()?;
-        Ok(())
+        match self.db.engine() {
+            Engine::Sqlite => {
+                let _tx = self.db.begin(Begin::Exclusive)?;
+                Ok(())
+            }
+            Engine::Postgres => {
+                let r = self
+                    .db
+                    .row("SELECT CAST(pg_is_in_recovery() AS INTEGER)", p![])?;
+                match r.map(|r| r.i64(0)) {
+                    Some(Ok(0)) => Ok(()),
+                    _ => Err(StoreError::Corrupt(
+                        "the PostgreSQL server is a read-only standby".into(),
+                    )),
+                }
+            }
+        }
     }
 
-    /// The database size (main file and WAL), in bytes.
+    /// The database size (SQLite: the main file and the WAL; PostgreSQL: the
+    /// database), in bytes.
     pub fn size_bytes(&self) -> Result<u64, StoreError> {
+        if self.db.engine() == Engine::Postgres {
+            let r = self
+                .db
+                .row("SELECT pg_database_size(current_database())", p![])?;
+            return Ok(r.map_or(Ok(0), |r| r.i64(0))?.max(0) as u64);
+        }
         let Some(path) = self.path() else {
             return Ok(0);
         };
