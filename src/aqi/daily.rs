@@ -104,6 +104,8 @@ pub struct DayValue {
     /// Sites whose valid daily value entered the mean, per pollutant (1 for a site).
     pub sites_pm25: usize,
     pub sites_pm10: usize,
+    /// The breakpoint tables the AQI and class were computed under.
+    pub tables: TableSet,
 }
 
 impl DayValue {
@@ -161,6 +163,7 @@ fn value(
         valid_hours_pm10: hours.1,
         sites_pm25: sites.0,
         sites_pm10: sites.1,
+        tables: table,
     }
 }
 

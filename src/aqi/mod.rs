@@ -17,9 +17,13 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AqiConfig {
-    /// Breakpoint tables: "HJ 633-2012" (in force before 2026-03-01) or "HJ 633-2026".
-    #[serde(default)]
-    pub table_set: index::TableSet,
+    /// Which breakpoint tables the values of each date are computed under (bulletins,
+    /// daily series, the derived InfluxDB series, reports without a target): "in-force"
+    /// (the default: HJ 633-2012 before 2026-03-01, HJ 633-2026 from then on), or a set's
+    /// name, "HJ 633-2012" / "HJ 633-2026", pinned for every date. `table_set` is its
+    /// older spelling (which could only pin a set), still read. Targets use their own.
+    #[serde(default, alias = "table_set")]
+    pub tables: index::Tables,
     /// Days are counted in this zone: "Asia/Shanghai" (UTC+8, the default), "UTC", or a
     /// whole-hour offset like "+08:00".
     #[serde(default = "default_time_zone")]
@@ -69,5 +73,26 @@ impl AqiConfig {
             p.push("aqi.district_min_sites must be at least 1".into());
         }
         p
+    }
+
+    /// What is valid but worth a warning: a pinned table set classes the dates it was
+    /// not in force on under it anyway.
+    pub fn warnings(&self) -> Vec<String> {
+        use index::{TableSet, Tables, HJ633_2026_IN_FORCE_FROM as SWITCH};
+        match self.tables {
+            Tables::InForce => Vec::new(),
+            Tables::Pinned(t) => {
+                let (not_in_force, instead) = match t {
+                    TableSet::Hj633_2012 => (format!("from {SWITCH}"), TableSet::Hj633_2026),
+                    TableSet::Hj633_2026 => (format!("before {SWITCH}"), TableSet::Hj633_2012),
+                };
+                vec![format!(
+                    "aqi.tables pins {}: bulletins, daily series and the derived daily series of dates {not_in_force} are classed under it although {} is in force on them; tables = \"{}\" follows the date",
+                    t.name(),
+                    instead.name(),
+                    Tables::IN_FORCE
+                )]
+            }
+        }
     }
 }
