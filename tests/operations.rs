@@ -129,6 +129,17 @@ fn check_config_makes_the_table_set_of_a_2026_target_explicit() {
         text.contains("warning") && text.contains("none of its dates"),
         "{text}"
     );
+    // The service-wide tables: a pinned set is a warning (it classes the dates it was
+    // not in force on), the shipped "in-force" none.
+    let (code, text) = check("tables = \"HJ 633-2026\"\n[aqi]\ntables = \"HJ 633-2012\"\n");
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("warning") && text.contains("aqi.tables pins HJ 633-2012"),
+        "{text}"
+    );
+    let (code, text) = check("tables = \"HJ 633-2026\"\n[aqi]\ntables = \"in-force\"\n");
+    assert_eq!(code, Some(0), "{text}");
+    assert!(!text.contains("warning"), "{text}");
 }
 
 /// A half-week through MQTT into the built binary, then `report --tables` under both

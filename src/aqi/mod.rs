@@ -96,3 +96,48 @@ impl AqiConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::index::{TableSet, Tables};
+    use super::*;
+
+    fn parse(text: &str) -> Result<AqiConfig, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    #[test]
+    fn tables_default_to_in_force_and_a_pin_is_a_warning() {
+        let default = parse("").unwrap();
+        assert_eq!(default.tables, Tables::InForce);
+        assert!(default.warnings().is_empty());
+        assert!(parse("tables = \"in-force\"")
+            .unwrap()
+            .warnings()
+            .is_empty());
+        // The older spelling pins a set, as it always did.
+        for (text, t) in [
+            ("table_set = \"HJ 633-2012\"", TableSet::Hj633_2012),
+            ("tables = \"HJ 633-2012\"", TableSet::Hj633_2012),
+            ("tables = \"HJ 633-2026\"", TableSet::Hj633_2026),
+        ] {
+            let c = parse(text).unwrap();
+            assert_eq!(c.tables, Tables::Pinned(t), "{text}");
+            let w = c.warnings();
+            assert_eq!(w.len(), 1, "{text}: {w:?}");
+            assert!(
+                w[0].contains(t.name()) && w[0].contains("in-force"),
+                "{w:?}"
+            );
+        }
+        assert!(
+            parse("tables = \"HJ 633-2012\"").unwrap().warnings()[0].contains("from 2026-03-01")
+        );
+        assert!(
+            parse("tables = \"HJ 633-2026\"").unwrap().warnings()[0].contains("before 2026-03-01")
+        );
+        // Not both spellings at once, and no unknown set.
+        assert!(parse("tables = \"in-force\"\ntable_set = \"HJ 633-2012\"").is_err());
+        assert!(parse("tables = \"HJ 633-2020\"").is_err());
+    }
+}
