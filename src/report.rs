@@ -609,4 +609,83 @@ mod table_tests {
         assert_eq!(report(None).to_json()["tables"], "HJ 633-2012");
         assert_eq!(report(None).days[0].class, DayClass::Good);
     }
+
+    /// A report without a target follows `aqi.tables`: in force on each date by
+    /// default — PM2.5 70 µg/m³ is good on 2026-02-28 and polluted on 2026-03-01, and
+    /// the report says both sets with the date of the switch — or the pinned set.
+    #[test]
+    fn a_report_without_a_target_uses_the_tables_of_each_date() {
+        use crate::aqi::index::HJ633_2026_IN_FORCE_FROM as SWITCH;
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&StoreConfig {
+            path: dir.path().join("aq.db"),
+            ..StoreConfig::default()
+        })
+        .unwrap();
+        let first = SWITCH.pred_opt().unwrap();
+        let start = crate::aqi::zone::Zone::BEIJING.start_of(first);
+        let hours: Vec<Reading> = (0..48)
+            .map(|h| Reading {
+                site: SiteId::parse("a").unwrap(),
+                device: None,
+                ts: UnixMillis(start.0 + h * 3_600_000),
+                period: Period::Hour,
+                flag: Flag::Normal,
+                pm25: Some(MicrogramsPerCubicMetre::new(70.0).unwrap()),
+                pm10: None,
+                interval_secs: None,
+            })
+            .collect();
+        s.commit_batch_durable(&hours, &[], UnixMillis(0)).unwrap();
+        s.refresh_daily(&AqiConfig::default()).unwrap();
+        let report = |aqi: &AqiConfig, site: Option<&str>| {
+            let spec = Spec {
+                from: first,
+                to: SWITCH,
+                as_of: SWITCH,
+                site: site.map(str::to_owned),
+                target: None,
+            };
+            build(&s, aqi, spec).unwrap()
+        };
+        let classes = |r: &Report| {
+            r.days
+                .iter()
+                .map(|d| (d.tables, d.class, d.aqi.as_ref().map(|a| a.value)))
+                .collect::<Vec<_>>()
+        };
+        for site in [None, Some("a")] {
+            let r = report(&AqiConfig::default(), site);
+            assert_eq!(
+                classes(&r),
+                vec![
+                    (TableSet::Hj633_2012, DayClass::Good, Some(94)),
+                    (TableSet::Hj633_2026, DayClass::Polluted, Some(110)),
+                ]
+            );
+            let j = r.to_json();
+            assert_eq!(
+                j["tables"],
+                "HJ 633-2012 to 2026-02-28, HJ 633-2026 from 2026-03-01"
+            );
+            assert_eq!(
+                (
+                    j["days"][0]["tables"].clone(),
+                    j["days"][1]["tables"].clone()
+                ),
+                ("HJ 633-2012".into(), "HJ 633-2026".into())
+            );
+            assert!(r.to_table().contains("HJ 633-2026 from 2026-03-01"));
+            let pinned = AqiConfig {
+                tables: Tables::Pinned(TableSet::Hj633_2012),
+                ..AqiConfig::default()
+            };
+            let r = report(&pinned, site);
+            assert_eq!(r.to_json()["tables"], "HJ 633-2012");
+            assert_eq!(
+                classes(&r),
+                vec![(TableSet::Hj633_2012, DayClass::Good, Some(94)); 2]
+            );
+        }
+    }
 }
