@@ -100,7 +100,7 @@ pub fn report(plan: &Plan, args: ReportArgs, clock: &dyn Clock) -> Result<String
                 target.tables = Some(t);
             }
             let aqi = crate::aqi::AqiConfig {
-                table_set: t,
+                tables: crate::aqi::index::Tables::Pinned(t),
                 ..plan.aqi.clone()
             };
             report::build(&store, &aqi, spec)

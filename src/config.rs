@@ -149,7 +149,9 @@ impl Config {
     /// What is worth a warning but valid (check-config lists them; the service logs
     /// them at start).
     pub fn warnings(&self) -> Vec<String> {
-        self.target.iter().flat_map(|t| t.warnings()).collect()
+        let mut w = self.aqi.warnings();
+        w.extend(self.target.iter().flat_map(|t| t.warnings()));
+        w
     }
 
     /// Every semantic problem, not just the first.

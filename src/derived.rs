@@ -7,7 +7,8 @@
 //! Measurements (with the default `influx.measurement = "pm"`):
 //! - `pm_hourly`, tag `site`; fields `pm2_5`, `pm10` (µg/m³, the hour's mean),
 //!   `pm2_5_valid`, `pm10_valid` (bool), `pm2_5_samples`, `pm10_samples` (int);
-//! - `pm_daily`, tag `scope` = `site` (with tag `site`) or `district`; fields `pm2_5`,
+//! - `pm_daily`, tag `scope` = `site` (with tag `site`) or `district`, tag `tables` =
+//!   the day's index tables (`aqi.tables`: in force on the date unless pinned); fields `pm2_5`,
 //!   `pm10` (daily mean, unrounded), `pm2_5_ug`, `pm10_ug` (the rounded values indexed),
 //!   `aqi` (int), `category` (string), `class` (`good`/`polluted`/`no_data`), `good`,
 //!   `valid` (bool), `valid_hours_pm2_5`, `valid_hours_pm10`, `sites_pm2_5`,
@@ -16,7 +17,7 @@
 use chrono::NaiveDate;
 
 use crate::aqi::daily::{district_value, site_value, DayClass, DayValue, SiteHour};
-use crate::aqi::index::TableSet;
+use crate::aqi::index::Tables;
 use crate::aqi::zone::Zone;
 use crate::aqi::AqiConfig;
 use crate::sink::line_protocol::{encode, FieldValue, Point};
@@ -27,7 +28,8 @@ use crate::store::DayRows;
 pub struct Derived {
     pub measurement: String,
     pub zone: Zone,
-    pub table: TableSet,
+    /// The tables each date is classed under (`aqi.tables`).
+    pub tables: Tables,
     pub default_interval_secs: u32,
     pub min_sites: usize,
     pub exclude: Vec<String>,
@@ -38,7 +40,7 @@ impl Derived {
         Derived {
             measurement: measurement.to_owned(),
             zone: aqi.zone(),
-            table: aqi.table_set,
+            tables: aqi.tables,
             default_interval_secs: aqi.default_interval_secs,
             min_sites: aqi.district_min_sites,
             exclude: aqi.district_exclude.clone(),
@@ -88,7 +90,7 @@ impl Derived {
                 .get(date)
                 .and_then(|v| v.iter().find(|(s, _)| s == site))
                 .map(|(_, d)| d);
-            let v = site_value(*date, day, self.table);
+            let v = site_value(*date, day, self.tables.on(*date));
             out.extend(self.day_line(&v, Some(site)));
             if !dates.contains(date) {
                 dates.push(*date);
@@ -104,7 +106,7 @@ impl Derived {
                         .collect()
                 })
                 .unwrap_or_default();
-            let v = district_value(date, &sites, self.min_sites, self.table);
+            let v = district_value(date, &sites, self.min_sites, self.tables.on(date));
             out.extend(self.day_line(&v, None));
         }
         out
@@ -118,9 +120,9 @@ impl Derived {
         if let Some(s) = site {
             tags.push(("site".into(), s.to_owned()));
         }
-        // Which index tables the class and AQI come from: analysts can keep both
-        // series when the service's set changes (HJ 633-2012 → 2026).
-        tags.push(("tables".into(), self.table.name().to_owned()));
+        // Which index tables the class and AQI come from (the day's: in force on it
+        // unless aqi.tables pins a set): analysts can tell, and keep, both series.
+        tags.push(("tables".into(), v.tables.name().to_owned()));
         let mut fields = Vec::new();
         let int = |n: usize| FieldValue::Integer(n as i64);
         if let Some(m) = v.pm25 {
@@ -206,8 +208,12 @@ mod store_tests {
 
     /// 24 device hourly means of PM2.5 `pm25` for `site` on 1 August 2016 (Beijing).
     fn hours_of(site: &str, pm25: f64) -> Vec<Reading> {
-        let day_start =
-            crate::aqi::zone::Zone::BEIJING.start_of(NaiveDate::from_ymd_opt(2016, 8, 1).unwrap());
+        hours_on(NaiveDate::from_ymd_opt(2016, 8, 1).unwrap(), site, pm25)
+    }
+
+    /// 24 device hourly means of PM2.5 `pm25` for `site` on `date` (Beijing).
+    fn hours_on(date: NaiveDate, site: &str, pm25: f64) -> Vec<Reading> {
+        let day_start = crate::aqi::zone::Zone::BEIJING.start_of(date);
         (0..24)
             .map(|h| Reading {
                 site: SiteId::parse(site).unwrap(),
@@ -308,6 +314,99 @@ mod store_tests {
         assert!(
             again[0].starts_with("pm_daily,scope=district,tables=HJ\\ 633-2012 pm2_5=30,"),
             "{again:?}"
+        );
+    }
+
+    /// Refreshes under `aqi`, emits, and returns (and clears) every derived day line.
+    fn emitted(s: &mut Store, aqi: &AqiConfig) -> Vec<String> {
+        let d = Derived::new("pm", aqi);
+        s.refresh_daily(aqi).unwrap();
+        s.emit_derived_days(UnixMillis(0), |p, rows| d.day_lines(p, rows))
+            .unwrap();
+        let lines = s.derived_head(1000).unwrap();
+        let seqs: Vec<i64> = lines.iter().map(|l| l.0).collect();
+        s.sink_done_durable("test", None, &seqs, &[], UnixMillis(0))
+            .unwrap();
+        lines.into_iter().map(|r| r.1).collect()
+    }
+
+    /// PM2.5 70 µg/m³ on the last day of HJ 633-2012 and on the first of HJ 633-2026:
+    /// in force on each date, the first is good (IAQI 94) and the second polluted
+    /// (IAQI 110), each line tagged with its day's tables. Pinning a set re-emits every
+    /// line — every site's, not one per date — under it, and so does going back.
+    #[test]
+    fn each_day_is_classed_under_its_tables_and_a_change_re_emits_every_line() {
+        use crate::aqi::index::{TableSet, Tables, HJ633_2026_IN_FORCE_FROM as SWITCH};
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&StoreConfig {
+            path: dir.path().join("aq.db"),
+            ..StoreConfig::default()
+        })
+        .unwrap();
+        let last_2012 = SWITCH.pred_opt().unwrap();
+        let mut r = Vec::new();
+        for date in [last_2012, SWITCH] {
+            r.extend(hours_on(date, "a", 70.0));
+            r.extend(hours_on(date, "b", 70.0));
+        }
+        s.commit_batch_durable(&r, &[], UnixMillis(0)).unwrap();
+        // Every line of a run: (scope and site, tables tag, class, aqi), sorted.
+        let summary = |lines: &[String]| {
+            let mut v: Vec<String> = lines
+                .iter()
+                .map(|l| {
+                    let (tags, fields) = l.split_once(" pm2_5=").unwrap();
+                    let field = |k: &str| {
+                        fields
+                            .split([',', ' '])
+                            .find_map(|f| f.strip_prefix(&format!("{k}=")))
+                            .unwrap()
+                            .to_owned()
+                    };
+                    let ts: i64 = l.trim_end().rsplit(' ').next().unwrap().parse().unwrap();
+                    let date = crate::aqi::zone::Zone::BEIJING.date_of(UnixMillis(ts));
+                    format!("{date} {tags} {} {}", field("class"), field("aqi"))
+                })
+                .collect();
+            v.sort();
+            v
+        };
+        let in_force = AqiConfig::default();
+        let want = |t12: &str, t26: &str, c12: &str, c26: &str| {
+            let mut v = Vec::new();
+            for (date, t, c) in [(last_2012, t12, c12), (SWITCH, t26, c26)] {
+                let t = t.replace(' ', "\\ ");
+                for scope in ["scope=district", "scope=site,site=a", "scope=site,site=b"] {
+                    let aqi = if c == "\"good\"" { "94i" } else { "110i" };
+                    v.push(format!("{date} pm_daily,{scope},tables={t} {c} {aqi}"));
+                }
+            }
+            v.sort();
+            v
+        };
+        let (good, polluted) = ("\"good\"", "\"polluted\"");
+        assert_eq!(
+            summary(&emitted(&mut s, &in_force)),
+            want("HJ 633-2012", "HJ 633-2026", good, polluted)
+        );
+        assert!(emitted(&mut s, &in_force).is_empty(), "nothing changed");
+        for (t, class) in [
+            (TableSet::Hj633_2012, good),
+            (TableSet::Hj633_2026, polluted),
+        ] {
+            let pinned = AqiConfig {
+                tables: Tables::Pinned(t),
+                ..AqiConfig::default()
+            };
+            assert_eq!(
+                summary(&emitted(&mut s, &pinned)),
+                want(t.name(), t.name(), class, class),
+                "{t:?}"
+            );
+        }
+        assert_eq!(
+            summary(&emitted(&mut s, &in_force)),
+            want("HJ 633-2012", "HJ 633-2026", good, polluted)
         );
     }
 }

@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 use thiserror::Error;
 
 use crate::aqi::daily::{site_value, DayClass, DayValue, SiteDay};
+use crate::aqi::index::Tables;
 use crate::aqi::target::{progress, Progress, TargetConfig};
 use crate::aqi::AqiConfig;
 use crate::store::{Store, StoreError};
@@ -45,8 +46,9 @@ pub enum ReportError {
 #[derive(Debug, Clone)]
 pub struct Report {
     pub spec: Spec,
-    /// The index tables the days were classed under.
-    pub tables: crate::aqi::index::TableSet,
+    /// The index tables the days were classed under: the target's, else the
+    /// service's `aqi.tables` (each day's set is in its [`DayValue::tables`]).
+    pub tables: Tables,
     /// One per day from `from` through `min(to, as_of)`.
     pub days: Vec<DayValue>,
     pub progress: Option<Progress>,
@@ -59,7 +61,7 @@ pub const MAX_REPORT_DAYS: i64 = 3660;
 /// the report's JSON and CSV and the API's daily series, district days, target report
 /// and bulletin, all through [`day_json`]. The report's CSV has every column, in this
 /// order; the API's daily CSV has the first eleven ([`DAY_API_CSV_COLUMNS`]).
-pub const DAY_COLUMNS: [&str; 17] = [
+pub const DAY_COLUMNS: [&str; 18] = [
     "date",
     "pm25",
     "pm10",
@@ -77,6 +79,7 @@ pub const DAY_COLUMNS: [&str; 17] = [
     "pm10_mean",
     "category_zh",
     "color",
+    "tables",
 ];
 
 /// The API's daily CSV columns (`/sites/{id}/series?resolution=day`,
@@ -88,7 +91,8 @@ pub const DAY_API_CSV_COLUMNS: &[&str] = DAY_COLUMNS.split_at(11).0;
 /// the rounded µg/m³ that were indexed, `pm25_mean`/`pm10_mean` the unrounded daily
 /// concentrations; `aqi`, `category`, `category_zh`, `color` and `primary` are null on a
 /// day without data (`primary` is empty when the AQI is 50 or less: HJ 633 names no
-/// primary pollutant then); `sites` is the larger of the per-pollutant site counts.
+/// primary pollutant then); `sites` is the larger of the per-pollutant site counts;
+/// `tables` names the breakpoint tables the AQI and class come from.
 pub fn day_json(d: &DayValue) -> Value {
     let aqi = d.aqi.as_ref();
     json!({
@@ -112,6 +116,7 @@ pub fn day_json(d: &DayValue) -> Value {
             let (r, g, b) = a.category.rgb();
             format!("#{r:02x}{g:02x}{b:02x}")
         }),
+        "tables": d.tables.name(),
     })
 }
 
@@ -140,17 +145,10 @@ fn csv_cell(v: &Value) -> String {
 
 /// Builds a report.
 pub fn build(store: &Store, aqi: &AqiConfig, spec: Spec) -> Result<Report, ReportError> {
-    // A target is counted under its own tables.
-    let own;
-    let aqi = match spec.target.as_ref().and_then(|t| t.tables) {
-        Some(t) if t != aqi.table_set => {
-            own = AqiConfig {
-                table_set: t,
-                ..aqi.clone()
-            };
-            &own
-        }
-        _ => aqi,
+    // A target is counted under its own tables; anything else under the service's.
+    let tables = match &spec.target {
+        Some(t) => t.tables_under(aqi.tables),
+        None => aqi.tables,
     };
     if spec.to < spec.from {
         return Err(ReportError::Period {
@@ -181,7 +179,8 @@ pub fn build(store: &Store, aqi: &AqiConfig, spec: Spec) -> Result<Report, Repor
                     rows.iter().map(|(d, _, v)| (*d, v)).collect();
                 let mut date = spec.from;
                 while date <= last {
-                    days.push(site_value(date, by_date.get(&date).copied(), aqi.table_set));
+                    let day = by_date.get(&date).copied();
+                    days.push(site_value(date, day, tables.on(date)));
                     date += Duration::days(1);
                 }
             }
@@ -189,7 +188,7 @@ pub fn build(store: &Store, aqi: &AqiConfig, spec: Spec) -> Result<Report, Repor
                 days = store
                     .district_fresh(aqi, spec.from, last)?
                     .into_iter()
-                    .map(|(date, d)| d.value(date, aqi.district_min_sites, aqi.table_set))
+                    .map(|(date, d)| d.value(date, aqi.district_min_sites, tables.on(date)))
                     .collect();
             }
         }
@@ -197,13 +196,20 @@ pub fn build(store: &Store, aqi: &AqiConfig, spec: Spec) -> Result<Report, Repor
     let progress = spec.target.as_ref().map(|t| progress(t, &days, spec.as_of));
     Ok(Report {
         spec,
-        tables: aqi.table_set,
+        tables,
         days,
         progress,
     })
 }
 
 impl Report {
+    /// The tables of the reported days in words: one set's name, or both with the date
+    /// of the switch when `aqi.tables = "in-force"` and the days straddle it.
+    pub fn tables_label(&self) -> String {
+        let last = self.days.last().map_or(self.spec.to, |d| d.date);
+        self.tables.label(self.spec.from, last)
+    }
+
     /// The JSON form: every day as [`day_json`] writes it, and the counts.
     pub fn to_json(&self) -> Value {
         let days: Vec<Value> = self.days.iter().map(day_json).collect();
@@ -217,7 +223,7 @@ impl Report {
             "to": self.spec.to.to_string(),
             "as_of": self.spec.as_of.to_string(),
             "site": self.spec.site,
-            "tables": self.tables.name(),
+            "tables": self.tables_label(),
             "note": PM_ONLY_NOTE,
             "counts": {
                 "good": count(DayClass::Good),
@@ -244,7 +250,7 @@ impl Report {
             None => "district 全区".into(),
         };
         let _ = writeln!(s, "Air quality report 空气质量报告 — {who}");
-        let _ = writeln!(s, "Tables 标准: {}", self.tables.name());
+        let _ = writeln!(s, "Tables 标准: {}", self.tables_label());
         if let Some(t) = &self.spec.target {
             let _ = writeln!(
                 s,
@@ -331,7 +337,8 @@ pub struct Compared {
 impl Compared {
     /// Rows of the comparison: one per day, both sets' index and class.
     fn rows(&self) -> Vec<Value> {
-        let (ta, tb) = (self.a.tables.name(), self.b.tables.name());
+        let (ta, tb) = (self.a.tables_label(), self.b.tables_label());
+        let (ta, tb) = (ta.as_str(), tb.as_str());
         self.a
             .days
             .iter()
@@ -357,7 +364,8 @@ impl Compared {
     }
 
     pub fn to_json(&self) -> Value {
-        let (ta, tb) = (self.a.tables.name(), self.b.tables.name());
+        let (ta, tb) = (self.a.tables_label(), self.b.tables_label());
+        let (ta, tb) = (ta.as_str(), tb.as_str());
         json!({
             "tables": [ta, tb],
             "from": self.a.spec.from.to_string(),
@@ -371,7 +379,8 @@ impl Compared {
     }
 
     pub fn to_csv(&self) -> String {
-        let (ta, tb) = (self.a.tables.name(), self.b.tables.name());
+        let (ta, tb) = (self.a.tables_label(), self.b.tables_label());
+        let (ta, tb) = (ta.as_str(), tb.as_str());
         let rows: Vec<Value> = self
             .rows()
             .into_iter()
@@ -395,7 +404,8 @@ impl Compared {
     }
 
     pub fn to_table(&self) -> String {
-        let (ta, tb) = (self.a.tables.name(), self.b.tables.name());
+        let (ta, tb) = (self.a.tables_label(), self.b.tables_label());
+        let (ta, tb) = (ta.as_str(), tb.as_str());
         let mut s = String::new();
         let _ = writeln!(
             s,
@@ -476,6 +486,7 @@ mod tests {
             valid_hours_pm10: 20,
             sites_pm25: 3,
             sites_pm10: 4,
+            tables: t,
         }
     }
 
@@ -500,8 +511,8 @@ mod tests {
         let text = csv(&[j], &DAY_COLUMNS);
         assert_eq!(
             text,
-            "date,pm25,pm10,aqi,category,primary,class,valid,valid_hours_pm25,valid_hours_pm10,sites,sites_pm25,sites_pm10,pm25_mean,pm10_mean,category_zh,color\n\
-             2016-08-01,50,200,125,lightly polluted,PM10,polluted,true,24,20,4,3,4,,,轻度污染,#ff7e00\n"
+            "date,pm25,pm10,aqi,category,primary,class,valid,valid_hours_pm25,valid_hours_pm10,sites,sites_pm25,sites_pm10,pm25_mean,pm10_mean,category_zh,color,tables\n\
+             2016-08-01,50,200,125,lightly polluted,PM10,polluted,true,24,20,4,3,4,,,轻度污染,#ff7e00,HJ 633-2012\n"
         );
         // No data: every AQI-derived cell empty, the class still named.
         let none = day_json(&day(None));
@@ -593,7 +604,88 @@ mod table_tests {
         assert_eq!(old.to_json()["tables"], "HJ 633-2012");
         assert_eq!(new.to_json()["tables"], "HJ 633-2026");
         assert!(new.to_table().contains("HJ 633-2026"));
-        // Without tables of its own, the service's set (2012 by default).
-        assert_eq!(report(None).tables, TableSet::Hj633_2012);
+        // Without tables of its own, the service's: in force on its 2016 dates, 2012.
+        assert_eq!(report(None).tables, Tables::InForce);
+        assert_eq!(report(None).to_json()["tables"], "HJ 633-2012");
+        assert_eq!(report(None).days[0].class, DayClass::Good);
+    }
+
+    /// A report without a target follows `aqi.tables`: in force on each date by
+    /// default — PM2.5 70 µg/m³ is good on 2026-02-28 and polluted on 2026-03-01, and
+    /// the report says both sets with the date of the switch — or the pinned set.
+    #[test]
+    fn a_report_without_a_target_uses_the_tables_of_each_date() {
+        use crate::aqi::index::HJ633_2026_IN_FORCE_FROM as SWITCH;
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&StoreConfig {
+            path: dir.path().join("aq.db"),
+            ..StoreConfig::default()
+        })
+        .unwrap();
+        let first = SWITCH.pred_opt().unwrap();
+        let start = crate::aqi::zone::Zone::BEIJING.start_of(first);
+        let hours: Vec<Reading> = (0..48)
+            .map(|h| Reading {
+                site: SiteId::parse("a").unwrap(),
+                device: None,
+                ts: UnixMillis(start.0 + h * 3_600_000),
+                period: Period::Hour,
+                flag: Flag::Normal,
+                pm25: Some(MicrogramsPerCubicMetre::new(70.0).unwrap()),
+                pm10: None,
+                interval_secs: None,
+            })
+            .collect();
+        s.commit_batch_durable(&hours, &[], UnixMillis(0)).unwrap();
+        s.refresh_daily(&AqiConfig::default()).unwrap();
+        let report = |aqi: &AqiConfig, site: Option<&str>| {
+            let spec = Spec {
+                from: first,
+                to: SWITCH,
+                as_of: SWITCH,
+                site: site.map(str::to_owned),
+                target: None,
+            };
+            build(&s, aqi, spec).unwrap()
+        };
+        let classes = |r: &Report| {
+            r.days
+                .iter()
+                .map(|d| (d.tables, d.class, d.aqi.as_ref().map(|a| a.value)))
+                .collect::<Vec<_>>()
+        };
+        for site in [None, Some("a")] {
+            let r = report(&AqiConfig::default(), site);
+            assert_eq!(
+                classes(&r),
+                vec![
+                    (TableSet::Hj633_2012, DayClass::Good, Some(94)),
+                    (TableSet::Hj633_2026, DayClass::Polluted, Some(110)),
+                ]
+            );
+            let j = r.to_json();
+            assert_eq!(
+                j["tables"],
+                "HJ 633-2012 to 2026-02-28, HJ 633-2026 from 2026-03-01"
+            );
+            assert_eq!(
+                (
+                    j["days"][0]["tables"].clone(),
+                    j["days"][1]["tables"].clone()
+                ),
+                ("HJ 633-2012".into(), "HJ 633-2026".into())
+            );
+            assert!(r.to_table().contains("HJ 633-2026 from 2026-03-01"));
+            let pinned = AqiConfig {
+                tables: Tables::Pinned(TableSet::Hj633_2012),
+                ..AqiConfig::default()
+            };
+            let r = report(&pinned, site);
+            assert_eq!(r.to_json()["tables"], "HJ 633-2012");
+            assert_eq!(
+                classes(&r),
+                vec![(TableSet::Hj633_2012, DayClass::Good, Some(94)); 2]
+            );
+        }
     }
 }

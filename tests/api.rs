@@ -333,3 +333,124 @@ async fn every_endpoint_against_a_service_fed_through_mqtt() {
     assert_eq!(s, 200, "{r}");
     svc.stop().await;
 }
+
+/// Hourly means for `site` on local day `date` (YYYY-MM-DD), all 24 hours.
+fn date_msg(site: &str, date: &str, pm25: f64, pm10: f64) -> (String, Vec<u8>) {
+    let items: Vec<String> = (0..24)
+        .map(|h| format!(r#"{{"ts":"{date}T{h:02}:00:00+08:00","pm25":{pm25},"pm10":{pm10},"period":"hour"}}"#))
+        .collect();
+    (
+        format!("aq/{site}/readings"),
+        format!("[{}]", items.join(",")).into_bytes(),
+    )
+}
+
+/// The bulletin of a day is classed under the tables in force on it: a day mean of
+/// PM2.5 70 µg/m³ (between the two IAQI-100 breakpoints, 60 and 75) is 良 and within
+/// the limit on 2026-02-28 (HJ 633-2012), polluted and over the limit on 2026-03-01
+/// (HJ 633-2026) — unless the configuration pins a set (here in the older spelling,
+/// `table_set`), which then applies to both days. Two services on one broker, fed the
+/// same messages: the shipped default (`in-force`) and a pin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bulletin_follows_the_tables_in_force_on_its_date_unless_pinned() {
+    std::env::set_var("AQ_TEST_API_TOKEN", TOKEN);
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(dir.path());
+    let service = |name: &str, aqi: &str| {
+        let port = free_port();
+        let text = format!(
+            "[mqtt]\nurl = \"{}\"\nclient_id = \"t-{name}\"\n[store]\npath = \"{}\"\n[log]\nstats_interval_secs = 0\n[api]\nlisten = \"127.0.0.1:{port}\"\ntoken_env = \"AQ_TEST_API_TOKEN\"\n{aqi}",
+            broker.url(),
+            dir.path().join(format!("{name}.db")).display()
+        );
+        (Config::parse(&text, "test").unwrap(), port)
+    };
+    let (in_force, in_force_port) = service("in-force", "");
+    let (pinned, pinned_port) = service("pinned", "[aqi]\ntable_set = \"HJ 633-2012\"\n");
+    assert_eq!(in_force.aqi.tables, aq_ingest::aqi::index::Tables::InForce);
+    let a = Service::start(in_force).await;
+    let b = Service::start(pinned).await;
+    // Site s1 at PM2.5 70 (PM10 100, under both PM10 breakpoints) on both days; site s2
+    // only on the first day, cleaner.
+    publish_all(
+        broker.port,
+        vec![
+            date_msg("s1", "2026-02-28", 70.0, 100.0),
+            date_msg("s1", "2026-03-01", 70.0, 100.0),
+            date_msg("s2", "2026-02-28", 40.0, 60.0),
+        ],
+    )
+    .await;
+    for svc in [&a, &b] {
+        let m = Arc::clone(&svc.metrics);
+        wait_for("3 messages stored", Duration::from_secs(30), || {
+            Metrics::get(&m.messages_acked) == 3
+        })
+        .await;
+    }
+    let bulletin = |port: u16, date: &str| {
+        Api {
+            base: format!("http://127.0.0.1:{port}"),
+        }
+        .json(&format!("/api/v1/bulletin/{date}"))
+    };
+    // Every field that depends on the tables, for site s1 and the district.
+    let shown = |b: &Value| {
+        let s1 = b["sites"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["site"] == "s1")
+            .unwrap()
+            .clone();
+        serde_json::json!({
+            "tables": b["tables"],
+            "limits": [b["limits"]["pm25_daily"], b["limits"]["pm10_daily"]],
+            "s1": [s1["pm25"], s1["aqi"], s1["category_zh"], s1["pm25_exceeds_daily_limit"], s1["pm10_exceeds_daily_limit"]],
+            "district_tables": b["district"]["tables"],
+        })
+    };
+    let v2012 = serde_json::json!({
+        "tables": "HJ 633-2012", "limits": [75, 150],
+        // 50/40 × (70 − 35) + 50 = 93.75 → 94.
+        "s1": [70, 94, "良", false, false], "district_tables": "HJ 633-2012",
+    });
+    let v2026 = serde_json::json!({
+        "tables": "HJ 633-2026", "limits": [60, 120],
+        // 50/55 × (70 − 60) + 100 = 109.09… → 110.
+        "s1": [70, 110, "轻度污染", true, false], "district_tables": "HJ 633-2026",
+    });
+    assert_eq!(shown(&bulletin(in_force_port, "2026-02-28")), v2012);
+    assert_eq!(shown(&bulletin(in_force_port, "2026-03-01")), v2026);
+    assert_eq!(shown(&bulletin(pinned_port, "2026-02-28")), v2012);
+    assert_eq!(shown(&bulletin(pinned_port, "2026-03-01")), v2012);
+    // The district's day: PM2.5 (70 + 40) / 2 = 55 on the 28th, IAQI 50/40 × 20 + 50
+    // = 75 (PM10 80: 65); s1 alone on 1 March.
+    let district = |port: u16, date: &str| {
+        let d = bulletin(port, date)["district"].clone();
+        (d["pm25"].clone(), d["aqi"].clone(), d["class"].clone())
+    };
+    assert_eq!(
+        district(in_force_port, "2026-02-28"),
+        (55.into(), 75.into(), "good".into())
+    );
+    assert_eq!(
+        district(in_force_port, "2026-03-01"),
+        (70.into(), 110.into(), "polluted".into())
+    );
+    assert_eq!(
+        district(pinned_port, "2026-03-01"),
+        (70.into(), 94.into(), "good".into())
+    );
+    // The same tables in the district's daily series over both days.
+    let series = Api {
+        base: format!("http://127.0.0.1:{in_force_port}"),
+    }
+    .json("/api/v1/district/daily?from=2026-02-28&to=2026-03-01");
+    assert_eq!(
+        (series[0]["tables"].clone(), series[1]["tables"].clone()),
+        ("HJ 633-2012".into(), "HJ 633-2026".into())
+    );
+    a.stop().await;
+    b.stop().await;
+}

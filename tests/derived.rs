@@ -193,3 +193,78 @@ async fn resend_fills_a_new_influxdb_with_readings_and_derived_series() {
     // The first database got nothing twice.
     assert_eq!(counts("aq"), vec![48, 48, 3]);
 }
+
+/// The derived daily series in InfluxDB class each day under the tables in force on it
+/// (the default `aqi.tables = "in-force"`) and say so in the `tables` tag: the same PM2.5
+/// daily mean, 70 µg/m³, is good on 2026-02-28 (HJ 633-2012, IAQI 94) and polluted on
+/// 2026-03-01 (HJ 633-2026, IAQI 110), for the site and the district.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daily_series_are_classed_under_the_tables_in_force_on_each_day() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(dir.path());
+    let influx = Influx1::start(dir.path(), "aq");
+    let sink = format!(
+        "[influx]\nurl = \"{}\"\napi = \"v1\"\ndatabase = \"aq\"\nflush_interval_secs = 0.1\nderived_daily_interval_secs = 1\n",
+        influx.url()
+    );
+    let svc = Service::start(config(dir.path(), &broker.url(), "t-tables", Some(&sink))).await;
+    let day = |date: &str| {
+        let items: Vec<String> = (0..24)
+            .map(|h| {
+                format!(
+                    r#"{{"ts":"{date}T{h:02}:00:00+08:00","pm25":70,"pm10":100,"period":"hour"}}"#
+                )
+            })
+            .collect();
+        (
+            "aq/a/readings".to_string(),
+            format!("[{}]", items.join(",")).into_bytes(),
+        )
+    };
+    publish_all(broker.port, vec![day("2026-02-28"), day("2026-03-01")]).await;
+    // "time scope tables class aqi" of every daily point, sorted.
+    let all = || {
+        let (s, body) = influx
+            .query_raw(
+                Some("aq"),
+                "SELECT class, aqi FROM pm_daily GROUP BY scope, \"tables\"",
+            )
+            .unwrap();
+        assert_eq!(s, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let mut out = Vec::new();
+        for series in v["results"][0]["series"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+        {
+            for row in series["values"].as_array().unwrap() {
+                out.push(format!(
+                    "{} {} {} {} {}",
+                    row[0].as_str().unwrap(),
+                    series["tags"]["scope"].as_str().unwrap(),
+                    series["tags"]["tables"].as_str().unwrap(),
+                    row[1].as_str().unwrap(),
+                    row[2]
+                ));
+            }
+        }
+        out.sort();
+        out
+    };
+    wait_for("both days' daily points", Duration::from_secs(30), || {
+        all().len() == 4
+    })
+    .await;
+    // Stamped at the start of the Beijing day (16:00 UTC the day before).
+    assert_eq!(
+        all(),
+        vec![
+            "2026-02-27T16:00:00Z district HJ 633-2012 good 94",
+            "2026-02-27T16:00:00Z site HJ 633-2012 good 94",
+            "2026-02-28T16:00:00Z district HJ 633-2026 polluted 110",
+            "2026-02-28T16:00:00Z site HJ 633-2026 polluted 110",
+        ]
+    );
+    svc.stop().await;
+}

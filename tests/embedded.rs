@@ -44,10 +44,12 @@ fn default_config_runs_with_no_external_broker_and_stops_cleanly() {
         Duration::from_secs(20),
         || svc.log_text().contains("devices can connect"),
     );
-    // It tells a newcomer how to publish.
-    assert!(svc
-        .log_text()
-        .contains(&format!("mosquitto_pub -h 127.0.0.1 -p {port}")));
+    // It tells a newcomer how to publish (logged just after the broker's line, so
+    // waited for, not read once).
+    let hint = format!("mosquitto_pub -h 127.0.0.1 -p {port}");
+    wait_until("the publish hint", Duration::from_secs(20), || {
+        svc.log_text().contains(&hint)
+    });
 
     let pub_bin = require("mosquitto_pub");
     let now = chrono::Utc::now().timestamp();

@@ -129,6 +129,17 @@ fn check_config_makes_the_table_set_of_a_2026_target_explicit() {
         text.contains("warning") && text.contains("none of its dates"),
         "{text}"
     );
+    // The service-wide tables: a pinned set is a warning (it classes the dates it was
+    // not in force on), the shipped "in-force" none.
+    let (code, text) = check("tables = \"HJ 633-2026\"\n[aqi]\ntables = \"HJ 633-2012\"\n");
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("warning") && text.contains("aqi.tables pins HJ 633-2012"),
+        "{text}"
+    );
+    let (code, text) = check("tables = \"HJ 633-2026\"\n[aqi]\ntables = \"in-force\"\n");
+    assert_eq!(code, Some(0), "{text}");
+    assert!(!text.contains("warning"), "{text}");
 }
 
 /// A half-week through MQTT into the built binary, then `report --tables` under both
@@ -219,4 +230,226 @@ fn the_comparison_report_marks_exactly_the_days_between_the_two_boundaries() {
         want_changed,
         "{text}"
     );
+}
+
+/// The IAQI-100 concentrations (24-hour, µg/m³) of the two table sets, from the
+/// standards (domain.md §7), not from the code under test: (PM2.5, PM10).
+const IAQI_100_HJ633_2012: (u32, u32) = (75, 150);
+const IAQI_100_HJ633_2026: (u32, u32) = (60, 120);
+
+/// An exact non-negative fraction `n / d` (d > 0).
+type Frac = (i128, i128);
+
+fn gcd(a: i128, b: i128) -> i128 {
+    if b == 0 {
+        a.abs().max(1)
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+/// The mean of exact fractions (None for none).
+fn mean_of(xs: &[Frac]) -> Option<Frac> {
+    if xs.is_empty() {
+        return None;
+    }
+    let (mut n, mut d) = (0i128, 1i128);
+    for &(a, b) in xs {
+        (n, d) = (n * b + a * d, d * b);
+        let g = gcd(n, d);
+        (n, d) = (n / g, d / g);
+    }
+    Some((n, d * xs.len() as i128))
+}
+
+/// GB/T 8170 to an integer: round half to even.
+fn round_half_even((n, d): Frac) -> u32 {
+    let (q, r) = (n / d, n % d);
+    let up = 2 * r > d || (2 * r == d && q % 2 == 1);
+    (q + i128::from(up)) as u32
+}
+
+/// The district's rounded daily (PM2.5, PM10) of `date`, recomputed here from the
+/// readings the simulator publishes (hourly readings, one per hour): a site-hour is
+/// valid when its reading is normal-flagged, a site-day when it has at least 20 valid
+/// hours (GB 3095-2012 Table 4), its concentration the mean of those hours; the
+/// district's, the mean of the valid site-days' concentrations, then rounded (HJ 663).
+/// Also how many site-days were not valid.
+fn district_day(
+    sim: &aq_ingest::sim::Simulator,
+    date: chrono::NaiveDate,
+) -> ([Option<u32>; 2], usize) {
+    let mut site_means: [Vec<Frac>; 2] = [Vec::new(), Vec::new()];
+    let mut invalid = 0;
+    for s in 0..sim.sites {
+        let normal: Vec<_> = sim
+            .site_day(s, date)
+            .into_iter()
+            .filter(|r| r.flag == aq_ingest::model::Flag::Normal)
+            .collect();
+        if normal.len() < 20 {
+            invalid += 1;
+            continue;
+        }
+        let tenths = |v: f64| (v * 10.0).round() as i128;
+        let hours = normal.len() as i128;
+        site_means[0].push((normal.iter().map(|r| tenths(r.pm25)).sum(), 10 * hours));
+        site_means[1].push((normal.iter().map(|r| tenths(r.pm10)).sum(), 10 * hours));
+    }
+    (
+        site_means.map(|m| mean_of(&m).map(round_half_even)),
+        invalid,
+    )
+}
+
+/// Whether a day's class differs between the two table sets — "its means lie between
+/// the two boundaries": the day is valid, no pollutant's rounded mean is above its 2012
+/// IAQI-100 concentration (so it is good under 2012), and at least one is above its
+/// 2026 one (so it is polluted under 2026). (A day above a 2012 boundary is polluted
+/// under both; a day at or below both 2026 boundaries is good under both.)
+fn between_the_boundaries([pm25, pm10]: [Option<u32>; 2]) -> bool {
+    let over =
+        |(l25, l10): (u32, u32)| pm25.is_some_and(|c| c > l25) || pm10.is_some_and(|c| c > l10);
+    (pm25.is_some() || pm10.is_some()) && !over(IAQI_100_HJ633_2012) && over(IAQI_100_HJ633_2026)
+}
+
+/// A stored half year (2016H2, 184 days) published by `aq-ingest simulate` through the
+/// service's embedded MQTT broker into the built binary, then `report --tables` under
+/// both table sets: the days whose class changes are exactly the days whose district
+/// means — recomputed here from the simulator's readings, and checked against the
+/// report's — lie between the two boundaries, and the good-day counts differ by
+/// exactly that many.
+#[test]
+fn a_half_year_under_both_table_sets_differs_exactly_on_the_days_between_the_boundaries() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (port, api) = (common::free_port(), common::free_port());
+    std::fs::write(d.join("aq.toml"), common::shipped_config(port, api)).unwrap();
+    let mut svc = common::spawn_logged(
+        Command::new(env!("CARGO_BIN_EXE_aq-ingest"))
+            .current_dir(d)
+            .args(["--config", "aq.toml"]),
+        d.join("svc.log"),
+    );
+    common::wait_until("the broker", std::time::Duration::from_secs(20), || {
+        svc.log_text().contains("devices can connect")
+    });
+    // Three sites, one reading an hour, a day per message: 184 × 3 site-days. The
+    // embedded broker acknowledges a message once it is committed, and `simulate`
+    // returns when every message is acknowledged.
+    // Seed 26: among its days between the boundaries, some are there through PM10
+    // alone (PM10 between the boundaries is rarer than PM2.5; asserted below).
+    let (sites, seed, from, days) = (3usize, 26u64, "2016-07-01", 184u32);
+    let (ok, said, err) = run(
+        &d.join("aq.toml"),
+        &[
+            "simulate",
+            "--broker",
+            &format!("mqtt://127.0.0.1:{port}"),
+            "--sites",
+            &sites.to_string(),
+            "--interval-secs",
+            "3600",
+            "--batch",
+            "24",
+            "--seed",
+            &seed.to_string(),
+            "--from",
+            from,
+            "--days",
+            &days.to_string(),
+        ],
+    );
+    assert!(ok, "{said}{err}");
+    svc.terminate();
+    let (ok, out, err) = run(
+        &d.join("aq.toml"),
+        &[
+            "report",
+            "--target",
+            "2016H2",
+            "--as-of",
+            "2016-12-31",
+            "--tables",
+            "HJ 633-2012,HJ 633-2026",
+            "--format",
+            "json",
+        ],
+    );
+    assert!(ok, "{err}");
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let rows = r["days"].as_array().unwrap();
+    assert_eq!(rows.len(), days as usize);
+
+    let sim = aq_ingest::sim::Simulator {
+        sites,
+        interval_secs: 3600,
+        seed,
+        zone: aq_ingest::aqi::zone::Zone::BEIJING,
+    };
+    let first: chrono::NaiveDate = from.parse().unwrap();
+    let (mut changed, mut between) = (Vec::new(), Vec::new());
+    // Days good under both, between the boundaries, polluted under both; site-days
+    // left out as not valid.
+    let (mut kinds, mut invalid_site_days) = ([0usize; 3], 0);
+    for (i, row) in rows.iter().enumerate() {
+        let date = first + chrono::Duration::days(i as i64);
+        assert_eq!(row["date"], date.to_string());
+        let (means, invalid) = district_day(&sim, date);
+        invalid_site_days += invalid;
+        // The service's daily values are the ones recomputed from the readings.
+        let [pm25, pm10] = means.map(|m| m.map(serde_json::Value::from).unwrap_or_default());
+        assert_eq!((&row["pm25"], &row["pm10"]), (&pm25, &pm10), "{date}");
+        if row["changed"] == true {
+            changed.push(date);
+            // 2026 is never better: a change is good → polluted.
+            assert_eq!(
+                (&row["HJ 633-2012"]["class"], &row["HJ 633-2026"]["class"]),
+                (&"good".into(), &"polluted".into()),
+                "{row}"
+            );
+        }
+        if between_the_boundaries(means) {
+            between.push(date);
+        }
+        let class_2012 = row["HJ 633-2012"]["class"].as_str();
+        match (between_the_boundaries(means), class_2012) {
+            (true, _) => kinds[1] += 1,
+            (false, Some("good")) => kinds[0] += 1,
+            (false, Some("polluted")) => kinds[2] += 1,
+            _ => {}
+        }
+    }
+    assert_eq!(
+        changed, between,
+        "changed days vs days between the boundaries"
+    );
+    let count = |t: &str, c: &str| r["counts"][t][c].as_u64().unwrap();
+    let (good12, good26) = (count("HJ 633-2012", "good"), count("HJ 633-2026", "good"));
+    assert_eq!(good12 - good26, between.len() as u64);
+    assert_eq!(r["changed"].as_u64(), Some(between.len() as u64));
+    assert_eq!(
+        count("HJ 633-2012", "no_data"),
+        count("HJ 633-2026", "no_data")
+    );
+    // The half year is a real test of the boundary: days of every kind, days between
+    // the boundaries through each pollutant alone, and site-days the validity rule
+    // leaves out.
+    let (l25, l10) = IAQI_100_HJ633_2026;
+    let through = |over: fn([Option<u32>; 2], u32, u32) -> bool| {
+        between
+            .iter()
+            .any(|date| over(district_day(&sim, *date).0, l25, l10))
+    };
+    assert!(kinds.iter().all(|k| *k > 0), "{kinds:?}");
+    assert!(between.len() >= 5, "{kinds:?}");
+    assert!(
+        through(|[a, b], l25, l10| a.is_some_and(|c| c > l25) && b.is_some_and(|c| c <= l10)),
+        "a day between the boundaries through PM2.5 alone"
+    );
+    assert!(
+        through(|[a, b], l25, l10| b.is_some_and(|c| c > l10) && a.is_some_and(|c| c <= l25)),
+        "a day between the boundaries through PM10 alone"
+    );
+    assert!(invalid_site_days > 0, "no site-day left out");
 }

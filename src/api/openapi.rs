@@ -66,7 +66,7 @@ pub(super) async fn document() -> Json<Value> {
                 p("name", "path", true, "target name"), p("as_of", "query", false, "YYYY-MM-DD, default today"),
                 p("tables", "query", false, "two table sets, \"HJ 633-2012,HJ 633-2026\": the days under both, changed days marked, both counts")],
                 "responses": ok("progress and days", false)}},
-            "/api/v1/bulletin/{date}": {"get": {"summary": "the day's supervision bulletin", "parameters": [p("date", "path", true, "YYYY-MM-DD")],
+            "/api/v1/bulletin/{date}": {"get": {"summary": "the day's supervision bulletin (classes, exceedances and limits under the index tables of the date: aqi.tables, in force on it by default; `tables` names them)", "parameters": [p("date", "path", true, "YYYY-MM-DD")],
                 "responses": ok("district AQI, sites ranked by PM10 with exceedances and rejected counts, offline sites, messages rejected that day per site and per topic", false)}},
         }
     }))

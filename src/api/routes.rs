@@ -350,9 +350,12 @@ pub(super) async fn bulletin(
                 .map_err(ApiError::internal)?;
             let hours = s.hours(t0, t1, None).map_err(ApiError::internal)?;
             let alert = cfg.api.hourly_alert_pm10_ug;
-            // Exceeding = an IAQI above 100 in the table set in use.
-            let limit_pm10 = cfg.aqi.table_set.limit_at_iaqi_100(Pollutant::Pm10);
-            let limit_pm25 = cfg.aqi.table_set.limit_at_iaqi_100(Pollutant::Pm25);
+            // The day's tables: in force on it, unless aqi.tables pins a set (the same
+            // choice build() made for the district's day). Exceeding = an IAQI above 100
+            // in them.
+            let tables = cfg.aqi.tables.on(d);
+            let limit_pm10 = tables.limit_at_iaqi_100(Pollutant::Pm10);
+            let limit_pm25 = tables.limit_at_iaqi_100(Pollutant::Pm25);
             // Refusals received that day, per site: the site is the topic's site level
             // (a payload too broken to name one still came in on a site's topic).
             let rejects = s.rejects_by_topic(t0, t1).map_err(ApiError::internal)?;
@@ -365,7 +368,7 @@ pub(super) async fn bulletin(
             let mut sites: Vec<Value> = days
                 .iter()
                 .map(|(_, site, sd)| {
-                    let v = site_value(d, Some(sd), cfg.aqi.table_set);
+                    let v = site_value(d, Some(sd), tables);
                     let over: Vec<String> = hours
                         .iter()
                         .filter(|h| &h.site == site)
@@ -403,7 +406,7 @@ pub(super) async fn bulletin(
                 "rejects_by_site": by_site.into_iter().map(|(site, n)| json!({"site": site, "count": n})).collect::<Vec<_>>(),
                 "rejects": rejects.iter().map(|(topic, n)| json!({"topic": topic, "count": n})).collect::<Vec<_>>(),
                 "limits": {"pm10_daily": limit_pm10, "pm25_daily": limit_pm25, "pm10_hourly_alert": alert},
-                "tables": cfg.aqi.table_set.name(),
+                "tables": tables.name(),
             }))
         })
         .await?;

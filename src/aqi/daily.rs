@@ -104,6 +104,8 @@ pub struct DayValue {
     /// Sites whose valid daily value entered the mean, per pollutant (1 for a site).
     pub sites_pm25: usize,
     pub sites_pm10: usize,
+    /// The breakpoint tables the AQI and class were computed under.
+    pub tables: TableSet,
 }
 
 impl DayValue {
@@ -161,6 +163,7 @@ fn value(
         valid_hours_pm10: hours.1,
         sites_pm25: sites.0,
         sites_pm10: sites.1,
+        tables: table,
     }
 }
 
@@ -324,5 +327,49 @@ mod tests {
         );
         let v = district_value(d(), &[&a, &short], 1, TableSet::Hj633_2012);
         assert_eq!((v.pm25_ug, v.sites_pm25), (Some(20), 1));
+    }
+
+    /// How bad a class and category are, for comparing them: no data is neither.
+    fn badness(v: &DayValue) -> Option<(u8, super::super::index::Category)> {
+        let class = match v.class {
+            DayClass::NoData => return None,
+            DayClass::Good => 0,
+            DayClass::Polluted => 1,
+        };
+        Some((class, v.aqi.as_ref()?.category))
+    }
+
+    proptest::proptest! {
+        /// For any daily means — exact fractions of milli-µg/m³, either pollutant
+        /// missing, rounded and indexed as a day is — the day's class and category under
+        /// HJ 633-2026 are never better than under HJ 633-2012 (and its AQI never
+        /// lower), for a site's day and for the district's.
+        #[test]
+        fn a_day_is_never_better_under_hj633_2026_than_under_2012(
+            pm25 in proptest::option::of((0i128..700_000, 1i128..50)),
+            pm10 in proptest::option::of((0i128..800_000, 1i128..50)),
+            sites in 1usize..4,
+        ) {
+            let mean = |m: Option<(i128, i128)>| m.map(|(n, d)| Milli::ratio(n, d));
+            let agg = |m| DistrictAgg { mean: mean(m), sites, max_hours: 24 };
+            let day = DistrictDay { pm25: agg(pm25), pm10: agg(pm10) };
+            let old = day.value(d(), 1, TableSet::Hj633_2012);
+            let new = day.value(d(), 1, TableSet::Hj633_2026);
+            proptest::prop_assert_eq!(old.class == DayClass::NoData, new.class == DayClass::NoData);
+            proptest::prop_assert!(badness(&new) >= badness(&old), "{:?} vs {:?}", new, old);
+            proptest::prop_assert!(
+                new.aqi.as_ref().map(|a| a.value) >= old.aqi.as_ref().map(|a| a.value)
+            );
+            proptest::prop_assert_eq!((new.tables, old.tables), (TableSet::Hj633_2026, TableSet::Hj633_2012));
+            // A site's day: the same values.
+            let site = SiteDay {
+                pm25: DayAgg { valid_hours: 24, mean: mean(pm25) },
+                pm10: DayAgg { valid_hours: 24, mean: mean(pm10) },
+            };
+            let old_site = site_value(d(), Some(&site), TableSet::Hj633_2012);
+            let new_site = site_value(d(), Some(&site), TableSet::Hj633_2026);
+            proptest::prop_assert!(badness(&new_site) >= badness(&old_site));
+            proptest::prop_assert_eq!(badness(&old_site), badness(&old));
+        }
     }
 }

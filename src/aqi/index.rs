@@ -147,6 +147,87 @@ impl TableSet {
     }
 }
 
+/// Which tables each date's values are computed under: the `[aqi] tables` setting, for
+/// everything that is not a target (bulletins, daily series, the derived InfluxDB
+/// series, reports without a target). A target is always counted under its own tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Tables {
+    /// `"in-force"`: the set in force on each date — HJ 633-2012 before 2026-03-01,
+    /// HJ 633-2026 from then on ([`TableSet::in_force_on`]). The default.
+    #[default]
+    InForce,
+    /// A set's name: that set for every date, whatever was in force.
+    Pinned(TableSet),
+}
+
+impl Tables {
+    /// The config spelling of [`Tables::InForce`].
+    pub const IN_FORCE: &'static str = "in-force";
+
+    /// `"in-force"` or a table set's name.
+    pub fn parse(s: &str) -> Option<Tables> {
+        if s.trim() == Self::IN_FORCE {
+            Some(Tables::InForce)
+        } else {
+            TableSet::from_name(s).map(Tables::Pinned)
+        }
+    }
+
+    /// The config spelling: `in-force` or the pinned set's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Tables::InForce => Self::IN_FORCE,
+            Tables::Pinned(t) => t.name(),
+        }
+    }
+
+    /// The set the values of `date` (a local calendar date) are computed under.
+    pub fn on(self, date: NaiveDate) -> TableSet {
+        match self {
+            Tables::InForce => TableSet::in_force_on(date),
+            Tables::Pinned(t) => t,
+        }
+    }
+
+    /// For cache keys: changes whenever [`Tables::on`] may give another set for some
+    /// date (so `in-force` names the date it switches on).
+    pub fn key(self) -> String {
+        match self {
+            Tables::InForce => format!("{}@{HJ633_2026_IN_FORCE_FROM}", Self::IN_FORCE),
+            Tables::Pinned(t) => t.name().to_owned(),
+        }
+    }
+
+    /// The sets used for the dates `from..=to`, as people read it: one set's name when
+    /// every date has the same set, else both with the date of the switch.
+    pub fn label(self, from: NaiveDate, to: NaiveDate) -> String {
+        let (first, last) = (self.on(from), self.on(to.max(from)));
+        if first == last {
+            first.name().to_owned()
+        } else {
+            format!(
+                "{} to {}, {} from {HJ633_2026_IN_FORCE_FROM}",
+                first.name(),
+                HJ633_2026_IN_FORCE_FROM
+                    .pred_opt()
+                    .unwrap_or(HJ633_2026_IN_FORCE_FROM),
+                last.name()
+            )
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Tables {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Tables, D::Error> {
+        let s = String::deserialize(d)?;
+        Tables::parse(&s).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "{s:?} is not \"in-force\", \"HJ 633-2012\" or \"HJ 633-2026\""
+            ))
+        })
+    }
+}
+
 /// The row of IAQI 100 in every breakpoint table.
 const IAQI_100_ROW: usize = 2;
 
@@ -578,6 +659,62 @@ mod tests {
             }
             day = day.succ_opt().unwrap();
         }
+    }
+
+    #[test]
+    fn tables_in_force_follow_the_date_and_a_pinned_set_does_not() {
+        let d = |y, m, dd| NaiveDate::from_ymd_opt(y, m, dd).unwrap();
+        let (before, from) = (d(2026, 2, 28), d(2026, 3, 1));
+        assert_eq!(Tables::default(), Tables::InForce);
+        assert_eq!(Tables::InForce.on(before), TableSet::Hj633_2012);
+        assert_eq!(Tables::InForce.on(from), TableSet::Hj633_2026);
+        assert_eq!(Tables::InForce.on(d(2016, 8, 1)), TableSet::Hj633_2012);
+        for t in TableSet::ALL {
+            for date in [d(2016, 8, 1), before, from, d(2026, 12, 3)] {
+                assert_eq!(Tables::Pinned(t).on(date), t);
+            }
+        }
+        // In words, for a period.
+        assert_eq!(
+            Tables::InForce.label(d(2016, 7, 1), d(2016, 12, 31)),
+            "HJ 633-2012"
+        );
+        assert_eq!(Tables::InForce.label(from, d(2026, 12, 31)), "HJ 633-2026");
+        assert_eq!(
+            Tables::InForce.label(d(2026, 2, 1), d(2026, 3, 31)),
+            "HJ 633-2012 to 2026-02-28, HJ 633-2026 from 2026-03-01"
+        );
+        let pinned = Tables::Pinned(TableSet::Hj633_2012);
+        assert_eq!(pinned.label(d(2026, 2, 1), d(2026, 3, 31)), "HJ 633-2012");
+        // Cache keys tell the three choices apart.
+        let keys = [
+            Tables::InForce.key(),
+            pinned.key(),
+            Tables::Pinned(TableSet::Hj633_2026).key(),
+        ];
+        assert!(keys[0] != keys[1] && keys[1] != keys[2] && keys[0] != keys[2]);
+        assert!(keys[0].contains("2026-03-01"), "{keys:?}");
+    }
+
+    #[test]
+    fn tables_config_spellings() {
+        #[derive(serde::Deserialize)]
+        struct Cfg {
+            tables: Tables,
+        }
+        let parse = |v: &str| toml::from_str::<Cfg>(&format!("tables = \"{v}\"")).map(|c| c.tables);
+        assert_eq!(parse("in-force").unwrap(), Tables::InForce);
+        for t in TableSet::ALL {
+            assert_eq!(parse(t.name()).unwrap(), Tables::Pinned(t));
+            assert_eq!(
+                Tables::parse(Tables::Pinned(t).name()),
+                Some(Tables::Pinned(t))
+            );
+        }
+        assert_eq!(Tables::parse(Tables::InForce.name()), Some(Tables::InForce));
+        let e = parse("in force").unwrap_err().to_string();
+        assert!(e.contains("in-force") && e.contains("HJ 633-2026"), "{e}");
+        assert!(parse("HJ 633-2020").is_err());
     }
 
     proptest::proptest! {

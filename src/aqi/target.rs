@@ -94,9 +94,11 @@ impl TargetConfig {
         }
     }
 
-    /// The tables to count this target under: its own, or the service's.
-    pub fn tables_or(&self, default: super::index::TableSet) -> super::index::TableSet {
-        self.tables.unwrap_or(default)
+    /// The tables to count this target under: its own for every date, or else the
+    /// service's `aqi.tables` (a target without tables ends before 2026-03-01, so
+    /// `in-force` means HJ 633-2012 for every date of it).
+    pub fn tables_under(&self, service: super::index::Tables) -> super::index::Tables {
+        self.tables.map_or(service, super::index::Tables::Pinned)
     }
 }
 
@@ -255,7 +257,20 @@ mod tests {
             w[0].contains("HJ 633-2012") && w[0].contains("none of its dates"),
             "{w:?}"
         );
-        assert_eq!(t.tables_or(TableSet::Hj633_2026), TableSet::Hj633_2012);
+        use crate::aqi::index::Tables;
+        // Its own tables, whatever the service's.
+        assert_eq!(
+            t.tables_under(Tables::Pinned(TableSet::Hj633_2026)),
+            Tables::Pinned(TableSet::Hj633_2012)
+        );
+        // Without its own, the service's choice: in force on its 2016 dates, 2012.
+        let t2016 = target(100, Comparison::MoreThan);
+        assert_eq!(
+            t2016
+                .tables_under(Tables::InForce)
+                .label(t2016.from, t2016.to),
+            "HJ 633-2012"
+        );
     }
 
     /// Day values from a class list, starting on the period's first day.

@@ -124,12 +124,31 @@ pub(super) fn mark_every_site_day_pending(db: &Db) -> Result<u64, StoreError> {
     )
 }
 
-/// The cache key: the rules daily values were computed with.
+/// The cache key of the rows: the rules the site-days' means and valid hours were
+/// computed with. Reads compare it with [`rows_part`] of the stored key.
 pub(super) fn cache_key(zone: Zone, default_interval_secs: u32) -> String {
     format!(
         "zone={};interval={default_interval_secs};hours={MIN_VALID_HOURS};coverage={VALID_HOUR_COVERAGE_SECS}",
         zone.start_of(epoch()).0
     )
+}
+
+/// The site cache key as stored: [`cache_key`], then after `|` the index tables
+/// (`aqi.tables`) the derived site lines were classed under. A change of the tables
+/// leaves the rows as they are (they hold means, not classes) but sends every
+/// site-day's derived line again.
+pub(super) fn site_key(aqi: &AqiConfig) -> String {
+    format!(
+        "{}|tables={}",
+        cache_key(aqi.zone(), aqi.default_interval_secs),
+        aqi.tables.key()
+    )
+}
+
+/// The part of a stored cache key that the cached rows depend on: before the first
+/// `|` (a key stored by a version without the part after it is all rows part).
+pub(super) fn rows_part(key: &str) -> &str {
+    key.split_once('|').map_or(key, |(rows, _)| rows)
 }
 
 /// One site-day recomputed from its hours (None: no hours at all).
@@ -179,23 +198,31 @@ pub(super) fn store_key(db: &Db, table: &str, key: &str) -> Result<(), StoreErro
     Ok(())
 }
 
-/// Starts the cache afresh when it was computed under other rules than `key`: every
-/// site-day is dropped and every day with hours marked dirty. Returns whether it did.
+/// Starts the cache afresh when its rows were computed under other rules than `key`'s
+/// rows part: every site-day is dropped and every day with hours marked dirty. When
+/// only the tables changed, every cached site-day is marked for the derived series
+/// instead (its line changes class and tag). Returns whether the rows were reset.
 fn reset_on_new_rules(tx: &Db, key: &str) -> Result<bool, StoreError> {
-    if stored_key(tx, "daily_cache_key")?.as_deref() == Some(key) {
+    let old = stored_key(tx, "daily_cache_key")?;
+    if old.as_deref() == Some(key) {
         return Ok(false);
     }
-    tx.exec("DELETE FROM site_daily", p![])?;
-    tx.exec(
-        &format!(
-            "INSERT INTO dirty_days (site, utc_day)
-             SELECT DISTINCT site, hour_ms / {MS_PER_DAY} FROM hourly WHERE true
-             ON CONFLICT DO NOTHING"
-        ),
-        p![],
-    )?;
+    let rows_changed = old.as_deref().map(rows_part) != Some(rows_part(key));
+    if rows_changed {
+        tx.exec("DELETE FROM site_daily", p![])?;
+        tx.exec(
+            &format!(
+                "INSERT INTO dirty_days (site, utc_day)
+                 SELECT DISTINCT site, hour_ms / {MS_PER_DAY} FROM hourly WHERE true
+                 ON CONFLICT DO NOTHING"
+            ),
+            p![],
+        )?;
+    } else {
+        mark_every_site_day_pending(tx)?;
+    }
     store_key(tx, "daily_cache_key", key)?;
-    Ok(true)
+    Ok(rows_changed)
 }
 
 /// What a refresh of the site cache did, for the district refresh in the same
@@ -220,7 +247,7 @@ pub(super) struct SiteRefresh {
 pub(super) fn refresh_sites(tx: &Db, aqi: &AqiConfig) -> Result<SiteRefresh, StoreError> {
     let (zone, default_interval_secs) = (aqi.zone(), aqi.default_interval_secs);
     let key = cache_key(zone, default_interval_secs);
-    let rules_changed = reset_on_new_rules(tx, &key)?;
+    let rules_changed = reset_on_new_rules(tx, &site_key(aqi))?;
     let mut dirty = Vec::new();
     for r in tx.rows("DELETE FROM dirty_days RETURNING site, utc_day", p![])? {
         dirty.push((r.text(0)?.to_owned(), r.i64(1)?));
@@ -308,7 +335,7 @@ impl Store {
     ) -> Result<Vec<(NaiveDate, String, SiteDay)>, StoreError> {
         let db = &self.db;
         let key = stored_key(db, "daily_cache_key")?;
-        if key.as_deref() != Some(cache_key(zone, default_interval_secs).as_str()) {
+        if key.as_deref().map(rows_part) != Some(cache_key(zone, default_interval_secs).as_str()) {
             // No cache for these rules: everything from the hours.
             let hours = self.hours(
                 zone.start_of(from),

@@ -10,7 +10,7 @@ use chrono::{Duration, NaiveDate};
 
 use super::daily::{
     cache_key, cached_dates, day_number, dirty_marks, epoch, local_days, mark_every_date_pending,
-    refresh_sites, site_days_on, store_key, stored_key,
+    refresh_sites, rows_part, site_days_on, store_key, stored_key,
 };
 use super::sql::{p, Begin, Db, Row};
 use super::{Store, StoreError};
@@ -18,19 +18,21 @@ use crate::aqi::daily::{DistrictAgg, DistrictDay, SiteDay};
 use crate::aqi::mean::Milli;
 use crate::aqi::AqiConfig;
 
-/// The district cache key: the site cache's rules plus every other rule a district
-/// value depends on — the sites left out (order and repeats do not matter), the
-/// minimum number of sites and the index tables. (The cached rows themselves do not
-/// depend on the last two, but the derived series do: a change re-emits them.)
+/// The district cache key: the site cache's rows rules (`site_key`, [`cache_key`])
+/// plus every other rule a district value depends on — the sites left out (order and
+/// repeats do not matter) — then, after `|`, the minimum number of sites and the index
+/// tables (`aqi.tables`). The cached rows do not depend on the part after `|`, so a
+/// read compares only the [`rows_part`]; the derived series do: a refresh under a
+/// changed key rebuilds the rows and re-emits every district day.
 fn district_key(site_key: &str, aqi: &AqiConfig) -> String {
     let mut ex: Vec<&str> = aqi.district_exclude.iter().map(String::as_str).collect();
     ex.sort_unstable();
     ex.dedup();
     format!(
-        "{site_key};exclude={};min_sites={};tables={:?}",
+        "{site_key};exclude={}|min_sites={};tables={}",
         ex.join(","),
         aqi.district_min_sites,
-        aqi.table_set
+        aqi.tables.key()
     )
 }
 
@@ -153,8 +155,9 @@ impl Store {
     /// The district's days for `from..=to` (one entry per date, in order) as they are
     /// now, without writing: the cached district days, with the dates commits touched
     /// since the last refresh recomputed from their site-days — in one read snapshot.
-    /// When the cache was built under other rules (zone, cadence, exclusion list, e.g.
-    /// the `report` command with another config), everything comes from the site-days.
+    /// When the cache was built under other rows rules (zone, cadence, exclusion list,
+    /// e.g. the `report` command with another config), everything comes from the
+    /// site-days.
     pub fn district_fresh(
         &self,
         aqi: &AqiConfig,
@@ -165,9 +168,16 @@ impl Store {
         let exclude: HashSet<&str> = aqi.district_exclude.iter().map(String::as_str).collect();
         let site_key = cache_key(zone, interval);
         let tx = self.db.begin(Begin::Snapshot)?;
-        let cached = stored_key(&tx, "daily_cache_key")?.as_deref() == Some(site_key.as_str())
-            && stored_key(&tx, "district_cache_key")?.as_deref()
-                == Some(district_key(&site_key, aqi).as_str());
+        // The rows depend on the rules before `|` only: a report under other tables
+        // or another minimum of sites reads the same cached rows.
+        let cached = stored_key(&tx, "daily_cache_key")?
+            .as_deref()
+            .map(rows_part)
+            == Some(site_key.as_str())
+            && stored_key(&tx, "district_cache_key")?
+                .as_deref()
+                .map(rows_part)
+                == Some(rows_part(&district_key(&site_key, aqi)));
         let mut days: BTreeMap<NaiveDate, DistrictDay> = BTreeMap::new();
         // The dates to compute from their site-days: those a counted site's commits
         // touched since the refresh, or every date when there is no cache for these
@@ -283,7 +293,11 @@ mod tests {
                     })
                     .map(|(_, v)| v)
                     .collect();
-                DistrictDay::of(&sites).value(date(d), aqi.district_min_sites, aqi.table_set)
+                DistrictDay::of(&sites).value(
+                    date(d),
+                    aqi.district_min_sites,
+                    aqi.tables.on(date(d)),
+                )
             })
             .collect()
     }
@@ -292,7 +306,7 @@ mod tests {
         s.district_fresh(aqi, date(1), date(4))
             .unwrap()
             .into_iter()
-            .map(|(d, v)| v.value(d, aqi.district_min_sites, aqi.table_set))
+            .map(|(d, v)| v.value(d, aqi.district_min_sites, aqi.tables.on(d)))
             .collect()
     }
 
@@ -422,6 +436,20 @@ mod tests {
             district_key(k, &aqi(&[], 1))
         );
         assert_ne!(district_key(k, &aqi(&[], 1)), district_key(k, &aqi(&[], 2)));
+        // The tables: part of the key (a change re-emits the derived days), not of the
+        // rows part that reads compare (the rows hold means, not classes).
+        use crate::aqi::index::{TableSet, Tables};
+        let pinned = AqiConfig {
+            tables: Tables::Pinned(TableSet::Hj633_2012),
+            ..aqi(&[], 1)
+        };
+        let (in_force, pinned) = (district_key(k, &aqi(&[], 1)), district_key(k, &pinned));
+        assert_ne!(in_force, pinned);
+        assert_eq!(rows_part(&in_force), rows_part(&pinned));
+        assert_ne!(
+            rows_part(&district_key(k, &aqi(&["a"], 1))),
+            rows_part(&in_force)
+        );
     }
 
     #[test]
@@ -462,19 +490,24 @@ mod tests {
         prop_oneof![
             3 => (0usize..3, 1u32..4, 0i64..24, 1i64..24, 50u32..3000)
                 .prop_map(|(s, d, h, n, v)| Step::Commit(s, d, h, n, v)),
-            1 => (0usize..3).prop_map(Step::Refresh),
+            1 => (0usize..4).prop_map(Step::Refresh),
         ]
     }
 
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
         /// Whatever the order of commits (late ones included), refreshes and changes of
-        /// the district rules, every read — site days and district days, under any of
+        /// the district rules and tables, every read — site days and district days, under any of
         /// the rule sets — equals a recomputation from the hours.
         #[test]
         fn caches_always_agree_with_the_hours(steps in proptest::collection::vec(step(), 1..14)) {
             const SITES: [&str; 3] = ["a", "bb", "ccc"];
-            let rules = [aqi(&[], 1), aqi(&["bb"], 1), aqi(&["a"], 2)];
+            // The last: other tables than in force (the same rows, other classes).
+            let pinned = AqiConfig {
+                tables: crate::aqi::index::Tables::Pinned(crate::aqi::index::TableSet::Hj633_2026),
+                ..aqi(&["bb"], 1)
+            };
+            let rules = [aqi(&[], 1), aqi(&["bb"], 1), aqi(&["a"], 2), pinned];
             let dir = tempfile::tempdir().unwrap();
             let mut s = Store::open(&StoreConfig {
                 path: dir.path().join("aq.db"),

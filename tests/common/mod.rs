@@ -414,7 +414,8 @@ impl Influx1 {
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
-    fn query_raw(&self, db: Option<&str>, q: &str) -> Option<(u16, String)> {
+    /// Runs an InfluxQL query: the status and the raw JSON body.
+    pub fn query_raw(&self, db: Option<&str>, q: &str) -> Option<(u16, String)> {
         let db = db.map(|d| format!("db={}&", enc(d))).unwrap_or_default();
         http(
             "POST",
