@@ -227,6 +227,8 @@ fn http_get(url: &str) -> Option<(u16, String)> {
     httpc::request("GET", url, "")
 }
 
+pub mod pg;
+
 mod httpc {
     //! A tiny blocking HTTP/1.0 GET/POST for readiness checks and queries, so the test
     //! harness needs no second HTTP stack.

@@ -1,0 +1,194 @@
+//! The PostgreSQL store under several concurrent writers, against a real server: each
+//! reading stored once whichever instance commits it, hourly aggregates equal to a
+//! recomputation from the readings, and an outbox that neither skips nor repeats a row
+//! while writers commit out of sequence order.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use aq_ingest::model::{Flag, MicrogramsPerCubicMetre, Period, Reading, SiteId, UnixMillis};
+use aq_ingest::store::{Outbox, StoreConfig, Writer};
+use common::pg::Postgres;
+
+/// Reading `i` of site `s` (one a minute from a whole hour), values varying by both.
+fn reading(s: usize, i: i64) -> Reading {
+    Reading {
+        site: SiteId::parse(&format!("site-{s:02}")).unwrap(),
+        device: None,
+        ts: UnixMillis(1_470_009_600_000 + i * 60_000),
+        period: Period::Sample,
+        flag: if i % 17 == 5 {
+            Flag::Maintenance
+        } else {
+            Flag::Normal
+        },
+        pm25: Some(
+            MicrogramsPerCubicMetre::new(((s * 13 + i as usize * 7) % 900) as f64 / 10.0).unwrap(),
+        ),
+        pm10: Some(
+            MicrogramsPerCubicMetre::new(((s * 37 + i as usize * 11) % 2000) as f64 / 10.0 + 5.0)
+                .unwrap(),
+        ),
+        interval_secs: Some(60),
+    }
+}
+
+/// Every reading of `sites` × `per_site`, cut into batches of `batch`, in an order
+/// that differs per writer (`seed`), and each batch shuffled: three writers then
+/// insert the same identities in different orders at the same time.
+fn batches(sites: usize, per_site: i64, batch: usize, seed: u64) -> Vec<Vec<Reading>> {
+    let mut all: Vec<Reading> = (0..sites)
+        .flat_map(|s| (0..per_site).map(move |i| reading(s, i)))
+        .collect();
+    let mut rng = fastrand::Rng::with_seed(seed);
+    rng.shuffle(&mut all);
+    all.chunks(batch).map(<[Reading]>::to_vec).collect()
+}
+
+/// The hourly aggregates recomputed by PostgreSQL from the stored readings, as the
+/// store keeps them (normal-flag samples: count, sum in milli-µg/m³, covered seconds).
+const RECOMPUTED: &str = "
+    SELECT site, (ts_ms / 3600000) * 3600000 AS hour_ms,
+           CAST(count(pm25) FILTER (WHERE flag = 'N') AS BIGINT),
+           CAST(coalesce(sum(round(pm25 * 1000)) FILTER (WHERE flag = 'N'), 0) AS BIGINT),
+           CAST(coalesce(sum(least(interval_secs, 3600)) FILTER (WHERE flag = 'N' AND pm25 IS NOT NULL), 0) AS BIGINT),
+           CAST(count(pm10) FILTER (WHERE flag = 'N') AS BIGINT),
+           CAST(coalesce(sum(round(pm10 * 1000)) FILTER (WHERE flag = 'N'), 0) AS BIGINT)
+    FROM readings GROUP BY 1, 2 ORDER BY 1, 2";
+
+const STORED: &str = "
+    SELECT site, hour_ms, n25, sum25, cov25, n10, sum10 FROM hourly
+    WHERE n25 > 0 OR n10 > 0 ORDER BY 1, 2";
+
+type HourRow = (String, i64, i64, i64, i64, i64, i64);
+
+fn hour_rows(pg: &Postgres, sql: &str) -> Vec<HourRow> {
+    pg.client()
+        .query(sql, &[])
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r.get(0),
+                r.get(1),
+                r.get(2),
+                r.get(3),
+                r.get(4),
+                r.get(5),
+                r.get(6),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn concurrent_writers_store_each_reading_once_and_the_hours_match_the_readings() {
+    let pg = Postgres::start();
+    let cfg = StoreConfig::postgres(&pg.url());
+    let (sites, per_site) = (8, 240);
+    let writers: Vec<_> = (0..3u64)
+        .map(|w| {
+            let cfg = cfg.clone();
+            std::thread::spawn(move || {
+                let mut writer = Writer::open(&cfg, None).unwrap();
+                let mut stored = 0;
+                for b in batches(sites, per_site, 97, w) {
+                    stored += writer
+                        .commit_batch_durable(&b, &[], UnixMillis(1))
+                        .unwrap()
+                        .stored;
+                }
+                stored
+            })
+        })
+        .collect();
+    let stored: u64 = writers.into_iter().map(|t| t.join().unwrap()).sum();
+    let total = (sites as i64) * per_site;
+    // Every writer offered every reading; between them they stored each exactly once.
+    assert_eq!(stored as i64, total);
+    assert_eq!(pg.count("SELECT count(*) FROM readings"), total);
+    assert_eq!(
+        pg.count("SELECT count(DISTINCT (site, ts_ms, period)) FROM readings"),
+        total
+    );
+    // The aggregates were updated only from rows actually inserted.
+    let want = hour_rows(&pg, RECOMPUTED);
+    assert_eq!(want.len(), sites * 4, "4 hours per site");
+    assert_eq!(hour_rows(&pg, STORED), want);
+    // Three writers registered; the rows name them.
+    assert_eq!(pg.count("SELECT count(DISTINCT writer) FROM readings"), 3);
+}
+
+#[test]
+fn the_outbox_neither_skips_nor_repeats_a_row_while_writers_commit_out_of_order() {
+    let pg = Postgres::start();
+    let cfg = StoreConfig::postgres(&pg.url());
+    let done = Arc::new(AtomicBool::new(false));
+    // Three writers with disjoint readings (each its own sites), small batches, so
+    // that sequence values are handed out interleaved and commit out of order.
+    let writers: Vec<_> = (0..3usize)
+        .map(|w| {
+            let cfg = cfg.clone();
+            std::thread::spawn(move || {
+                let mut writer = Writer::open(&cfg, None).unwrap();
+                let mut rng = fastrand::Rng::with_seed(w as u64);
+                for i in 0..400i64 {
+                    let n = rng.usize(1..6);
+                    let b: Vec<Reading> = (0..n).map(|k| reading(w * 10 + k, i)).collect();
+                    writer.commit_batch_durable(&b, &[], UnixMillis(1)).unwrap();
+                }
+            })
+        })
+        .collect();
+    // The sink: pages of at most 7 after its cursor, cursor moved after each page.
+    let reader = {
+        let (cfg, done) = (cfg.clone(), Arc::clone(&done));
+        std::thread::spawn(move || {
+            let mut outbox = Outbox::open(&cfg, "influx").unwrap();
+            let mut cursor = outbox.cursor().unwrap();
+            let mut seen: Vec<i64> = Vec::new();
+            loop {
+                let finished = done.load(Ordering::Acquire);
+                let page = outbox.pending(&cursor, 7).unwrap();
+                if page.is_empty() && finished {
+                    return seen;
+                }
+                for (pos, _) in &page {
+                    seen.push(pos.seq);
+                    cursor.advance(*pos);
+                }
+                if !page.is_empty() {
+                    outbox.advance_durable(&cursor, &[], UnixMillis(2)).unwrap();
+                }
+            }
+        })
+    };
+    for w in writers {
+        w.join().unwrap();
+    }
+    done.store(true, Ordering::Release);
+    let seen = reader.join().unwrap();
+    let all: BTreeSet<i64> = pg
+        .client()
+        .query("SELECT seq FROM readings", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let distinct: BTreeSet<i64> = seen.iter().copied().collect();
+    assert_eq!(distinct.len(), seen.len(), "a row was delivered twice");
+    assert_eq!(
+        distinct,
+        all,
+        "rows skipped: {}",
+        all.len() - distinct.len()
+    );
+    // And the stored cursor has nothing left after it.
+    let outbox = Outbox::open(&cfg, "influx").unwrap();
+    let cursor = outbox.cursor().unwrap();
+    assert!(outbox.pending(&cursor, 10).unwrap().is_empty());
+    assert_eq!(outbox.pending_stats(&cursor).unwrap().0, 0);
+}
