@@ -23,7 +23,8 @@ use crate::source::mqtt::{self, MqttAlertPublisher};
 use crate::source::tcp;
 use crate::source::{Acker, Message, SourceContext, SourceIndex};
 use crate::stages::Stages;
-use crate::store::{HourlyLines, Store, StoreLock, Writer};
+use crate::store::roles::{self, Role};
+use crate::store::{open_blocking, Backend, HourlyLines, Store, StoreLock, Writer};
 
 /// The device source's index among the ingest's ackers.
 const DEVICE_SOURCE: SourceIndex = 0;
@@ -57,8 +58,13 @@ pub async fn serve(
         .derived
         .clone()
         .map(|d| Box::new(move |h: &_| d.hour_line(h)) as HourlyLines);
-    let writer = Writer::open(&plan.store, hourly).context("opening the store")?;
-    info!(path = %plan.store.path.display(), "store open");
+    let writer = open_blocking({
+        let cfg = plan.store.clone();
+        move || Writer::open(&cfg, hourly)
+    })
+    .await
+    .context("opening the store")?;
+    info!(store = %plan.store.describe(), "store open");
 
     // Registered in drain order (see `stages`).
     let mut stages = Stages::default();
@@ -69,15 +75,8 @@ pub async fn serve(
     let (nudge_tx, sink) = match &plan.influx {
         Some(icfg) => {
             let (tx, rx) = mpsc::channel(1);
-            let sink = InfluxSink::new(
-                icfg.clone(),
-                &plan.store,
-                Arc::clone(&metrics),
-                Arc::clone(&clock),
-            )
-            .context("starting the InfluxDB sink")?;
             info!(url = %icfg.url, api = ?icfg.api, "influx sink enabled");
-            (Some(tx), Some(sink.run(rx)))
+            (Some(tx), Some(sink_stage(&plan, &clock, &metrics, rx)?))
         }
         None => (None, None),
     };
@@ -103,22 +102,103 @@ pub async fn serve(
     Ok(())
 }
 
-/// Housekeeping, first in the drain: it holds nothing.
+/// The InfluxDB sink stage: on SQLite the sink itself; on PostgreSQL the sink while
+/// this instance holds the InfluxDB writer role (standing by until it does, and
+/// again after losing it). It ends when `nudges` closes (the ingest has finished).
+fn sink_stage(
+    plan: &Arc<Plan>,
+    clock: &Arc<dyn Clock>,
+    metrics: &Arc<Metrics>,
+    mut nudges: mpsc::Receiver<()>,
+) -> anyhow::Result<impl Future<Output = anyhow::Result<()>>> {
+    let icfg = plan.influx.clone().expect("a sink is configured");
+    let shared = plan_is_shared(plan);
+    let open = {
+        let (plan, clock, metrics) = (Arc::clone(plan), Arc::clone(clock), Arc::clone(metrics));
+        move || {
+            InfluxSink::new(
+                icfg.clone(),
+                &plan.store,
+                Arc::clone(&metrics),
+                Arc::clone(&clock),
+            )
+            .context("starting the InfluxDB sink")
+        }
+    };
+    // On SQLite the sink opens now, so that a bad store fails the start.
+    let first = if shared { None } else { Some(open()?) };
+    let store = plan.store.clone();
+    Ok(async move {
+        let Some(store) = shared.then_some(store) else {
+            return Ok(first.expect("opened").run(&mut nudges).await?);
+        };
+        loop {
+            let held = tokio::select! {
+                held = roles::acquire(&store, Role::InfluxWriter) => held,
+                // The ingest finished while another instance writes: nothing to do.
+                None = wait_closed(&mut nudges) => return Ok(()),
+            };
+            let sink = tokio::task::spawn_blocking(open.clone()).await??;
+            tokio::select! {
+                r = sink.run(&mut nudges) => return Ok(r?),
+                _ = held.lost() => {}
+            }
+        }
+    })
+}
+
+/// Resolves with `None` when `nudges` closes (nudges themselves are dropped).
+async fn wait_closed(nudges: &mut mpsc::Receiver<()>) -> Option<()> {
+    while nudges.recv().await.is_some() {}
+    None
+}
+
+/// Whether several instances share the store (PostgreSQL): the singleton roles are
+/// then taken with [`roles`].
+fn plan_is_shared(plan: &Plan) -> bool {
+    plan.store.backend == Backend::Postgres
+}
+
+/// Housekeeping, first in the drain: it holds nothing. On PostgreSQL it runs while
+/// this instance holds the housekeeping role.
 fn start_housekeeping(
     plan: &Arc<Plan>,
     clock: &Arc<dyn Clock>,
     metrics: &Arc<Metrics>,
     stages: &mut Stages,
 ) -> anyhow::Result<()> {
-    let housekeeping = Housekeeping::open(Arc::clone(plan), Arc::clone(clock), Arc::clone(metrics))
-        .context("opening the store for housekeeping")?;
-    let (stop, stopped) = oneshot::channel();
+    let open = {
+        let (plan, clock, metrics) = (Arc::clone(plan), Arc::clone(clock), Arc::clone(metrics));
+        move || {
+            Housekeeping::open(Arc::clone(&plan), Arc::clone(&clock), Arc::clone(&metrics))
+                .context("opening the store for housekeeping")
+        }
+    };
+    let shared = plan_is_shared(plan);
+    let first = if shared { None } else { Some(open()?) };
+    let store = plan.store.clone();
+    let (stop, mut stopped) = oneshot::channel();
     stages.spawn_stoppable(
         "housekeeping",
         move || {
             let _ = stop.send(());
         },
-        housekeeping.run(stopped),
+        async move {
+            let Some(store) = shared.then_some(store) else {
+                return anyhow::Ok(first.expect("opened").run(&mut stopped).await?);
+            };
+            loop {
+                let held = tokio::select! {
+                    held = roles::acquire(&store, Role::Housekeeping) => held,
+                    _ = &mut stopped => return Ok(()),
+                };
+                let housekeeping = tokio::task::spawn_blocking(open.clone()).await??;
+                tokio::select! {
+                    r = housekeeping.run(&mut stopped) => return Ok(r?),
+                    _ = held.lost() => {}
+                }
+            }
+        },
     );
     Ok(())
 }
@@ -232,7 +312,12 @@ async fn start_api(
     let app = api::router(
         ctx.clone(),
         Arc::clone(&plan.registry),
-        Store::open(&plan.store).context("opening the store for the API")?,
+        open_blocking({
+            let cfg = plan.store.clone();
+            move || Store::open(&cfg)
+        })
+        .await
+        .context("opening the store for the API")?,
         Arc::clone(metrics),
         Arc::clone(clock),
     );

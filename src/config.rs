@@ -168,6 +168,20 @@ impl Config {
                 p.push(format!("mqtt.topics: {e}"));
             }
         }
+        if let Some(g) = &self.mqtt.share_group {
+            if g.is_empty() || g.contains(['/', '+', '#']) {
+                p.push(format!(
+                    "mqtt.share_group {g:?} must be one topic level (no '/', '+' or '#')"
+                ));
+            }
+        }
+        if self.mqtt.share_group.is_some() && self.store.backend != crate::store::Backend::Postgres
+        {
+            p.push("mqtt.share_group splits the readings between instances, which only a shared store can hold: set [store] backend = \"postgres\"".into());
+        }
+        if self.store.backend == crate::store::Backend::Postgres && self.store.url.is_none() {
+            p.push("[store] backend = \"postgres\" needs url".into());
+        }
         if self.mqtt.client_id.is_empty() || self.mqtt.client_id.len() > 128 {
             p.push("mqtt.client_id must be 1..=128 bytes".into());
         }

@@ -59,7 +59,7 @@ impl Housekeeping {
     }
 
     /// Runs until `stop` fires (or its sender is dropped).
-    pub async fn run(mut self, mut stop: oneshot::Receiver<()>) -> Result<(), StoreError> {
+    pub async fn run(mut self, stop: &mut oneshot::Receiver<()>) -> Result<(), StoreError> {
         // A period long enough to mean "never" without overflowing the timer.
         let never = Duration::from_secs(u64::MAX / 4);
         let mut stats = tokio::time::interval(self.timers.stats_every.unwrap_or(never));
@@ -69,7 +69,7 @@ impl Housekeeping {
         stats.tick().await;
         loop {
             tokio::select! {
-                _ = &mut stop => return Ok(()),
+                _ = &mut *stop => return Ok(()),
                 _ = stats.tick() => self.metrics.log_counters(),
                 _ = gauges.tick() => self.gauges().await,
                 _ = daily.tick() => self.daily().await,
@@ -86,7 +86,12 @@ impl Housekeeping {
     ) -> Option<T> {
         let store = match self.store.take() {
             Some(s) => s,
-            None => match Maintainer::open(&self.plan.store) {
+            None => match crate::store::open_blocking({
+                let cfg = self.plan.store.clone();
+                move || Maintainer::open(&cfg)
+            })
+            .await
+            {
                 Ok(s) => s,
                 Err(e) => {
                     warn!(error = %e, task = what, "housekeeping cannot reopen the store; retried at the next interval");

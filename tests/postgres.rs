@@ -66,9 +66,7 @@ const STORED: &str = "
 type HourRow = (String, i64, i64, i64, i64, i64, i64);
 
 fn hour_rows(pg: &Postgres, sql: &str) -> Vec<HourRow> {
-    pg.client()
-        .query(sql, &[])
-        .unwrap()
+    pg.query(sql)
         .iter()
         .map(|r| {
             (
@@ -172,9 +170,7 @@ fn the_outbox_neither_skips_nor_repeats_a_row_while_writers_commit_out_of_order(
     done.store(true, Ordering::Release);
     let seen = reader.join().unwrap();
     let all: BTreeSet<i64> = pg
-        .client()
-        .query("SELECT seq FROM readings", &[])
-        .unwrap()
+        .query("SELECT seq FROM readings")
         .iter()
         .map(|r| r.get(0))
         .collect();

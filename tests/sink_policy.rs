@@ -169,8 +169,8 @@ async fn run_sink(url: &str, extra: &str, store: StoreConfig) -> Running {
     .unwrap();
     let metrics = Arc::new(Metrics::default());
     let sink = InfluxSink::new(cfg, &store, Arc::clone(&metrics), Arc::new(SystemClock)).unwrap();
-    let (tx, rx) = tokio::sync::mpsc::channel(1);
-    let task = tokio::spawn(async move { sink.run(rx).await.unwrap() });
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+    let task = tokio::spawn(async move { sink.run(&mut rx).await.unwrap() });
     Running {
         metrics,
         nudge: Some(tx),

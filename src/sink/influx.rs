@@ -306,7 +306,7 @@ impl InfluxSink {
     /// left for at most `shutdown_flush_secs` and logs what is still pending.
     ///
     /// `nudges` carries "new rows committed" hints; the outbox itself is the truth.
-    pub async fn run(mut self, mut nudges: mpsc::Receiver<()>) -> Result<(), SinkError> {
+    pub async fn run(mut self, nudges: &mut mpsc::Receiver<()>) -> Result<(), SinkError> {
         let flush_interval = Duration::from_secs_f64(self.cfg.flush_interval_secs);
         let shutdown_flush = Duration::from_secs(self.cfg.shutdown_flush_secs);
         let mut open = true;
@@ -367,7 +367,7 @@ impl InfluxSink {
             let retry = self.deliver(rows).await?;
             if let Some(delay) = retry {
                 let (open, deadline) = (&mut open, &mut shutdown_deadline);
-                back_off(delay, shutdown_flush, &mut nudges, open, deadline).await;
+                back_off(delay, shutdown_flush, nudges, open, deadline).await;
             }
         }
         self.update_stats().await?;

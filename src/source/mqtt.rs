@@ -52,6 +52,11 @@ pub struct MqttConfig {
     /// Subscription filters; the first `+` level of each is the site id.
     #[serde(default = "default_topics")]
     pub topics: Vec<String>,
+    /// Several instances sharing the work (PostgreSQL store): each subscribes to
+    /// `$share/{share_group}/{filter}` with its own `client_id`, and the broker hands
+    /// each message to one of them. None (the default): a plain subscription.
+    #[serde(default)]
+    pub share_group: Option<String>,
     pub username: Option<String>,
     /// Environment variable holding the password (never the config file).
     #[serde(default = "default_password_env")]
@@ -137,6 +142,18 @@ pub enum MqttError {
 }
 
 impl MqttConfig {
+    /// The filters as subscribed: with the `$share/GROUP/` prefix when shared.
+    pub fn subscriptions(&self) -> Vec<String> {
+        match &self.share_group {
+            Some(g) => self
+                .topics
+                .iter()
+                .map(|t| format!("$share/{g}/{t}"))
+                .collect(),
+            None => self.topics.clone(),
+        }
+    }
+
     pub fn broker(&self) -> Result<BrokerAddr, MqttError> {
         let bad = || MqttError::Url(self.url.clone());
         let (tls, rest) = if let Some(r) = self.url.strip_prefix("mqtt://") {
@@ -296,7 +313,7 @@ pub fn start(
     let poller = Poller {
         client,
         eventloop,
-        topics: cfg.topics.clone(),
+        topics: cfg.subscriptions(),
         source,
         generation: 0,
         clock: ctx.clock,
@@ -515,6 +532,7 @@ impl Poller {
                         .iter()
                         .map(|t| rumqttc::SubscribeFilter::new(t.clone(), QoS::AtLeastOnce))
                         .collect();
+                    // (`topics` already carry the `$share/GROUP/` prefix when shared.)
                     // A separate task: the poll task must never await the client.
                     tokio::spawn(async move {
                         if let Err(e) = client.subscribe_many(filters).await {

@@ -20,6 +20,7 @@ mod lock;
 mod outbox;
 mod postgres_schema;
 mod queries;
+pub mod roles;
 mod schema;
 pub(crate) mod sql;
 
@@ -163,6 +164,22 @@ impl StoreConfig {
         }
     }
 
+    /// [`StoreConfig::pg_config`] for the asynchronous client (the role locks).
+    fn pg_async_config(&self) -> Result<tokio_postgres::Config, StoreError> {
+        let url = self.url.as_deref().ok_or(StoreError::NoUrl)?;
+        let mut c: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e: tokio_postgres::Error| StoreError::BadUrl(e.to_string()))?;
+        if let Ok(pw) = std::env::var(&self.password_env) {
+            c.password(pw);
+        }
+        c.application_name("aq-ingest (role lock)");
+        c.connect_timeout(PG_CONNECT_TIMEOUT);
+        c.keepalives(true);
+        c.keepalives_idle(Duration::from_secs(10));
+        Ok(c)
+    }
+
     /// The PostgreSQL connection settings, the password from the environment.
     fn pg_config(&self) -> Result<postgres::Config, StoreError> {
         let url = self.url.as_deref().ok_or(StoreError::NoUrl)?;
@@ -295,6 +312,17 @@ where
         (handle, r)
     })
     .await
+}
+
+/// Opens a store handle on a blocking thread: opening may connect to PostgreSQL,
+/// whose synchronous client must not block an async worker.
+pub async fn open_blocking<H: Send + 'static>(
+    open: impl FnOnce() -> Result<H, StoreError> + Send + 'static,
+) -> Result<H, StoreError> {
+    match tokio::task::spawn_blocking(open).await {
+        Ok(r) => r,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
 }
 
 /// Housekeeping's and the operator's handle: refreshes the site and district day

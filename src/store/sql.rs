@@ -147,7 +147,8 @@ impl Row {
 /// A PostgreSQL connection, its prepared statements, and what it needs to come back
 /// after the server went away.
 pub(super) struct Pg {
-    client: postgres::Client,
+    /// Always `Some` but while being dropped (see the `Drop` impl).
+    client: Option<postgres::Client>,
     config: postgres::Config,
     stmts: HashMap<String, postgres::Statement>,
     /// Inside BEGIN … COMMIT: a lost connection is then an error, never a silent
@@ -209,7 +210,7 @@ impl Db {
         let client = config.connect(postgres::NoTls)?;
         Ok(Db {
             conn: Conn::Postgres(Box::new(RefCell::new(Pg {
-                client,
+                client: Some(client),
                 config,
                 stmts: HashMap::new(),
                 in_tx: false,
@@ -245,7 +246,7 @@ impl Db {
     pub(super) fn batch(&self, sql: &str) -> Result<(), StoreError> {
         match &self.conn {
             Conn::Sqlite(c) => c.execute_batch(sql)?,
-            Conn::Postgres(pg) => pg.borrow_mut().live()?.client.batch_execute(sql)?,
+            Conn::Postgres(pg) => pg.borrow_mut().live()?.client().batch_execute(sql)?,
         }
         Ok(())
     }
@@ -261,7 +262,7 @@ impl Db {
                 let mut pg = pg.borrow_mut();
                 let stmt = pg.statement(sql)?;
                 let refs = pg_params(params);
-                Ok(pg.client.execute(&stmt, &refs)?)
+                Ok(pg.client().execute(&stmt, &refs)?)
             }
         }
     }
@@ -287,7 +288,7 @@ impl Db {
                 let mut pg = pg.borrow_mut();
                 let stmt = pg.statement(sql)?;
                 let refs = pg_params(params);
-                let rows = pg.client.query(&stmt, &refs)?;
+                let rows = pg.client().query(&stmt, &refs)?;
                 rows.iter().map(pg_row).collect()
             }
         }
@@ -305,14 +306,14 @@ impl Db {
             Conn::Sqlite(c) => Ok(c.execute_batch(sql)?),
             Conn::Postgres(pg) => {
                 let mut pg = pg.borrow_mut();
-                if !entering && pg.client.is_closed() {
+                if !entering && pg.client().is_closed() {
                     pg.in_tx = false;
                     return match sql {
                         "ROLLBACK" => Ok(()),
                         _ => Err(StoreError::ConnectionLost),
                     };
                 }
-                let r = pg.live()?.client.batch_execute(sql);
+                let r = pg.live()?.client().batch_execute(sql);
                 pg.in_tx = entering && r.is_ok();
                 Ok(r?)
             }
@@ -369,12 +370,18 @@ impl Drop for Tx<'_> {
 impl Pg {
     /// The client, reconnected first when the server closed the last one (a restart of
     /// PostgreSQL, a network cut): the caller's statement then runs on a new session.
+    fn client(&mut self) -> &mut postgres::Client {
+        self.client
+            .as_mut()
+            .expect("the client is only taken when dropped")
+    }
+
     fn live(&mut self) -> Result<&mut Pg, StoreError> {
-        if self.client.is_closed() {
+        if self.client().is_closed() {
             if self.in_tx {
                 return Err(StoreError::ConnectionLost);
             }
-            self.client = self.config.connect(postgres::NoTls)?;
+            self.client = Some(self.config.connect(postgres::NoTls)?);
             self.stmts.clear();
             self.session += 1;
         }
@@ -386,9 +393,24 @@ impl Pg {
         if let Some(s) = self.stmts.get(sql) {
             return Ok(s.clone());
         }
-        let s = self.client.prepare(&dollar_placeholders(sql))?;
+        let s = self.client().prepare(&dollar_placeholders(sql))?;
         self.stmts.insert(sql.to_owned(), s.clone());
         Ok(s)
+    }
+}
+
+impl Drop for Pg {
+    /// The synchronous client closes its connection by blocking on its own runtime,
+    /// which panics on an async worker thread: inside a tokio runtime the close goes to
+    /// a blocking thread (store handles end where their stage ends, often async code).
+    fn drop(&mut self) {
+        let Some(client) = self.client.take() else {
+            return;
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) => drop(h.spawn_blocking(move || drop(client))),
+            Err(_) => drop(client),
+        }
     }
 }
 

@@ -170,14 +170,28 @@ impl Postgres {
         format!("postgres://postgres@127.0.0.1:{}/{DATABASE}", self.port)
     }
 
-    /// A client for checks.
-    pub fn client(&self) -> postgres::Client {
-        postgres::Client::connect(&self.url(), postgres::NoTls).unwrap()
+    /// Runs `f` with a new client for checks. The synchronous client blocks on a
+    /// runtime of its own, so inside a (multi-thread) tokio test it runs in
+    /// `block_in_place`.
+    pub fn with_client<T>(&self, f: impl FnOnce(&mut postgres::Client) -> T) -> T {
+        let run = || {
+            let mut c = postgres::Client::connect(&self.url(), postgres::NoTls).unwrap();
+            f(&mut c)
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(_) => tokio::task::block_in_place(run),
+            Err(_) => run(),
+        }
+    }
+
+    /// The rows of a query.
+    pub fn query(&self, sql: &str) -> Vec<postgres::Row> {
+        self.with_client(|c| c.query(sql, &[]).unwrap())
     }
 
     /// `SELECT count(*) …` (or any single bigint).
     pub fn count(&self, sql: &str) -> i64 {
-        self.client().query_one(sql, &[]).unwrap().get(0)
+        self.with_client(|c| c.query_one(sql, &[]).unwrap().get(0))
     }
 
     pub fn log_text(&self) -> String {

@@ -1,0 +1,324 @@
+//! Three aq-ingest instances on one PostgreSQL store and one mosquitto (`$share`),
+//! with a fourth on its own SQLite store subscribed to the same stream as the
+//! reference. A week for 50 sites is published (plus re-uploads) while one instance is
+//! SIGKILLed mid-stream and restarted, and then the instance holding the InfluxDB
+//! writer role is. Afterwards: every reading is stored exactly once, the hourly
+//! aggregates equal a recomputation from the readings, VictoriaMetrics holds every
+//! reading, and the report from any instance equals the SQLite instance's, day by day.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::pg::Postgres;
+use common::*;
+
+const SITES: usize = 50;
+/// A week at a ten-minute cadence.
+const PER_SITE: usize = 7 * 24 * 6;
+const CADENCE_MS: i64 = 600_000;
+
+/// The week's first instant: eight days ago, on a whole day (UTC).
+fn week_start() -> i64 {
+    let now = chrono::Utc::now().timestamp_millis();
+    (now / 86_400_000 - 8) * 86_400_000
+}
+
+fn message(site: usize, i: usize, base: i64) -> (String, Vec<u8>) {
+    let (pm25, pm10) = reading_values(site, i);
+    let ts = base + i as i64 * CADENCE_MS;
+    (
+        format!("aq/site-{site:03}/readings"),
+        format!(r#"{{"ts":{ts},"pm25":{pm25},"pm10":{pm10},"interval_secs":600}}"#).into_bytes(),
+    )
+}
+
+/// Readings `from..to` of every site, interleaved by time as devices send them.
+fn stream(from: usize, to: usize, base: i64) -> Vec<(String, Vec<u8>)> {
+    (from..to)
+        .flat_map(|i| (0..SITES).map(move |s| message(s, i, base)))
+        .collect()
+}
+
+struct Instance {
+    name: String,
+    config: PathBuf,
+    proc: Option<Proc>,
+    runs: usize,
+    dir: PathBuf,
+}
+
+impl Instance {
+    fn new(dir: &Path, name: &str, store: &str, share: bool, broker: &str, vm: &str) -> Self {
+        let config = dir.join(format!("{name}.toml"));
+        let share = if share { "share_group = \"aq\"\n" } else { "" };
+        std::fs::write(
+            &config,
+            format!(
+                "[mqtt]\nurl = \"{broker}\"\nclient_id = \"{name}\"\n{share}reconnect_min_ms = 50\nreconnect_max_secs = 1\n\
+                 {store}\n[log]\nstats_interval_secs = 0\n[api]\nlisten = \"127.0.0.1:{}\"\n\
+                 [influx]\nurl = \"{vm}\"\nbucket = \"aq\"\nflush_interval_secs = 0.2\nretry_min_ms = 20\nretry_max_secs = 1\nderived = false\n",
+                free_port()
+            ),
+        )
+        .unwrap();
+        let mut i = Instance {
+            name: name.into(),
+            config,
+            proc: None,
+            runs: 0,
+            dir: dir.to_owned(),
+        };
+        i.start();
+        i
+    }
+
+    fn start(&mut self) {
+        let log = self.dir.join(format!("{}-{}.log", self.name, self.runs));
+        self.runs += 1;
+        let p = spawn_logged(
+            Command::new(env!("CARGO_BIN_EXE_aq-ingest"))
+                .arg("--config")
+                .arg(&self.config)
+                .arg("serve")
+                .env("RUST_LOG", "info"),
+            log,
+        );
+        let subscribed = || p.log_text().contains("mqtt: subscribed");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !subscribed() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} did not subscribe within 30 s; its log:\n{}",
+                self.name,
+                p.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.proc = Some(p);
+    }
+
+    fn log(&self) -> String {
+        self.proc.as_ref().map(Proc::log_text).unwrap_or_default()
+    }
+
+    fn runs_influx_writer(&self) -> bool {
+        self.log()
+            .lines()
+            .any(|l| l.contains("this instance now runs the role") && l.contains("influx writer"))
+    }
+
+    fn kill(&mut self) {
+        self.proc.take().unwrap().kill();
+    }
+
+    fn report(&self, from: &str, to: &str) -> serde_json::Value {
+        let out = Command::new(env!("CARGO_BIN_EXE_aq-ingest"))
+            .arg("--config")
+            .arg(&self.config)
+            .args(["report", "--from", from, "--to", to, "--format", "json"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{} report: {}",
+            self.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+}
+
+/// The hourly aggregates as stored, and recomputed by PostgreSQL from the readings.
+fn hours_match_readings(pg: &Postgres) {
+    let q = |sql: &str| -> Vec<(String, i64, i64, i64, i64, i64)> {
+        pg.query(sql)
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5)))
+            .collect()
+    };
+    let recomputed = q("SELECT site, (ts_ms / 3600000) * 3600000,
+            CAST(count(pm25) AS BIGINT), CAST(sum(round(pm25 * 1000)) AS BIGINT),
+            CAST(count(pm10) AS BIGINT), CAST(sum(round(pm10 * 1000)) AS BIGINT)
+        FROM readings WHERE flag = 'N' GROUP BY 1, 2 ORDER BY 1, 2");
+    let stored = q("SELECT site, hour_ms, n25, sum25, n10, sum10 FROM hourly ORDER BY 1, 2");
+    assert_eq!(recomputed.len(), SITES * PER_SITE / 6);
+    assert_eq!(stored, recomputed);
+}
+
+// Long because it is one scenario: start, publish with two kills, then every check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_one_killed_store_every_reading_once_and_report_as_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let pg = Postgres::start();
+    let broker = Mosquitto::start(dir.path());
+    let vm = Victoria::start(dir.path());
+    let pg_store = format!("[store]\nbackend = \"postgres\"\nurl = \"{}\"", pg.url());
+    let lite_store = format!(
+        "[store]\npath = \"{}\"\ndurability = \"process_crash\"",
+        dir.path().join("ref.db").display()
+    );
+    // The reference: one instance on SQLite with a plain subscription (every message).
+    // Its InfluxDB sink is VictoriaMetrics too; the PostgreSQL instances' points are
+    // the same points.
+    let reference = Instance::new(
+        dir.path(),
+        "ref",
+        &lite_store,
+        false,
+        &broker.url(),
+        &vm.url(),
+    );
+    let mut inst: Vec<Instance> = (0..3)
+        .map(|n| {
+            Instance::new(
+                dir.path(),
+                &format!("aq-{n}"),
+                &pg_store,
+                true,
+                &broker.url(),
+                &vm.url(),
+            )
+        })
+        .collect();
+    wait_until(
+        "an instance to take the influx writer role",
+        Duration::from_secs(20),
+        || inst.iter().any(Instance::runs_influx_writer),
+    );
+
+    let base = week_start();
+    let total = (SITES * PER_SITE) as i64;
+    let third = PER_SITE / 3;
+    let port = broker.port;
+    // The stream, in three parts, each published while the instances work.
+    let publisher = tokio::spawn(async move {
+        publish_all(port, stream(0, third, base)).await;
+        publish_all(port, stream(third, 2 * third, base)).await;
+        publish_all(port, stream(2 * third, PER_SITE, base)).await;
+        // Re-uploads: devices that resend a day they had already delivered.
+        publish_all(port, stream(PER_SITE / 2, PER_SITE / 2 + 144, base)).await;
+    });
+
+    // One instance killed mid-stream, restarted at once with the same client id (its
+    // share's queued messages wait in its session on the broker until then).
+    let count = |pg: &Postgres| pg.count("SELECT count(*) FROM readings");
+    wait_until(
+        "a quarter of the stream stored",
+        Duration::from_secs(120),
+        || count(&pg) >= total / 4,
+    );
+    assert!(count(&pg) < total, "the first kill must fall mid-stream");
+    let victim = inst
+        .iter()
+        .position(|i| !i.runs_influx_writer())
+        .expect("two instances do not run the writer");
+    inst[victim].kill();
+    inst[victim].start();
+
+    // Then the instance running the InfluxDB writer: another takes the role over.
+    wait_until(
+        "half of the stream stored",
+        Duration::from_secs(120),
+        || count(&pg) >= total / 2,
+    );
+    assert!(count(&pg) < total, "the second kill must fall mid-stream");
+    let writer = inst.iter().position(Instance::runs_influx_writer).unwrap();
+    inst[writer].kill();
+    inst[writer].start();
+    wait_until(
+        "another instance to take the writer role over",
+        Duration::from_secs(20),
+        || {
+            inst.iter()
+                .enumerate()
+                .any(|(n, i)| n != writer && i.runs_influx_writer())
+                || inst[writer].runs_influx_writer()
+        },
+    );
+    publisher.await.unwrap();
+
+    // Every reading stored exactly once, whichever instance committed it.
+    wait_until(
+        "every reading in PostgreSQL",
+        Duration::from_secs(120),
+        || count(&pg) >= total,
+    );
+    assert_eq!(count(&pg), total);
+    assert_eq!(
+        pg.count("SELECT count(DISTINCT (site, ts_ms, period)) FROM readings"),
+        total
+    );
+    assert!(
+        pg.count("SELECT count(DISTINCT writer) FROM readings") >= 3,
+        "the instances shared the work"
+    );
+    hours_match_readings(&pg);
+
+    // VictoriaMetrics has every reading, from the writer role wherever it ran.
+    let expected: BTreeSet<(String, i64)> = (0..SITES)
+        .flat_map(|s| {
+            (0..PER_SITE).map(move |i| (format!("site-{s:03}"), base + i as i64 * CADENCE_MS))
+        })
+        .collect();
+    wait_until(
+        "every reading in VictoriaMetrics",
+        Duration::from_secs(120),
+        || {
+            let got: BTreeSet<(String, i64)> = vm
+                .export("pm")
+                .into_iter()
+                .filter(|(name, ..)| name == "pm_pm10")
+                .map(|(_, site, ts, _)| (site, ts))
+                .collect();
+            got == expected
+        },
+    );
+    wait_until(
+        "the PostgreSQL outbox drained",
+        Duration::from_secs(60),
+        || {
+            pg.count(
+            "SELECT count(*) FROM readings r WHERE r.seq > coalesce((SELECT c.seq FROM sink_cursors c
+             WHERE c.sink = 'influx' AND c.writer = r.writer), 0)",
+        ) == 0
+        },
+    );
+
+    // The reports: any instance's equals the SQLite reference's, day by day.
+    wait_until(
+        "the reference to store every reading",
+        Duration::from_secs(120),
+        || {
+            let c = rusqlite::Connection::open(dir.path().join("ref.db")).unwrap();
+            count_sqlite(&c) == total
+        },
+    );
+    let zone_day = |ms: i64| {
+        chrono::DateTime::from_timestamp_millis(ms + 8 * 3_600_000)
+            .unwrap()
+            .date_naive()
+            .to_string()
+    };
+    let (from, to) = (
+        zone_day(base),
+        zone_day(base + (PER_SITE as i64 - 1) * CADENCE_MS),
+    );
+    let want = reference.report(&from, &to);
+    assert!(
+        want["days"].as_array().is_some_and(|d| d.len() >= 7),
+        "{want}"
+    );
+    for i in &inst {
+        assert_eq!(i.report(&from, &to)["days"], want["days"], "{}", i.name);
+    }
+}
+
+fn count_sqlite(c: &rusqlite::Connection) -> i64 {
+    c.busy_timeout(Duration::from_secs(10)).unwrap();
+    c.query_row("SELECT count(*) FROM readings", [], |r| r.get(0))
+        .unwrap_or(0)
+}
