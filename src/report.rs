@@ -13,6 +13,7 @@ use thiserror::Error;
 use crate::aqi::daily::{site_value, DayClass, DayValue, SiteDay};
 use crate::aqi::target::{progress, Progress, TargetConfig};
 use crate::aqi::AqiConfig;
+use crate::model::Pollutant;
 use crate::store::{Store, StoreError};
 
 /// Printed with every report: this is not the official count.
@@ -218,6 +219,12 @@ impl Report {
             "as_of": self.spec.as_of.to_string(),
             "site": self.spec.site,
             "tables": self.tables.name(),
+            // The 24-hour concentrations at IAQI 100 of these tables: above them a
+            // day's pollutant is over its daily limit (the dashboard draws them).
+            "daily_limits": {
+                "pm25": self.tables.limit_at_iaqi_100(Pollutant::Pm25),
+                "pm10": self.tables.limit_at_iaqi_100(Pollutant::Pm10),
+            },
             "note": PM_ONLY_NOTE,
             "counts": {
                 "good": count(DayClass::Good),
