@@ -205,9 +205,30 @@ async fn auth(State(st): State<ApiState>, req: Request, next: Next) -> Response 
     next.run(req).await
 }
 
-/// The dashboard, shipped inside the binary (no CDN).
+/// The dashboard, shipped inside the binary (no CDN, nothing fetched but the API).
 async fn dashboard() -> Html<&'static str> {
-    Html(include_str!("dashboard.html"))
+    Html(page())
+}
+
+/// The dashboard's parts, in the order the page loads them: its stylesheet and its
+/// scripts (plain JavaScript, no build step), put into `dashboard/index.html` once.
+const STYLE: &str = include_str!("dashboard/style.css");
+const SCRIPTS: [&str; 5] = [
+    include_str!("dashboard/core.js"),
+    include_str!("dashboard/calendar.js"),
+    include_str!("dashboard/charts.js"),
+    include_str!("dashboard/day.js"),
+    include_str!("dashboard/main.js"),
+];
+
+/// The page as served: one HTML document with everything inline.
+pub fn page() -> &'static str {
+    static PAGE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PAGE.get_or_init(|| {
+        include_str!("dashboard/index.html")
+            .replacen("/*STYLE*/", STYLE, 1)
+            .replacen("/*SCRIPT*/", &SCRIPTS.join("\n"), 1)
+    })
 }
 
 /// Serves until `shutdown` resolves.
@@ -219,4 +240,27 @@ pub async fn serve(
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::page;
+
+    #[test]
+    fn the_dashboard_is_one_page_with_nothing_fetched_from_elsewhere() {
+        let p = page();
+        assert!(!p.contains("/*STYLE*/") && !p.contains("/*SCRIPT*/"));
+        for part in super::SCRIPTS.iter().chain([&super::STYLE]) {
+            assert!(p.contains(part.trim()), "a part is missing from the page");
+        }
+        // The only absolute URL is the SVG namespace: no CDN, no font or tile server.
+        let urls: Vec<&str> = p
+            .match_indices("http")
+            .map(|(i, _)| &p[i..(i + 30).min(p.len())])
+            .filter(|u| u.starts_with("http://") || u.starts_with("https://"))
+            .filter(|u| !u.starts_with("http://www.w3.org/2000/svg"))
+            .collect();
+        assert!(urls.is_empty(), "{urls:?}");
+        assert!(!p.contains("<script src") && !p.contains("<link rel=\"stylesheet\""));
+    }
 }
