@@ -195,8 +195,14 @@ async fn every_endpoint_against_a_service_fed_through_mqtt() {
     assert_eq!(t["progress"]["elapsed"], 33);
     assert_eq!(t["days"].as_array().unwrap().len(), 33);
     assert_eq!(t["days"][31]["color"], "#ffff00"); // 良, yellow
-                                                   // The same target under both table sets: 1 August (district PM10 130 µg/m³) is
-                                                   // 良 under HJ 633-2012 and polluted under HJ 633-2026 (IAQI 100 at 120).
+                                                   // The daily limits of its tables (IAQI 100 of HJ 633-2012), drawn by the dashboard.
+    assert_eq!(t["tables"], "HJ 633-2012");
+    assert_eq!(
+        t["daily_limits"],
+        serde_json::json!({"pm25": 75, "pm10": 150})
+    );
+    // The same target under both table sets: 1 August (district PM10 130 µg/m³) is
+    // 良 under HJ 633-2012 and polluted under HJ 633-2026 (IAQI 100 at 120).
     let c = api.json(&format!(
         "/api/v1/targets/2016H2?as_of=2016-08-02&tables={}",
         enc("HJ 633-2012,HJ 633-2026")
