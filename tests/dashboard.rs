@@ -171,11 +171,17 @@ impl Browser {
         self.session = Some(s["sessionId"].as_str().unwrap().to_owned());
         self.call("Runtime.enable", json!({}));
         self.call("Log.enable", json!({}));
-        let scale = if mobile { 3 } else { 1 };
+        let scale = if mobile { 2 } else { 1 };
         self.call(
             "Emulation.setDeviceMetricsOverride",
             json!({"width": width, "height": height, "deviceScaleFactor": scale, "mobile": mobile}),
         );
+        if mobile {
+            self.call(
+                "Emulation.setTouchEmulationEnabled",
+                json!({"enabled": true, "maxTouchPoints": 5}),
+            );
+        }
         self.call("Page.navigate", json!({"url": url}));
         wait_until("the page to finish", Duration::from_secs(30), || {
             self.eval("document.body && (document.body.dataset.ready || document.body.dataset.error) || ''") != json!("")
@@ -229,6 +235,19 @@ impl Browser {
         self.mouse("mouseMoved", x, y);
         self.mouse("mousePressed", x, y);
         self.mouse("mouseReleased", x, y);
+    }
+
+    /// Taps the element with a finger (touch events, on a page opened as a phone).
+    fn tap(&mut self, selector: &str) {
+        let (x, y) = self.centre(selector);
+        self.call(
+            "Input.dispatchTouchEvent",
+            json!({"type": "touchStart", "touchPoints": [{"x": x, "y": y}]}),
+        );
+        self.call(
+            "Input.dispatchTouchEvent",
+            json!({"type": "touchEnd", "touchPoints": []}),
+        );
     }
 
     fn mouse(&mut self, kind: &str, x: f64, y: f64) {
@@ -748,6 +767,13 @@ fn site_chart(b: &mut Browser) {
         b.eval("document.querySelector('#site-picks input[value=e]').disabled"),
         json!(false)
     );
+    b.wait_for(
+        "document.getElementById('site-box').dataset.sites",
+        json!("a,b,c"),
+    );
+    let legend =
+        b.eval("[...document.querySelectorAll('#site-legend span:not(.note)')].map(s => s.textContent)");
+    assert_eq!(legend, json!(["a", "b", "c", "PM2.5", "PM10"]));
 }
 
 /// One marker per registered site with coordinates, coloured by the day's AQI; the
@@ -840,5 +866,32 @@ fn phone(b: &mut Browser, base: &str, downloads: &Path) {
         b.eval("document.querySelectorAll('#map .site-marker').length"),
         json!(3)
     );
+    b.eval("window.scrollTo(0, 0)");
     b.screenshot(&artifact("dashboard-phone.png"));
+    // A tap on a day shows its values and its bulletin below; a second tap on the same
+    // day goes to the bulletin.
+    b.tap("[data-date='2016-07-01']");
+    b.wait_for(
+        "document.getElementById('day').dataset.date",
+        json!("2016-07-01"),
+    );
+    assert_eq!(
+        b.eval("document.getElementById('tip').hidden"),
+        json!(false)
+    );
+    let tip = b.eval("document.getElementById('tip').textContent");
+    assert!(
+        tip.as_str().unwrap().starts_with("2016-07-01 星期五 Fri"),
+        "{tip}"
+    );
+    let bulletin_top = "Math.round(document.getElementById('day').getBoundingClientRect().top)";
+    assert!(
+        b.eval(bulletin_top).as_i64().unwrap() > 844,
+        "the bulletin is in view already"
+    );
+    b.tap("[data-date='2016-07-01']");
+    b.wait_for(
+        &format!("{bulletin_top} <= 0 && {bulletin_top} > -10"),
+        json!(true),
+    );
 }

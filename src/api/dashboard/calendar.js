@@ -110,19 +110,29 @@ function renderCalendar(t, rep, onPick) {
     tip.textContent = dayTip(cell.dataset.date, byDate[cell.dataset.date], asOf);
     tip.hidden = false;
     const r = cell.getBoundingClientRect(), w = tip.offsetWidth, h = tip.offsetHeight;
+    // Placed in the document (not the window), so it stays by its day when the page scrolls.
     const left = Math.min(Math.max(4, r.left + r.width / 2 - w / 2), document.documentElement.clientWidth - w - 4);
-    tip.style.left = left + "px";
-    tip.style.top = (r.top - h - 6 > 0 ? r.top - h - 6 : r.bottom + 6) + "px";
+    tip.style.left = left + window.scrollX + "px";
+    tip.style.top = (r.top - h - 6 > 0 ? r.top - h - 6 : r.bottom + 6) + window.scrollY + "px";
   };
   const hide = () => { tip.hidden = true; };
   box.onmouseover = e => { const c = e.target.closest(".day"); if (c) show(c); };
   box.onmouseout = e => { if (e.target.closest(".day")) hide(); };
   box.onfocusin = e => { const c = e.target.closest(".day"); if (c) show(c); };
   box.onfocusout = hide;
-  const pick = c => { if (c && !c.classList.contains("future")) { show(c); onPick(c.dataset.date, true); } };
+  // A click opens the day's bulletin (scrolled into view). On a touch screen the first
+  // tap shows the day (its values in the tooltip, its bulletin below) and a second tap
+  // on the same day goes to the bulletin.
+  let pointer = "mouse";
+  box.onpointerdown = e => { pointer = e.pointerType; };
+  const pick = c => {
+    if (!c || c.classList.contains("future")) return;
+    const again = c.classList.contains("selected");
+    show(c);
+    onPick(c.dataset.date, pointer !== "touch" || again);
+  };
   box.onclick = e => pick(e.target.closest(".day"));
-  box.onkeydown = e => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); pick(e.target.closest(".day")); } };
-  window.addEventListener("scroll", hide, { passive: true });
+  box.onkeydown = e => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); pointer = "keyboard"; pick(e.target.closest(".day")); } };
 }
 function markSelected(date) {
   for (const c of document.querySelectorAll(".day.selected")) c.classList.remove("selected");

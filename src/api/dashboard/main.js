@@ -38,25 +38,29 @@ async function selectDay(date, scroll) {
 }
 
 async function drawSeries() {
-  const day = state.day, range = $("#range").value;
+  // Only the latest request draws: choices made quickly one after another do not race.
+  const gen = state.seriesGen = (state.seriesGen || 0) + 1;
+  const day = state.day, range = $("#range").value, picks = state.picks.slice();
   const r = seriesRange(range, day);
   const series = [];
-  for (const site of state.picks) {
+  for (const site of picks) {
     const rows = await api("/api/v1/sites/" + encodeURIComponent(site) + "/series?resolution=" + r.resolution + "&from=" + r.from + "&to=" + r.to);
     series.push({ site, rows });
   }
-  if (state.day !== day || $("#range").value !== range) return;
+  if (gen !== state.seriesGen) return;
   const limits = state.rep ? state.rep.daily_limits : { pm25: state.bulletin.limits.pm25_daily, pm10: state.bulletin.limits.pm10_daily };
   const tables = state.rep ? state.rep.tables : state.bulletin.tables;
   drawSites(series, r, $("#pollutant").value, limits, tables);
   const csv = $("#series-csv");
   csv.innerHTML = "";
-  for (const s of state.picks) {
+  for (const s of picks) {
     const bt = Object.assign(document.createElement("button"), { type: "button", textContent: "CSV " + s });
     bt.onclick = () => run(downloadCsv("/api/v1/sites/" + encodeURIComponent(s) + "/series?resolution=" + r.resolution + "&from=" + r.from + "&to=" + r.to, s + "-" + r.from + "-" + r.to + ".csv"));
     csv.appendChild(bt);
   }
+  // What is drawn, for the browser test to wait on.
   $("#site-box").dataset.range = r.from + "/" + r.to;
+  $("#site-box").dataset.sites = picks.join(",");
 }
 
 /** The site checkboxes: sites that have readings, at most four at once. */
