@@ -105,6 +105,25 @@ async fn every_endpoint_against_a_service_fed_through_mqtt() {
     )
     .unwrap();
     assert_eq!(s, 401);
+    // The dashboard's page takes the token from its address (a link opened in a
+    // browser sends no header); nothing else does.
+    let (s, page) = http("GET", &format!("{}/?token={TOKEN}", api.base), "").unwrap();
+    assert_eq!(s, 200);
+    assert!(page.contains("<!doctype html>"), "{page}");
+    assert_eq!(
+        http("GET", &format!("{}/?token=wrong", api.base), "")
+            .unwrap()
+            .0,
+        401
+    );
+    assert_eq!(http("GET", &format!("{}/", api.base), "").unwrap().0, 401);
+    let (s, _) = http(
+        "GET",
+        &format!("{}/api/v1/sites?token={TOKEN}", api.base),
+        "",
+    )
+    .unwrap();
+    assert_eq!(s, 401);
 
     // Sites, JSON and CSV.
     let sites = api.json("/api/v1/sites");

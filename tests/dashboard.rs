@@ -771,8 +771,9 @@ fn site_chart(b: &mut Browser) {
         "document.getElementById('site-box').dataset.sites",
         json!("a,b,c"),
     );
-    let legend =
-        b.eval("[...document.querySelectorAll('#site-legend span:not(.note)')].map(s => s.textContent)");
+    let legend = b.eval(
+        "[...document.querySelectorAll('#site-legend span:not(.note)')].map(s => s.textContent)",
+    );
     assert_eq!(legend, json!(["a", "b", "c", "PM2.5", "PM10"]));
 }
 

@@ -189,15 +189,28 @@ pub fn router(
         .with_state(state)
 }
 
-/// Bearer-token check (constant-time compare) when a token is configured.
+/// Bearer-token check (constant-time compare) when a token is configured. The
+/// dashboard's page also takes it as `/?token=…`: a browser opening a link sends no
+/// header; the page then sends it as a header on every API request.
 async fn auth(State(st): State<ApiState>, req: Request, next: Next) -> Response {
     if let Some(want) = &st.inner.cfg.token {
-        let got = req
+        let header = req
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
+            .and_then(|v| v.strip_prefix("Bearer "));
+        let query = || {
+            axum::extract::Query::<std::collections::HashMap<String, String>>::try_from_uri(
+                req.uri(),
+            )
+            .ok()
+            .and_then(|q| q.0.get("token").cloned())
+        };
+        let got = match header {
+            Some(h) => h.to_owned(),
+            None if req.uri().path() == "/" => query().unwrap_or_default(),
+            None => String::new(),
+        };
         if !crate::credentials::same(got.as_bytes(), want.as_bytes()) {
             return ApiError::unauthorized().into_response();
         }
