@@ -390,6 +390,7 @@ async fn the_dashboard_as_a_person_uses_it() {
         let downloads = tempfile::tempdir().unwrap();
         let mut b = Browser::start();
         b.open(&format!("{base}/"), (1280, 900), false, downloads.path());
+        assert_eq!(b.eval("document.body.dataset.fits"), json!("true"));
         progress_and_cumulative_chart(&mut b, &api);
         calendar_by_month(&mut b, &api);
         tooltip_and_click_through(&mut b, &api);
@@ -848,7 +849,12 @@ fn exports(b: &mut Browser, dir: &Path) {
 /// On a phone (390 × 844 CSS px, mobile viewport) the page fits the screen's width,
 /// wide tables scrolling inside their box, and the calendar and charts are drawn.
 fn phone(b: &mut Browser, base: &str, downloads: &Path) {
-    b.open(&format!("{base}/"), (390, 844), true, downloads);
+    // Opened on a given day by its address.
+    b.open(&format!("{base}/#2016-07-02"), (390, 844), true, downloads);
+    assert_eq!(
+        b.eval("document.getElementById('day').dataset.date"),
+        json!("2016-07-02")
+    );
     // A mobile browser widens its layout viewport to content that does not fit; so the
     // page fits when the viewport stays at the screen's width and nothing scrolls
     // sideways within it.
