@@ -235,7 +235,7 @@ const SCRIPTS: [&str; 5] = [
 ];
 
 /// The page as served: one HTML document with everything inline.
-pub fn page() -> &'static str {
+fn page() -> &'static str {
     static PAGE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     PAGE.get_or_init(|| {
         include_str!("dashboard/index.html")

@@ -353,7 +353,7 @@ pub(super) async fn bulletin(
 }
 
 /// The bulletin's site table as CSV columns.
-pub(crate) const BULLETIN_CSV_COLUMNS: &[&str] = &[
+const BULLETIN_CSV_COLUMNS: &[&str] = &[
     "date",
     "site",
     "status",
