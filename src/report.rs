@@ -14,6 +14,7 @@ use crate::aqi::daily::{site_value, DayClass, DayValue, SiteDay};
 use crate::aqi::index::Tables;
 use crate::aqi::target::{progress, Progress, TargetConfig};
 use crate::aqi::AqiConfig;
+use crate::model::Pollutant;
 use crate::store::{Store, StoreError};
 
 /// Printed with every report: this is not the official count.
@@ -203,6 +204,12 @@ pub fn build(store: &Store, aqi: &AqiConfig, spec: Spec) -> Result<Report, Repor
 }
 
 impl Report {
+    /// The tables of the last reported day (whose daily limits the dashboard draws).
+    pub fn last_tables(&self) -> crate::aqi::index::TableSet {
+        self.tables
+            .on(self.days.last().map_or(self.spec.to, |d| d.date))
+    }
+
     /// The tables of the reported days in words: one set's name, or both with the date
     /// of the switch when `aqi.tables = "in-force"` and the days straddle it.
     pub fn tables_label(&self) -> String {
@@ -224,6 +231,13 @@ impl Report {
             "as_of": self.spec.as_of.to_string(),
             "site": self.spec.site,
             "tables": self.tables_label(),
+            // The 24-hour concentrations at IAQI 100 of the tables of the last reported
+            // day: above them a day's pollutant is over its daily limit (the dashboard
+            // draws them).
+            "daily_limits": {
+                "pm25": self.last_tables().limit_at_iaqi_100(Pollutant::Pm25),
+                "pm10": self.last_tables().limit_at_iaqi_100(Pollutant::Pm10),
+            },
             "note": PM_ONLY_NOTE,
             "counts": {
                 "good": count(DayClass::Good),

@@ -372,6 +372,31 @@ mod tests {
         assert_eq!(r.not_in_district(), vec!["erqi-ref".to_string()]);
     }
 
+    /// `aq-ingest --config config/demo.toml demo`: the demo's config names the demo
+    /// registry, which registers every simulated site, all but one with coordinates
+    /// (the dashboard's map draws nine and lists the tenth beside it).
+    #[test]
+    fn the_demo_registry_places_the_simulated_sites() {
+        let cfg =
+            crate::config::Config::parse(include_str!("../config/demo.toml"), "demo").unwrap();
+        assert!(cfg.broker.embedded, "the demo needs the embedded broker");
+        assert_eq!(cfg.sites.file, PathBuf::from("config/sites.demo.toml"));
+        assert_eq!(cfg.target[0].name, "2016H2");
+        let text = include_str!("../config/sites.demo.toml");
+        let r = Registry::parse(text, Unregistered::Accept).unwrap();
+        let placed: Vec<&str> = (0..10)
+            .map(crate::sim::Simulator::site_id)
+            .map(|id| {
+                r.get(&id)
+                    .unwrap_or_else(|| panic!("{id} is not registered"))
+            })
+            .filter(|s| s.latitude.is_some() && s.longitude.is_some())
+            .map(|s| s.id.as_str())
+            .collect();
+        assert_eq!(placed.len(), 9, "{placed:?}");
+        assert!(!placed.contains(&"erqi-010"));
+    }
+
     #[test]
     fn parses_sites_and_reports_every_problem() {
         let r = Registry::parse(

@@ -105,6 +105,25 @@ async fn every_endpoint_against_a_service_fed_through_mqtt() {
     )
     .unwrap();
     assert_eq!(s, 401);
+    // The dashboard's page takes the token from its address (a link opened in a
+    // browser sends no header); nothing else does.
+    let (s, page) = http("GET", &format!("{}/?token={TOKEN}", api.base), "").unwrap();
+    assert_eq!(s, 200);
+    assert!(page.contains("<!doctype html>"), "{page}");
+    assert_eq!(
+        http("GET", &format!("{}/?token=wrong", api.base), "")
+            .unwrap()
+            .0,
+        401
+    );
+    assert_eq!(http("GET", &format!("{}/", api.base), "").unwrap().0, 401);
+    let (s, _) = http(
+        "GET",
+        &format!("{}/api/v1/sites?token={TOKEN}", api.base),
+        "",
+    )
+    .unwrap();
+    assert_eq!(s, 401);
 
     // Sites, JSON and CSV.
     let sites = api.json("/api/v1/sites");
@@ -195,8 +214,14 @@ async fn every_endpoint_against_a_service_fed_through_mqtt() {
     assert_eq!(t["progress"]["elapsed"], 33);
     assert_eq!(t["days"].as_array().unwrap().len(), 33);
     assert_eq!(t["days"][31]["color"], "#ffff00"); // 良, yellow
-                                                   // The same target under both table sets: 1 August (district PM10 130 µg/m³) is
-                                                   // 良 under HJ 633-2012 and polluted under HJ 633-2026 (IAQI 100 at 120).
+                                                   // The daily limits of its tables (IAQI 100 of HJ 633-2012), drawn by the dashboard.
+    assert_eq!(t["tables"], "HJ 633-2012");
+    assert_eq!(
+        t["daily_limits"],
+        serde_json::json!({"pm25": 75, "pm10": 150})
+    );
+    // The same target under both table sets: 1 August (district PM10 130 µg/m³) is
+    // 良 under HJ 633-2012 and polluted under HJ 633-2026 (IAQI 100 at 120).
     let c = api.json(&format!(
         "/api/v1/targets/2016H2?as_of=2016-08-02&tables={}",
         enc("HJ 633-2012,HJ 633-2026")
@@ -220,6 +245,33 @@ async fn every_endpoint_against_a_service_fed_through_mqtt() {
     assert_eq!(b["tables"], "HJ 633-2012");
     let b2 = api.json("/api/v1/bulletin/2016-08-02");
     assert_eq!(b2["offline"], serde_json::json!(["b"]));
+    // Each reporting site carries its category and colour (the dashboard's map).
+    assert_eq!(b["sites"][0]["aqi"], 125);
+    assert_eq!(b["sites"][0]["category_zh"], "轻度污染");
+    assert_eq!(b["sites"][0]["color"], "#ff7e00");
+    // The bulletin's site table as CSV: reporting sites ranked by PM10 (alert hours
+    // counted), then the sites offline that day, which have no values.
+    let (s, csv) = api.get("/api/v1/bulletin/2016-08-01?format=csv");
+    assert_eq!(s, 200, "{csv}");
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(
+        lines,
+        vec![
+            "date,site,status,pm10,pm25,aqi,category,category_zh,pm10_exceeds_daily_limit,pm25_exceeds_daily_limit,hours_over_pm10_alert,rejected",
+            "2016-08-01,b,reporting,200,50,125,lightly polluted,轻度污染,true,false,0,0",
+            "2016-08-01,a,reporting,60,30,55,good,良,false,false,0,0",
+        ],
+        "{csv}"
+    );
+    let (_, csv2) = api.get("/api/v1/bulletin/2016-08-02?format=csv");
+    assert_eq!(
+        csv2.lines().skip(1).collect::<Vec<_>>(),
+        vec![
+            "2016-08-02,a,reporting,40,20,40,excellent,优,false,false,0,0",
+            "2016-08-02,b,offline,,,,,,,,,",
+        ],
+        "{csv2}"
+    );
     assert_eq!(b2["rejects_by_site"], serde_json::json!([]));
     // Refusals count on the day they were received (today, in Beijing; the day before
     // too if midnight passed meanwhile), per site: the topic's site level.

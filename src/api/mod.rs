@@ -189,15 +189,28 @@ pub fn router(
         .with_state(state)
 }
 
-/// Bearer-token check (constant-time compare) when a token is configured.
+/// Bearer-token check (constant-time compare) when a token is configured. The
+/// dashboard's page also takes it as `/?token=…`: a browser opening a link sends no
+/// header; the page then sends it as a header on every API request.
 async fn auth(State(st): State<ApiState>, req: Request, next: Next) -> Response {
     if let Some(want) = &st.inner.cfg.token {
-        let got = req
+        let header = req
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
+            .and_then(|v| v.strip_prefix("Bearer "));
+        let query = || {
+            axum::extract::Query::<std::collections::HashMap<String, String>>::try_from_uri(
+                req.uri(),
+            )
+            .ok()
+            .and_then(|q| q.0.get("token").cloned())
+        };
+        let got = match header {
+            Some(h) => h.to_owned(),
+            None if req.uri().path() == "/" => query().unwrap_or_default(),
+            None => String::new(),
+        };
         if !crate::credentials::same(got.as_bytes(), want.as_bytes()) {
             return ApiError::unauthorized().into_response();
         }
@@ -205,9 +218,30 @@ async fn auth(State(st): State<ApiState>, req: Request, next: Next) -> Response 
     next.run(req).await
 }
 
-/// The dashboard, shipped inside the binary (no CDN).
+/// The dashboard, shipped inside the binary (no CDN, nothing fetched but the API).
 async fn dashboard() -> Html<&'static str> {
-    Html(include_str!("dashboard.html"))
+    Html(page())
+}
+
+/// The dashboard's parts, in the order the page loads them: its stylesheet and its
+/// scripts (plain JavaScript, no build step), put into `dashboard/index.html` once.
+const STYLE: &str = include_str!("dashboard/style.css");
+const SCRIPTS: [&str; 5] = [
+    include_str!("dashboard/core.js"),
+    include_str!("dashboard/calendar.js"),
+    include_str!("dashboard/charts.js"),
+    include_str!("dashboard/day.js"),
+    include_str!("dashboard/main.js"),
+];
+
+/// The page as served: one HTML document with everything inline.
+fn page() -> &'static str {
+    static PAGE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PAGE.get_or_init(|| {
+        include_str!("dashboard/index.html")
+            .replacen("/*STYLE*/", STYLE, 1)
+            .replacen("/*SCRIPT*/", &SCRIPTS.join("\n"), 1)
+    })
 }
 
 /// Serves until `shutdown` resolves.
@@ -219,4 +253,27 @@ pub async fn serve(
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::page;
+
+    #[test]
+    fn the_dashboard_is_one_page_with_nothing_fetched_from_elsewhere() {
+        let p = page();
+        assert!(!p.contains("/*STYLE*/") && !p.contains("/*SCRIPT*/"));
+        for part in super::SCRIPTS.iter().chain([&super::STYLE]) {
+            assert!(p.contains(part.trim()), "a part is missing from the page");
+        }
+        // The only absolute URL is the SVG namespace: no CDN, no font or tile server.
+        let urls: Vec<&str> = p
+            .match_indices("http")
+            .map(|(i, _)| &p[i..(i + 30).min(p.len())])
+            .filter(|u| u.starts_with("http://") || u.starts_with("https://"))
+            .filter(|u| !u.starts_with("http://www.w3.org/2000/svg"))
+            .collect();
+        assert!(urls.is_empty(), "{urls:?}");
+        assert!(!p.contains("<script src") && !p.contains("<link rel=\"stylesheet\""));
+    }
 }

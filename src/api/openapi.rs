@@ -66,8 +66,8 @@ pub(super) async fn document() -> Json<Value> {
                 p("name", "path", true, "target name"), p("as_of", "query", false, "YYYY-MM-DD, default today"),
                 p("tables", "query", false, "two table sets, \"HJ 633-2012,HJ 633-2026\": the days under both, changed days marked, both counts")],
                 "responses": ok("progress and days", false)}},
-            "/api/v1/bulletin/{date}": {"get": {"summary": "the day's supervision bulletin (classes, exceedances and limits under the index tables of the date: aqi.tables, in force on it by default; `tables` names them)", "parameters": [p("date", "path", true, "YYYY-MM-DD")],
-                "responses": ok("district AQI, sites ranked by PM10 with exceedances and rejected counts, offline sites, messages rejected that day per site and per topic", false)}},
+            "/api/v1/bulletin/{date}": {"get": {"summary": "the day's supervision bulletin (classes, exceedances and limits under the index tables of the date: aqi.tables, in force on it by default; `tables` names them)", "parameters": [p("date", "path", true, "YYYY-MM-DD, any local date"), fmt],
+                "responses": ok("district AQI, sites ranked by PM10 with category, colour, exceedances and rejected counts, offline sites, messages rejected that day per site and per topic; as CSV the site table (reporting sites, then offline ones)", true)}},
         }
     }))
 }
