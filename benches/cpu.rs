@@ -45,7 +45,10 @@ fn payload(k: usize, per_message: usize) -> Vec<u8> {
         let minute = (k / SITES * per_message + i) as i64;
         let ts = BASE_MS + minute * 60_000;
         let pm25 = 20.0 + ((k + i) % 97) as f64 * 0.5;
-        format!(r#"{{"ts":{ts},"pm25":{pm25},"pm10":{},"interval_secs":60}}"#, pm25 * 1.8)
+        format!(
+            r#"{{"ts":{ts},"pm25":{pm25},"pm10":{},"interval_secs":60}}"#,
+            pm25 * 1.8
+        )
     };
     if per_message == 1 {
         return one(0).into_bytes();

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use super::sql::{p, Db, Row};
+use super::sql::{p, Columns, Db};
 use super::{Store, StoreError};
 use crate::aqi::daily::SiteHour;
 use crate::aqi::validity::HourAgg;
@@ -97,32 +97,35 @@ impl Batch {
                 p![site, utc_day],
             )?;
         }
+        let mut upsert = tx.prepare(&upsert)?;
+        let mut insert_line =
+            tx.prepare("INSERT INTO derived_outbox (line, created_ms) VALUES (?1, ?2)")?;
         for ((site, hour), [a, b]) in &self.hours {
-            let row = tx
-                .row(
-                    &upsert,
-                    p![
-                        site,
-                        *hour,
-                        a.n,
-                        a.sum_milli,
-                        a.covered_secs as i64,
-                        a.n_without_interval,
-                        a.device_mean_milli,
-                        b.n,
-                        b.sum_milli,
-                        b.covered_secs as i64,
-                        b.n_without_interval,
-                        b.device_mean_milli,
-                    ],
-                )?
-                .ok_or_else(|| StoreError::Corrupt("an upsert returned no row".into()))?;
-            let after = site_hour_row(&row)?;
+            let mut after = None;
+            upsert.each(
+                p![
+                    site,
+                    *hour,
+                    a.n,
+                    a.sum_milli,
+                    a.covered_secs as i64,
+                    a.n_without_interval,
+                    a.device_mean_milli,
+                    b.n,
+                    b.sum_milli,
+                    b.covered_secs as i64,
+                    b.n_without_interval,
+                    b.device_mean_milli,
+                ],
+                |r| {
+                    after = Some(site_hour_row(r)?);
+                    Ok(())
+                },
+            )?;
+            let after =
+                after.ok_or_else(|| StoreError::Corrupt("an upsert returned no row".into()))?;
             if let Some(line) = lines.and_then(|f| f(&after)) {
-                tx.exec(
-                    "INSERT INTO derived_outbox (line, created_ms) VALUES (?1, ?2)",
-                    p![&line, now.0],
-                )?;
+                insert_line.exec(p![&line, now.0])?;
             }
             touched.push(after);
         }
@@ -135,7 +138,7 @@ fn count(v: i64) -> Result<u32, StoreError> {
 }
 
 /// Reads one `hourly` row selected as [`COLUMNS`].
-pub(super) fn site_hour_row(r: &Row) -> Result<SiteHour, StoreError> {
+pub(super) fn site_hour_row(r: &impl Columns) -> Result<SiteHour, StoreError> {
     let agg = |o: usize| -> Result<HourAgg, StoreError> {
         Ok(HourAgg {
             n: count(r.i64(o)?)?,

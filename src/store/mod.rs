@@ -36,7 +36,7 @@ use thiserror::Error;
 
 use crate::model::{Reading, UnixMillis};
 use crate::reject::Rejection;
-use sql::{p, Begin, Db, Engine};
+use sql::{p, Begin, Columns, Db, Engine};
 
 /// How long a connection waits for another's write lock before failing. Sink writes are
 /// a few ms; this only has to cover a checkpoint on a slow disk.
@@ -582,6 +582,7 @@ impl Store {
             }
         };
         let mut hours = hourly::Batch::default();
+        let mut insert = tx.prepare(insert)?;
         for r in order {
             let params = p![
                 r.site.as_str(),
@@ -596,7 +597,7 @@ impl Store {
                 writer,
             ];
             let width = if engine == Engine::Sqlite { 9 } else { 10 };
-            let changed = tx.exec(insert, &params[..width])?;
+            let changed = insert.exec(&params[..width])?;
             if changed == 0 {
                 out.duplicates += 1;
             } else {
@@ -604,6 +605,7 @@ impl Store {
                 hours.add(r);
             }
         }
+        drop(insert);
         let touched = hours.apply(&tx, hourly_lines, now)?;
         for r in rejects {
             tx.exec(
