@@ -23,7 +23,7 @@ use aq_ingest::ingest::Ingest;
 use aq_ingest::metrics::Metrics;
 use aq_ingest::model::UnixMillis;
 use aq_ingest::plan::Plan;
-use aq_ingest::sink::{line_protocol, schema};
+use aq_ingest::sink::schema;
 use aq_ingest::source::{AckToken, Acker, Message, Origin};
 use aq_ingest::store::{Outbox, Writer};
 
@@ -68,7 +68,10 @@ fn drain(outbox: &mut Outbox) -> usize {
     }
     let mut through = cursor.clone();
     for (pos, r) in &pending {
-        line_protocol::encode_into(&schema::reading_point(r, "pm"), &mut body).unwrap();
+        // As the sink does: a line per reading, then one body.
+        let mut line = String::with_capacity(128);
+        schema::encode_reading(r, "pm", &mut line).unwrap();
+        body.push_str(&line);
         through.advance(*pos);
     }
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
