@@ -68,6 +68,9 @@ impl Batch {
         }
     }
 
+    /// Adds the batch to the `hourly` table (and marks the days dirty), inside the
+    /// caller's transaction; returns each changed site-hour as it is after the commit,
+    /// in key order, having queued its derived line when `lines` makes one.
     pub(super) fn apply(
         self,
         tx: &Db,
@@ -75,35 +78,32 @@ impl Batch {
         now: UnixMillis,
     ) -> Result<Vec<SiteHour>, StoreError> {
         let mut touched = Vec::with_capacity(self.hours.len());
-        let upsert = format!(
-            "INSERT INTO hourly ({COLUMNS})
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
-             ON CONFLICT (site, hour_ms) DO UPDATE SET
-                n25 = hourly.n25 + excluded.n25, sum25 = hourly.sum25 + excluded.sum25,
-                cov25 = hourly.cov25 + excluded.cov25, nd25 = hourly.nd25 + excluded.nd25,
-                dev25 = coalesce(excluded.dev25, hourly.dev25),
-                n10 = hourly.n10 + excluded.n10, sum10 = hourly.sum10 + excluded.sum10,
-                cov10 = hourly.cov10 + excluded.cov10, nd10 = hourly.nd10 + excluded.nd10,
-                dev10 = coalesce(excluded.dev10, hourly.dev10)
-             RETURNING {COLUMNS}"
-        );
         let mut marked = std::collections::BTreeSet::new();
         for (site, hour) in self.hours.keys() {
             marked.insert((site.as_str(), hour.div_euclid(MS_PER_DAY)));
         }
+        let mut mark = tx.prepare(
+            "INSERT INTO dirty_days (site, utc_day) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+        )?;
         for (site, utc_day) in marked {
-            tx.exec(
-                "INSERT INTO dirty_days (site, utc_day) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
-                p![site, utc_day],
-            )?;
+            mark.exec(p![site, utc_day])?;
         }
-        let mut upsert = tx.prepare(&upsert)?;
         let mut insert_line =
             tx.prepare("INSERT INTO derived_outbox (line, created_ms) VALUES (?1, ?2)")?;
-        for ((site, hour), [a, b]) in &self.hours {
-            let mut after = None;
-            upsert.each(
-                p![
+        let hours: Vec<_> = self.hours.iter().collect();
+        let mut rest = &hours[..];
+        let mut params = Vec::with_capacity(UPSERT_CHUNKS[0] * 12);
+        while !rest.is_empty() {
+            // The largest chunk size that fits: a few cached statements cover any count.
+            let size = UPSERT_CHUNKS
+                .into_iter()
+                .find(|n| *n <= rest.len())
+                .unwrap_or(1);
+            let (chunk, more) = rest.split_at(size);
+            rest = more;
+            params.clear();
+            for ((site, hour), [a, b]) in chunk {
+                params.extend_from_slice(p![
                     site,
                     *hour,
                     a.n,
@@ -116,21 +116,62 @@ impl Batch {
                     b.covered_secs as i64,
                     b.n_without_interval,
                     b.device_mean_milli,
-                ],
-                |r| {
-                    after = Some(site_hour_row(r)?);
-                    Ok(())
-                },
-            )?;
-            let after =
-                after.ok_or_else(|| StoreError::Corrupt("an upsert returned no row".into()))?;
-            if let Some(line) = lines.and_then(|f| f(&after)) {
-                insert_line.exec(p![&line, now.0])?;
+                ]);
             }
-            touched.push(after);
+            let start = touched.len();
+            tx.prepare(&upsert_sql(size))?.each(&params, |r| {
+                touched.push(site_hour_row(r)?);
+                Ok(())
+            })?;
+            if touched.len() - start != size {
+                return Err(StoreError::Corrupt(format!(
+                    "an upsert of {size} site-hours returned {} rows",
+                    touched.len() - start
+                )));
+            }
+            // RETURNING gives its rows in no promised order.
+            touched[start..].sort_by(|x, y| (&x.site, x.hour).cmp(&(&y.site, y.hour)));
+            for after in &touched[start..] {
+                if let Some(line) = lines.and_then(|f| f(after)) {
+                    insert_line.exec(p![&line, now.0])?;
+                }
+            }
         }
         Ok(touched)
     }
+}
+
+/// Site-hours per upsert statement, largest first: a commit's few hundred site-hours go
+/// in a handful of statements (each execution costs about as much as several rows),
+/// with one cached statement per size.
+const UPSERT_CHUNKS: [usize; 4] = [64, 16, 4, 1];
+
+/// The upsert of `rows` site-hours, returning each row as it is after the statement.
+/// The keys in one statement are distinct (a batch sums per site-hour first), which
+/// PostgreSQL requires of `ON CONFLICT DO UPDATE`; they go in key order.
+fn upsert_sql(rows: usize) -> String {
+    let mut values = String::new();
+    for row in 0..rows {
+        values.push_str(if row == 0 { "(" } else { ", (" });
+        for c in 0..12 {
+            if c > 0 {
+                values.push_str(", ");
+            }
+            values.push_str(&format!("?{}", row * 12 + c + 1));
+        }
+        values.push(')');
+    }
+    format!(
+        "INSERT INTO hourly ({COLUMNS}) VALUES {values}
+         ON CONFLICT (site, hour_ms) DO UPDATE SET
+            n25 = hourly.n25 + excluded.n25, sum25 = hourly.sum25 + excluded.sum25,
+            cov25 = hourly.cov25 + excluded.cov25, nd25 = hourly.nd25 + excluded.nd25,
+            dev25 = coalesce(excluded.dev25, hourly.dev25),
+            n10 = hourly.n10 + excluded.n10, sum10 = hourly.sum10 + excluded.sum10,
+            cov10 = hourly.cov10 + excluded.cov10, nd10 = hourly.nd10 + excluded.nd10,
+            dev10 = coalesce(excluded.dev10, hourly.dev10)
+         RETURNING {COLUMNS}"
+    )
 }
 
 fn count(v: i64) -> Result<u32, StoreError> {
