@@ -45,6 +45,10 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 /// SQLite page cache per connection, in KiB.
 const CACHE_KIB: i64 = 64 * 1024;
 
+/// SQLite page cache of each of the API's read connections, in KiB: several of them
+/// side by side must not multiply the service's memory.
+const READER_CACHE_KIB: i64 = 8 * 1024;
+
 /// WAL size, in 4 KiB pages, that triggers an automatic checkpoint (SQLite's default is
 /// 1000). About 40 MiB of WAL at most between checkpoints.
 const WAL_CHECKPOINT_PAGES: i64 = 10_000;
@@ -475,6 +479,17 @@ impl Store {
             },
         };
         store.migrate()?;
+        Ok(store)
+    }
+
+    /// Opens a connection for queries only (the API's pool): like [`Store::open`], with
+    /// a smaller SQLite page cache, since several of them live side by side and the
+    /// kernel's page cache holds the file anyway.
+    pub fn open_reader(cfg: &StoreConfig) -> Result<Store, StoreError> {
+        let store = Store::open(cfg)?;
+        if let Some(c) = store.db.sqlite_conn() {
+            c.pragma_update(None, "cache_size", -READER_CACHE_KIB)?;
+        }
         Ok(store)
     }
 
