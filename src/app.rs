@@ -138,10 +138,22 @@ fn sink_stage(
                 // The ingest finished while another instance writes: nothing to do.
                 None = wait_closed(&mut nudges) => return Ok(()),
             };
-            let sink = tokio::task::spawn_blocking(open.clone()).await??;
-            tokio::select! {
-                r = sink.run(&mut nudges) => return Ok(r?),
-                _ = held.lost() => {}
+            // A failure (the database went away) hands the role back and tries again:
+            // on a shared store the sink must outlive an outage of the database.
+            let ended = match tokio::task::spawn_blocking(open.clone()).await? {
+                Ok(sink) => tokio::select! {
+                    r = sink.run(&mut nudges) => match r {
+                        Ok(()) => return Ok(()),
+                        Err(e) => Some(anyhow::Error::from(e)),
+                    },
+                    _ = held.lost() => None,
+                },
+                Err(e) => Some(e),
+            };
+            drop(held);
+            if let Some(e) = ended {
+                tracing::warn!(error = %format!("{e:#}"), "influx sink stopped; it resumes when the store answers again");
+                tokio::time::sleep(roles::TRY_EVERY).await;
             }
         }
     })
@@ -192,7 +204,16 @@ fn start_housekeeping(
                     held = roles::acquire(&store, Role::Housekeeping) => held,
                     _ = &mut stopped => return Ok(()),
                 };
-                let housekeeping = tokio::task::spawn_blocking(open.clone()).await??;
+                let housekeeping = match tokio::task::spawn_blocking(open.clone()).await? {
+                    Ok(h) => h,
+                    Err(e) => {
+                        // The database is away: hand the role back, try again later.
+                        drop(held);
+                        tracing::warn!(error = %format!("{e:#}"), "housekeeping cannot start; retried");
+                        tokio::time::sleep(roles::TRY_EVERY).await;
+                        continue;
+                    }
+                };
                 tokio::select! {
                     r = housekeeping.run(&mut stopped) => return Ok(r?),
                     _ = held.lost() => {}
