@@ -13,7 +13,7 @@ use crate::alerts::{Alerter, Publish};
 use crate::api;
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::housekeeping::Housekeeping;
+use crate::housekeeping::{AlertSlot, Housekeeping};
 use crate::ingest::Ingest;
 use crate::metrics::Metrics;
 use crate::plan::{Plan, EXAMPLE_PAYLOAD, EXAMPLE_SITE};
@@ -68,8 +68,17 @@ pub async fn serve(
 
     // Registered in drain order (see `stages`).
     let mut stages = Stages::default();
-    start_housekeeping(&plan, &clock, &metrics, &mut stages)?;
+    let alert_slot = AlertSlot::default();
+    start_housekeeping(&plan, &clock, &metrics, &alert_slot, &mut stages)?;
     let (messages, ackers, alerts) = start_sources(&plan, &clock, &metrics, &mut stages).await?;
+    // A shared store: each instance commits a share of a site's readings, so the one
+    // holding the housekeeping role evaluates the alerts from the stored hours.
+    let alerts = if plan_is_shared(&plan) {
+        *alert_slot.lock().unwrap_or_else(|p| p.into_inner()) = alerts;
+        None
+    } else {
+        alerts
+    };
     // The sink, when configured, with the nudge channel ingest uses to wake it. One
     // slot: a nudge only says "look at the outbox"; more would add nothing.
     let (nudge_tx, sink) = match &plan.influx {
@@ -177,16 +186,23 @@ fn start_housekeeping(
     plan: &Arc<Plan>,
     clock: &Arc<dyn Clock>,
     metrics: &Arc<Metrics>,
+    alerts: &AlertSlot,
     stages: &mut Stages,
 ) -> anyhow::Result<()> {
+    let shared = plan_is_shared(plan);
     let open = {
         let (plan, clock, metrics) = (Arc::clone(plan), Arc::clone(clock), Arc::clone(metrics));
+        let alerts = Arc::clone(alerts);
         move || {
-            Housekeeping::open(Arc::clone(&plan), Arc::clone(&clock), Arc::clone(&metrics))
-                .context("opening the store for housekeeping")
+            let h = Housekeeping::open(Arc::clone(&plan), Arc::clone(&clock), Arc::clone(&metrics))
+                .context("opening the store for housekeeping")?;
+            Ok::<_, anyhow::Error>(if shared {
+                h.with_alerts(Arc::clone(&alerts))
+            } else {
+                h
+            })
         }
     };
-    let shared = plan_is_shared(plan);
     let first = if shared { None } else { Some(open()?) };
     let store = plan.store.clone();
     let (stop, mut stopped) = oneshot::channel();
