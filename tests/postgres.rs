@@ -254,3 +254,22 @@ fn the_analyst_views_agree_with_the_service() {
     let want = district[0].1.pm10.mean.map(|m| m.as_ug()).unwrap();
     assert!((row.get::<_, f64>(1) - want).abs() < 1e-9);
 }
+
+/// One batch holding the same reading twice (a device's re-upload inside one
+/// message): stored and counted once, on PostgreSQL's one-statement insert too.
+#[test]
+fn a_reading_twice_in_one_batch_is_stored_and_counted_once() {
+    let pg = Postgres::start();
+    let mut writer = Writer::open(&StoreConfig::postgres(&pg.url()), None).unwrap();
+    let (a, b) = (reading(1, 0), reading(1, 1));
+    let first = writer
+        .commit_batch_durable(&[a.clone(), b.clone(), a.clone()], &[], UnixMillis(1))
+        .unwrap();
+    assert_eq!((first.stored, first.duplicates), (2, 1));
+    let again = writer
+        .commit_batch_durable(&[b, a], &[], UnixMillis(2))
+        .unwrap();
+    assert_eq!((again.stored, again.duplicates), (0, 2));
+    assert_eq!(pg.count("SELECT count(*) FROM readings"), 2);
+    assert_eq!(pg.count("SELECT n10 FROM hourly"), 2);
+}
