@@ -20,6 +20,7 @@ mod lock;
 mod outbox;
 mod postgres_schema;
 mod queries;
+mod readings;
 pub mod roles;
 mod schema;
 pub(crate) mod sql;
@@ -250,6 +251,13 @@ pub enum StoreError {
         "the connection to PostgreSQL was lost inside a transaction (rolled back by the server)"
     )]
     ConnectionLost,
+    #[error("the PostgreSQL server is a read-only standby; point [store] url at the primary")]
+    ReadOnly,
+    #[error("role lock on {store}: {source}")]
+    RoleLock {
+        store: String,
+        source: tokio_postgres::Error,
+    },
 }
 
 impl StoreError {
@@ -585,14 +593,15 @@ impl Store {
             });
         }
         let mut hours = hourly::Batch::default();
-        insert_readings(&tx, &order, writer, now, |r, stored| {
-            if stored {
+        let new = readings::insert(&tx, &order, writer, now)?;
+        for (r, new) in order.iter().zip(new) {
+            if new {
                 out.stored += 1;
                 hours.add(r);
             } else {
                 out.duplicates += 1;
             }
-        })?;
+        }
         let touched = hours.apply(&tx, hourly_lines, now)?;
         for r in rejects {
             tx.exec(
@@ -674,95 +683,6 @@ impl Store {
             None => None,
         })
     }
-}
-
-/// Readings per multi-row INSERT: one statement execution (and, with AUTOINCREMENT,
-/// one read and one update of `sqlite_sequence`) per this many readings instead of per
-/// reading. 64 × 10 parameters stays far below both engines' limits.
-const INSERT_CHUNK: usize = 64;
-
-/// The readings INSERT for `rows` rows (PostgreSQL also names the writer).
-fn insert_sql(engine: Engine, rows: usize) -> String {
-    let (cols, width) = match engine {
-        Engine::Sqlite => (
-            "site, ts_ms, period, device, flag, pm25, pm10, interval_secs, received_ms",
-            9,
-        ),
-        Engine::Postgres => (
-            "site, ts_ms, period, device, flag, pm25, pm10, interval_secs, received_ms, writer",
-            10,
-        ),
-    };
-    let mut sql = format!("INSERT INTO readings ({cols}) VALUES ");
-    for row in 0..rows {
-        sql.push_str(if row == 0 { "(" } else { ", (" });
-        for c in 0..width {
-            if c > 0 {
-                sql.push_str(", ");
-            }
-            sql.push_str(&format!("?{}", row * width + c + 1));
-        }
-        sql.push(')');
-    }
-    sql.push_str(" ON CONFLICT DO NOTHING");
-    sql
-}
-
-/// Inserts `readings` in their order inside the caller's transaction and tells
-/// `outcome` for each whether it was stored (false: its identity was already there).
-/// Full chunks go in one multi-row statement under a savepoint; when it stored fewer
-/// rows than it had (a duplicate: a redelivery), the chunk is rolled back to the
-/// savepoint and inserted row by row, which says which ones were new.
-fn insert_readings<'r>(
-    tx: &Db,
-    readings: &[&'r Reading],
-    writer: i64,
-    now: UnixMillis,
-    mut outcome: impl FnMut(&'r Reading, bool),
-) -> Result<(), StoreError> {
-    let engine = tx.engine();
-    let width = if engine == Engine::Sqlite { 9 } else { 10 };
-    let params = |r: &'r Reading, out: &mut Vec<sql::Param<'r>>| {
-        out.extend_from_slice(p![
-            r.site.as_str(),
-            r.ts.0,
-            r.period.code(),
-            r.device.as_ref().map(|d| d.as_str()),
-            r.flag.code(),
-            r.pm25.map(|v| v.value()),
-            r.pm10.map(|v| v.value()),
-            r.interval_secs.map(i64::from),
-            now.0,
-            writer,
-        ]);
-        out.truncate(out.len() - (10 - width));
-    };
-    let mut one = tx.prepare(&insert_sql(engine, 1))?;
-    let mut many = None;
-    let mut buf = Vec::with_capacity(INSERT_CHUNK * width);
-    for chunk in readings.chunks(INSERT_CHUNK) {
-        if chunk.len() == INSERT_CHUNK {
-            let many = match &mut many {
-                Some(m) => m,
-                None => many.insert(tx.prepare(&insert_sql(engine, INSERT_CHUNK))?),
-            };
-            buf.clear();
-            chunk.iter().for_each(|r| params(r, &mut buf));
-            tx.batch("SAVEPOINT readings_chunk")?;
-            if many.exec(&buf)? == INSERT_CHUNK as u64 {
-                tx.batch("RELEASE readings_chunk")?;
-                chunk.iter().for_each(|r| outcome(r, true));
-                continue;
-            }
-            tx.batch("ROLLBACK TO readings_chunk; RELEASE readings_chunk")?;
-        }
-        for r in chunk {
-            buf.clear();
-            params(r, &mut buf);
-            outcome(r, one.exec(&buf)? > 0);
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -1,0 +1,172 @@
+//! Inserting readings, each once by its identity (site, timestamp, period): which of a
+//! batch were new. SQLite runs one prepared multi-row statement per `INSERT_CHUNK`
+//! readings (a call into the same process; the rows per statement save the
+//! statement's own cost, which was about a quarter of an insert); PostgreSQL one
+//! statement for the batch (`unnest` of column arrays,
+//! `ON CONFLICT DO NOTHING RETURNING` the identities inserted), since every statement
+//! there is a network round trip.
+
+use std::collections::HashMap;
+
+use super::sql::{p, Columns, Db, Engine, Param};
+use super::StoreError;
+use crate::model::{Reading, UnixMillis};
+
+/// Inserts `readings` (in this order: callers on PostgreSQL pass them in key order)
+/// received at `now`, committed by `writer` (PostgreSQL's writer id); returns, per
+/// reading, whether it was new. A reading repeated within the batch is new once.
+pub(super) fn insert(
+    tx: &Db,
+    readings: &[&Reading],
+    writer: i64,
+    now: UnixMillis,
+) -> Result<Vec<bool>, StoreError> {
+    match tx.engine() {
+        Engine::Sqlite => insert_chunked(tx, readings, now),
+        Engine::Postgres => insert_batch(tx, readings, writer, now),
+    }
+}
+
+/// Readings per multi-row INSERT on SQLite: one statement execution (and, with
+/// AUTOINCREMENT, one read and one update of `sqlite_sequence`) per this many
+/// readings instead of per reading. 64 × 9 parameters is far below SQLite's limit.
+const INSERT_CHUNK: usize = 64;
+
+/// SQLite's readings INSERT for `rows` rows.
+fn insert_sql(rows: usize) -> String {
+    const WIDTH: usize = 9;
+    let mut sql = String::from(
+        "INSERT INTO readings
+         (site, ts_ms, period, device, flag, pm25, pm10, interval_secs, received_ms) VALUES ",
+    );
+    for row in 0..rows {
+        sql.push_str(if row == 0 { "(" } else { ", (" });
+        for c in 0..WIDTH {
+            if c > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("?{}", row * WIDTH + c + 1));
+        }
+        sql.push(')');
+    }
+    sql.push_str(" ON CONFLICT DO NOTHING");
+    sql
+}
+
+/// SQLite: full chunks go in one multi-row statement under a savepoint; when it stored
+/// fewer rows than it had (a duplicate: a redelivery), the chunk is rolled back to the
+/// savepoint and inserted row by row, which says which ones were new.
+fn insert_chunked<'r>(
+    tx: &Db,
+    readings: &[&'r Reading],
+    now: UnixMillis,
+) -> Result<Vec<bool>, StoreError> {
+    let params = |r: &'r Reading, out: &mut Vec<Param<'r>>| {
+        out.extend_from_slice(p![
+            r.site.as_str(),
+            r.ts.0,
+            r.period.code(),
+            r.device.as_ref().map(|d| d.as_str()),
+            r.flag.code(),
+            r.pm25.map(|v| v.value()),
+            r.pm10.map(|v| v.value()),
+            r.interval_secs.map(i64::from),
+            now.0,
+        ]);
+    };
+    let mut new = Vec::with_capacity(readings.len());
+    let mut one = tx.prepare(&insert_sql(1))?;
+    let mut many = None;
+    let mut buf = Vec::with_capacity(INSERT_CHUNK * 9);
+    for chunk in readings.chunks(INSERT_CHUNK) {
+        if chunk.len() == INSERT_CHUNK {
+            let many = match &mut many {
+                Some(m) => m,
+                None => many.insert(tx.prepare(&insert_sql(INSERT_CHUNK))?),
+            };
+            buf.clear();
+            chunk.iter().for_each(|r| params(r, &mut buf));
+            tx.batch("SAVEPOINT readings_chunk")?;
+            if many.exec(&buf)? == INSERT_CHUNK as u64 {
+                tx.batch("RELEASE readings_chunk")?;
+                new.extend(std::iter::repeat_n(true, INSERT_CHUNK));
+                continue;
+            }
+            tx.batch("ROLLBACK TO readings_chunk; RELEASE readings_chunk")?;
+        }
+        for r in chunk {
+            buf.clear();
+            params(r, &mut buf);
+            new.push(one.exec(&buf)? > 0);
+        }
+    }
+    Ok(new)
+}
+
+fn insert_batch(
+    tx: &Db,
+    readings: &[&Reading],
+    writer: i64,
+    now: UnixMillis,
+) -> Result<Vec<bool>, StoreError> {
+    if readings.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sites: Vec<&str> = readings.iter().map(|r| r.site.as_str()).collect();
+    let ts: Vec<i64> = readings.iter().map(|r| r.ts.0).collect();
+    let period: Vec<i64> = readings.iter().map(|r| r.period.code()).collect();
+    let device: Vec<Option<&str>> = readings
+        .iter()
+        .map(|r| r.device.as_ref().map(|d| d.as_str()))
+        .collect();
+    let flag: Vec<&str> = readings.iter().map(|r| r.flag.code()).collect();
+    let pm25: Vec<Option<f64>> = readings.iter().map(|r| r.pm25.map(|v| v.value())).collect();
+    let pm10: Vec<Option<f64>> = readings.iter().map(|r| r.pm10.map(|v| v.value())).collect();
+    let interval: Vec<Option<i64>> = readings
+        .iter()
+        .map(|r| r.interval_secs.map(i64::from))
+        .collect();
+    let rows = tx.rows(
+        "INSERT INTO readings
+         (site, ts_ms, period, device, flag, pm25, pm10, interval_secs, received_ms, writer)
+         SELECT s, t, p, d, f, a, b, i, ?9, ?10
+         FROM unnest(CAST(?1 AS TEXT[]), CAST(?2 AS BIGINT[]), CAST(?3 AS BIGINT[]),
+                     CAST(?4 AS TEXT[]), CAST(?5 AS TEXT[]), CAST(?6 AS DOUBLE PRECISION[]),
+                     CAST(?7 AS DOUBLE PRECISION[]), CAST(?8 AS BIGINT[]))
+              AS u(s, t, p, d, f, a, b, i)
+         ON CONFLICT DO NOTHING RETURNING site, ts_ms, period",
+        &[
+            Param::Texts(&sites),
+            Param::Ints(&ts),
+            Param::Ints(&period),
+            Param::OptTexts(&device),
+            Param::Texts(&flag),
+            Param::OptReals(&pm25),
+            Param::OptReals(&pm10),
+            Param::OptInts(&interval),
+            Param::Int(now.0),
+            Param::Int(writer),
+        ],
+    )?;
+    // How many of each identity were inserted (one at most): the first reading with
+    // that identity in the batch is the new one.
+    let mut inserted: HashMap<(String, i64, i64), u32> = HashMap::with_capacity(rows.len());
+    for r in &rows {
+        *inserted
+            .entry((r.text(0)?.to_owned(), r.i64(1)?, r.i64(2)?))
+            .or_default() += 1;
+    }
+    Ok(readings
+        .iter()
+        .map(|r| {
+            let key = (r.site.as_str().to_owned(), r.ts.0, r.period.code());
+            match inserted.get_mut(&key) {
+                Some(n) if *n > 0 => {
+                    *n -= 1;
+                    true
+                }
+                _ => false,
+            }
+        })
+        .collect())
+}
