@@ -21,8 +21,12 @@
 //!   for the CPU its SQLite commits take from the broker.
 //!
 //! It prints rates, ratios, CPU seconds per 100k readings (aq-ingest, and the broker),
-//! messages per commit and aq-ingest's peak RSS. Environment knobs for experiments:
-//! `AQ_BENCH_PERF=FILE` (profile the service with perf), `AQ_BENCH_NO_SINK=1`,
+//! messages per commit and aq-ingest's peak RSS — and for the live stream one table
+//! with (c), the peer: a hand-written Python bridge (`benches/bridge/bridge.py`:
+//! paho-mqtt + influxdb-client, 5 000-point batches, no durability) on the same stream
+//! into the same VictoriaMetrics, with its CPU and peak RSS. Environment knobs for experiments:
+//! `AQ_BENCH_ARRAY=100` (instead: N readings in arrays of 100 per message, committed
+//! readings/s), `AQ_BENCH_PERF=FILE` (profile the service with perf), `AQ_BENCH_NO_SINK=1`,
 //! `AQ_BENCH_DURABILITY=process_crash`, `AQ_BENCH_SINK_EXTRA="derived = false"` (more
 //! `[influx]` settings).
 
@@ -40,6 +44,29 @@ const SITES: usize = 238;
 fn messages(n: usize, base: i64) -> Vec<(String, Vec<u8>)> {
     (0..n)
         .map(|k| reading_msg(k % SITES, k / SITES, base))
+        .collect()
+}
+
+/// `n` readings as messages of `per` readings each (a device's batch upload): message
+/// k is site k % SITES's, its readings a minute apart after those of the site's
+/// earlier messages.
+fn array_messages(n: usize, per: usize, base: i64) -> Vec<(String, Vec<u8>)> {
+    (0..n / per)
+        .map(|k| {
+            let site = k % SITES;
+            let items: Vec<String> = (0..per)
+                .map(|i| {
+                    let minute = k / SITES * per + i;
+                    let (pm25, pm10) = reading_values(site, minute);
+                    let ts = base + minute as i64 * 60_000;
+                    format!(r#"{{"ts":{ts},"pm25":{pm25},"pm10":{pm10},"interval_secs":60}}"#)
+                })
+                .collect();
+            (
+                format!("aq/site-{site:03}/readings"),
+                format!("[{}]", items.join(",")).into_bytes(),
+            )
+        })
         .collect()
 }
 
@@ -174,6 +201,50 @@ fn bare_sub(pinned: bool, port: u16, n: usize, mode: &str, before: Option<&dyn F
     }
 }
 
+/// What the Python bridge took for the live stream: the time from the first publish
+/// until its last point was written, its CPU seconds and peak RSS (it reports both).
+struct Bridge {
+    took: Duration,
+    cpu_secs: f64,
+    rss_mib: f64,
+}
+
+/// The peer (`benches/bridge/bridge.py`, installed by `scripts/bench`) on the live
+/// stream: subscribed, then `publish` runs, then it writes every message to
+/// VictoriaMetrics (on core 1 when pinned, like the service).
+fn python_bridge(pinned: bool, port: u16, vm: &str, n: usize, publish: &dyn Fn()) -> Bridge {
+    use std::io::BufRead;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/bridge/bridge.py");
+    let mut c = on_core1(pinned, "python3");
+    c.args([script, &port.to_string(), vm, &n.to_string()]);
+    let mut child = c.stdout(Stdio::piped()).spawn().unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(
+        line.trim(),
+        "subscribed",
+        "the Python bridge did not start: run scripts/bench (it installs paho-mqtt and influxdb-client)"
+    );
+    let t0 = Instant::now();
+    publish();
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    let took = t0.elapsed();
+    assert!(child.wait().unwrap().success());
+    let f: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|v| v.parse().unwrap())
+        .collect();
+    assert_eq!(f.len(), 2, "bridge said {line:?}");
+    Bridge {
+        took,
+        cpu_secs: f[0],
+        rss_mib: f[1],
+    }
+}
+
 fn spawn_service(pinned: bool, dir: &Path, cfg: &Path, run: usize) -> Proc {
     let log = dir.join(format!("aq-{run}.log"));
     let mut cmd = match std::env::var("AQ_BENCH_PERF") {
@@ -243,6 +314,44 @@ fn rate(n: usize, d: Duration) -> f64 {
     n as f64 / d.as_secs_f64()
 }
 
+/// Batched payloads (`AQ_BENCH_ARRAY=K`): `n` readings in arrays of K, published live
+/// to aq-ingest alone; committed (and forwarded) readings per second.
+fn arrays(pinned: bool, n: usize, per: usize, rt: &tokio::runtime::Runtime) {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(dir.path());
+    let vm = Victoria::start_on(dir.path(), pinned.then_some(1));
+    let cfg = dir.path().join("aq.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[mqtt]\nurl = \"{}\"\nclient_id = \"bench-aq\"\n[store]\npath = \"{}\"\n[log]\nstats_interval_secs = 0\n[api]\nenabled = false\n[influx]\nurl = \"{}\"\nbucket = \"aq\"\n",
+            broker.url(),
+            dir.path().join("aq.db").display(),
+            vm.url(),
+        ),
+    )
+    .unwrap();
+    let mut svc = spawn_service(pinned, dir.path(), &cfg, 0);
+    wait_until("aq-ingest subscribed", Duration::from_secs(20), || {
+        svc.log_text().contains("mqtt: subscribed")
+    });
+    let msgs = array_messages(n, per, base_ts_ms() - 30 * 86_400_000);
+    let t0 = Instant::now();
+    let publisher = rt.spawn(publish_all(broker.port, msgs));
+    let m = measure(dir.path(), svc.pid(), broker.pid(), t0, n, true);
+    rt.block_on(publisher).unwrap();
+    let rss = proc_peak_rss_mib(svc.pid());
+    unsafe_sigterm(svc.pid());
+    assert!(svc.wait().success());
+    println!(
+        "{} layout, {n} readings in arrays of {per} (power-loss durability, VictoriaMetrics):\n  committed {:.0} readings/s, forwarded {:.0} readings/s; aq-ingest CPU {:.2} s/100k readings, peak RSS {rss:.1} MiB\n",
+        if pinned { "pinned" } else { "shared" },
+        rate(n, m.stored),
+        rate(n, m.forwarded),
+        m.cpu_secs * 100_000.0 / n as f64
+    );
+}
+
 fn layout(pinned: bool, n: usize, rt: &tokio::runtime::Runtime) {
     let dir = tempfile::tempdir().unwrap();
     let broker = Mosquitto::start(dir.path());
@@ -256,6 +365,10 @@ fn layout(pinned: bool, n: usize, rt: &tokio::runtime::Runtime) {
     let publish = || rt.block_on(publish_all(port, messages(n, base)));
     let live_bare = bare_sub(pinned, port, n, "live", Some(&publish));
     let live_bare_broker = proc_cpu_secs(mpid) - m0;
+
+    // (c) live: the Python bridge, on the same stream, into the same VictoriaMetrics.
+    let publish = || rt.block_on(publish_all(port, messages(n, base - 86_400_000)));
+    let bridge = python_bridge(pinned, port, &vm.url(), n, &publish);
 
     // (a) backlog: the same stream queued in a persistent session, drained at reconnect.
     bare_sub(pinned, port, 0, "session", Some(&|| {}));
@@ -361,7 +474,28 @@ fn layout(pinned: bool, n: usize, rt: &tokio::runtime::Runtime) {
             n as f64 / commits.max(1) as f64
         );
     }
-    println!("  aq-ingest peak RSS {rss:.1} MiB; backlog run acknowledged {acked} of {n}\n");
+    println!("  aq-ingest peak RSS {rss:.1} MiB; backlog run acknowledged {acked} of {n}");
+    let (a, b, c) = (
+        rate(n, live_bare),
+        rate(n, live.forwarded),
+        rate(n, bridge.took),
+    );
+    println!("  live, one table (time from the first publish to the last message handled):");
+    println!("    | consumer | msg/s | × bare | CPU-s / 100k | peak RSS |");
+    println!("    |---|---:|---:|---:|---:|");
+    println!("    | bare QoS 1 subscriber (discards) | {a:.0} | 1.00 | – | – |");
+    println!(
+        "    | aq-ingest (committed, acked, in VictoriaMetrics) | {b:.0} | {:.2} | {:.2} | {rss:.0} MiB |",
+        b / a,
+        per100k(live.cpu_secs)
+    );
+    println!(
+        "    | Python bridge (paho-mqtt + influxdb-client, in VictoriaMetrics) | {c:.0} | {:.2} | {:.2} | {:.0} MiB |",
+        c / a,
+        per100k(bridge.cpu_secs),
+        bridge.rss_mib
+    );
+    println!("    aq-ingest / Python bridge: {:.2}×\n", b / c);
 }
 
 fn main() {
@@ -391,6 +525,12 @@ fn main() {
                 .stdout(Stdio::null())
                 .status();
         }
-        layout(pinned, n, &rt);
+        match std::env::var("AQ_BENCH_ARRAY")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            Some(per) => arrays(pinned, n, per, &rt),
+            None => layout(pinned, n, &rt),
+        }
     }
 }

@@ -3,7 +3,7 @@
 //! sink the others.
 
 use chrono::DateTime;
-use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
 use super::Observation;
@@ -23,7 +23,8 @@ pub const SECONDS_MS_BOUNDARY: i64 = 100_000_000_000;
 ///
 /// The payload is read in one pass by [`Payload`]'s visitor: each object's known keys
 /// are kept (the last of a repeated key, as a JSON object map would), unknown ones
-/// skipped, and no tree of the whole message is built — a `Value` tree cost an
+/// skipped (read as a `Value` and dropped, so that the parser's nesting limit still
+/// refuses a hostile depth as bad JSON), and no tree of the whole message is built — a `Value` tree cost an
 /// allocation per key and per object, about half the decoder's time per reading.
 pub fn decode(payload: &[u8]) -> Result<Vec<Result<Observation, Rejection>>, Rejection> {
     let text = std::str::from_utf8(payload)
@@ -110,7 +111,7 @@ fn read_fields<'de, A: MapAccess<'de>>(mut map: A) -> Result<Fields, A::Error> {
         match slot {
             Some(i) => f.0[i] = Some(map.next_value()?),
             None => {
-                map.next_value::<IgnoredAny>()?;
+                map.next_value::<Value>()?;
             }
         }
     }
@@ -153,7 +154,7 @@ impl<'de> Deserialize<'de> for Element {
                 Ok(Element(decode_object(&read_fields(map)?)))
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Element, A::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                while seq.next_element::<Value>()?.is_some() {}
                 Ok(Element(Err(not_object("an array"))))
             }
             other_kinds!(|kind| Element(Err(not_object(kind))));
@@ -184,7 +185,7 @@ impl<'de> Deserialize<'de> for Payload {
                     }
                     len += 1;
                 }
-                while seq.next_element::<IgnoredAny>()?.is_some() {
+                while seq.next_element::<Value>()?.is_some() {
                     len += 1;
                 }
                 Ok(Payload::Many(items, len))
@@ -486,6 +487,21 @@ mod tests {
         assert_eq!(r.reason, RejectReason::BatchTooLarge);
         assert!(r.detail.starts_with("10002 readings"), "{}", r.detail);
         assert_eq!(decode(b"{} x").unwrap_err().reason, RejectReason::BadJson);
+        // Too deep is bad JSON wherever it is, never a stack overflow.
+        let deep = format!("[{}{}]", "[".repeat(100_000), "]".repeat(100_000));
+        assert_eq!(
+            decode(deep.as_bytes()).unwrap_err().reason,
+            RejectReason::BadJson
+        );
+        let deep = format!(
+            "{{\"x\":{}{},\"ts\":1,\"pm10\":1}}",
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        assert_eq!(
+            decode(deep.as_bytes()).unwrap_err().reason,
+            RejectReason::BadJson
+        );
         assert_eq!(
             decode(b"\"s\"").unwrap_err().reason,
             RejectReason::NotAnObject
