@@ -230,18 +230,32 @@ pub enum Flag {
 impl Flag {
     /// Parses an HJ 212-2017 flag letter (case-insensitive).
     pub fn parse(s: &str) -> Option<Self> {
-        Some(match s.trim().to_ascii_uppercase().as_str() {
-            "N" => Flag::Normal,
-            "F" => Flag::Stopped,
-            "M" => Flag::Maintenance,
-            "S" => Flag::Manual,
-            "D" => Flag::Fault,
-            "C" => Flag::Calibration,
-            "T" => Flag::OverRange,
-            "B" => Flag::CommFailure,
+        // The stored code (and what most devices send): no copy to upper-case it.
+        if let [c] = s.as_bytes() {
+            if c.is_ascii_uppercase() {
+                return Self::from_letter(*c);
+            }
+        }
+        Self::from_letter(match s.trim().to_ascii_uppercase().as_bytes() {
+            [c] => *c,
             _ => return None,
         })
     }
+
+    fn from_letter(c: u8) -> Option<Self> {
+        Some(match c {
+            b'N' => Flag::Normal,
+            b'F' => Flag::Stopped,
+            b'M' => Flag::Maintenance,
+            b'S' => Flag::Manual,
+            b'D' => Flag::Fault,
+            b'C' => Flag::Calibration,
+            b'T' => Flag::OverRange,
+            b'B' => Flag::CommFailure,
+            _ => return None,
+        })
+    }
+
     pub fn code(self) -> &'static str {
         match self {
             Flag::Normal => "N",
