@@ -835,13 +835,15 @@ mod tests {
         let at = |i: i64| reading("a", 1_470_009_600_000 + i * 1000, 10.0);
         let first: Vec<_> = (0..100).filter(|i| i % 7 == 0).map(at).collect();
         s.commit_batch_durable(&first, &[], UnixMillis(1)).unwrap();
-        let all: Vec<_> = (0..200).map(at).collect();
+        // 0..200, with reading 130 twice in the chunk 128..191 (no other redelivery).
+        let mut all: Vec<_> = (0..200).map(at).collect();
+        all.insert(131, at(130));
         let out = s.commit_batch_durable(&all, &[], UnixMillis(2)).unwrap();
         assert_eq!(
             out,
             CommitOutcome {
                 stored: 200 - first.len() as u64,
-                duplicates: first.len() as u64
+                duplicates: first.len() as u64 + 1
             }
         );
         assert_eq!(s.reading_count().unwrap(), 200);
