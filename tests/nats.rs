@@ -16,6 +16,8 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::nats::{publish_failover, DeviceReport, NatsCluster};
@@ -191,7 +193,10 @@ async fn three_nodes_three_instances_one_of_each_killed_every_acknowledged_readi
     let dir = tempfile::tempdir().unwrap();
     let pg = Postgres::start();
     let mut cluster = NatsCluster::start(dir.path(), 3);
-    let ack_wait = "ack_wait_secs = 5\n";
+    // The ack wait is what a killed instance's messages wait before they go to the
+    // others; it must also exceed the time a message waits in an instance's window
+    // (max_in_flight / commit rate), or the queue itself makes redeliveries.
+    let ack_wait = "ack_wait_secs = 10\nmax_in_flight = 500\n";
     let ref_db = dir.path().join("ref.db");
     let lite = format!(
         "[store]\npath = \"{}\"\ndurability = \"process_crash\"",
@@ -219,6 +224,7 @@ async fn three_nodes_three_instances_one_of_each_killed_every_acknowledged_readi
     let total = (SITES * PER_SITE) as i64;
     let ports = cluster.mqtt_ports();
     // Device d publishes to node d % 3: devices 1 and 4 use the node that is killed.
+    let progress: Vec<Arc<AtomicUsize>> = (0..DEVICES).map(|_| Arc::default()).collect();
     let devices: Vec<_> = (0..DEVICES)
         .map(|d| {
             tokio::spawn(publish_failover(
@@ -226,10 +232,26 @@ async fn three_nodes_three_instances_one_of_each_killed_every_acknowledged_readi
                 d % 3,
                 format!("device-{d}"),
                 device_stream(d, base),
+                Arc::clone(&progress[d]),
             ))
         })
         .collect();
+    let per_device = SITES / DEVICES * PER_SITE;
 
+    // The node kill, while devices 1 and 4 are halfway through their streams.
+    let acked = |d: usize| progress[d].load(Ordering::Relaxed);
+    wait_until(
+        "devices 1 and 4 halfway",
+        Duration::from_secs(180),
+        || acked(1) >= per_device / 2 && acked(4) >= per_device / 2,
+    );
+    assert!(
+        acked(1) < per_device && acked(4) < per_device,
+        "the node kill must fall mid-stream"
+    );
+    cluster.kill(1);
+
+    // The instance kill, while the instances are storing the stream.
     let count = |pg: &Postgres| pg.count("SELECT count(*) FROM readings");
     wait_until(
         "a quarter of the stream stored",
@@ -239,13 +261,6 @@ async fn three_nodes_three_instances_one_of_each_killed_every_acknowledged_readi
     assert!(count(&pg) < total, "the instance kill must fall mid-stream");
     inst[1].kill();
     inst[1].start();
-    wait_until(
-        "half of the stream stored",
-        Duration::from_secs(180),
-        || count(&pg) >= total / 2,
-    );
-    assert!(count(&pg) < total, "the node kill must fall mid-stream");
-    cluster.kill(1);
 
     let mut reports: Vec<DeviceReport> = Vec::new();
     for d in devices {
@@ -392,7 +407,14 @@ async fn a_slow_commit_makes_a_bounded_counted_redelivery_storm_and_no_duplicate
 
     let (release, locker) = lock_readings(&pg);
     let started = Instant::now();
-    let report = publish_failover(cluster.mqtt_ports(), 0, "device-storm".into(), msgs).await;
+    let report = publish_failover(
+        cluster.mqtt_ports(),
+        0,
+        "device-storm".into(),
+        msgs,
+        Arc::default(),
+    )
+    .await;
     assert_eq!(report.acked as i64, total);
     // The storm: every ack wait that expires makes the cluster send the held messages
     // again; the instances take them until their in-flight windows are full.

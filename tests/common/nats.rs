@@ -9,6 +9,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -199,24 +200,29 @@ pub struct DeviceReport {
     pub acked_by_node: HashMap<usize, usize>,
     /// Connections lost or refused, after which the device moved to the next node.
     pub failovers: usize,
+    /// The longest time between two acknowledgements (a failover's cost).
+    pub longest_gap: Duration,
 }
 
 /// One MQTT device: publishes every message at QoS 1 to node `first` of `ports` (an
 /// in-flight window of 100), and when the connection is lost or refused moves to the
 /// next node and sends again every message not acknowledged yet (duplicates are
-/// stored once). Returns when every message has been acknowledged.
+/// stored once). `progress` counts the acknowledged messages as they come. Returns
+/// when every message has been acknowledged.
 // Long because it is one device's whole life: connect, feed, count acks, fail over.
 pub async fn publish_failover(
     ports: Vec<u16>,
     first: usize,
     client_id: String,
     msgs: Vec<(String, Vec<u8>)>,
+    progress: Arc<AtomicUsize>,
 ) -> DeviceReport {
     let n = msgs.len();
     let msgs = Arc::new(msgs);
     let mut acked = vec![false; n];
     let mut report = DeviceReport::default();
     let mut node = first;
+    let mut last_ack = Instant::now();
     let deadline = Instant::now() + Duration::from_secs(300);
     while report.acked < n {
         assert!(
@@ -265,6 +271,9 @@ pub async fn publish_failover(
                         if !acked[i] {
                             acked[i] = true;
                             report.acked += 1;
+                            report.longest_gap = report.longest_gap.max(last_ack.elapsed());
+                            last_ack = Instant::now();
+                            progress.fetch_add(1, Ordering::Relaxed);
                             *report.acked_by_node.entry(node).or_default() += 1;
                         }
                     }

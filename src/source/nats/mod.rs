@@ -388,7 +388,7 @@ impl Consumer {
                     if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND);
                 match (&self.cfg.mqtt_url, missing) {
                     (Some(url), true) => {
-                        mqtt_probe(url).await?;
+                        mqtt_probe(url, &self.cfg).await?;
                         return Err(NatsError::NoStream {
                             stream: self.cfg.stream.clone(),
                         });
@@ -490,9 +490,10 @@ impl Consumer {
     }
 }
 
-/// Connects once to an MQTT listener of the cluster and leaves: the server creates its
-/// MQTT streams (`$MQTT_msgs` among them) at an account's first MQTT connection.
-async fn mqtt_probe(url: &str) -> Result<(), NatsError> {
+/// Connects once to an MQTT listener of the cluster (with the NATS credentials) and
+/// leaves: the server creates its MQTT streams (`$MQTT_msgs` among them) at an
+/// account's first MQTT connection.
+async fn mqtt_probe(url: &str, cfg: &NatsConfig) -> Result<(), NatsError> {
     let addr = crate::source::mqtt::MqttConfig {
         url: url.to_owned(),
         ..Default::default()
@@ -502,6 +503,9 @@ async fn mqtt_probe(url: &str) -> Result<(), NatsError> {
     let id = format!("aq-ingest-probe-{}", fastrand::u32(..));
     let mut o = rumqttc::MqttOptions::new(id, addr.host, addr.port);
     o.set_clean_session(true);
+    if let Some(user) = &cfg.username {
+        o.set_credentials(user, std::env::var(&cfg.password_env).unwrap_or_default());
+    }
     let (client, mut el) = rumqttc::AsyncClient::new(o, 4);
     let connack = async {
         loop {
