@@ -13,7 +13,7 @@ use crate::alerts::{Alerter, Publish};
 use crate::api;
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::housekeeping::Housekeeping;
+use crate::housekeeping::{AlertSlot, Housekeeping};
 use crate::ingest::Ingest;
 use crate::metrics::Metrics;
 use crate::plan::{Plan, EXAMPLE_PAYLOAD, EXAMPLE_SITE};
@@ -69,8 +69,17 @@ pub async fn serve(
 
     // Registered in drain order (see `stages`).
     let mut stages = Stages::default();
-    start_housekeeping(&plan, &clock, &metrics, &mut stages)?;
+    let alert_slot = AlertSlot::default();
+    start_housekeeping(&plan, &clock, &metrics, &alert_slot, &mut stages)?;
     let (messages, ackers, alerts) = start_sources(&plan, &clock, &metrics, &mut stages).await?;
+    // A shared store: each instance commits a share of a site's readings, so the one
+    // holding the housekeeping role evaluates the alerts from the stored hours.
+    let alerts = if plan_is_shared(&plan) {
+        *alert_slot.lock().unwrap_or_else(|p| p.into_inner()) = alerts;
+        None
+    } else {
+        alerts
+    };
     // The sink, when configured, with the nudge channel ingest uses to wake it. One
     // slot: a nudge only says "look at the outbox"; more would add nothing.
     let (nudge_tx, sink) = match &plan.influx {
@@ -139,10 +148,22 @@ fn sink_stage(
                 // The ingest finished while another instance writes: nothing to do.
                 None = wait_closed(&mut nudges) => return Ok(()),
             };
-            let sink = tokio::task::spawn_blocking(open.clone()).await??;
-            tokio::select! {
-                r = sink.run(&mut nudges) => return Ok(r?),
-                _ = held.lost() => {}
+            // A failure (the database went away) hands the role back and tries again:
+            // on a shared store the sink must outlive an outage of the database.
+            let ended = match tokio::task::spawn_blocking(open.clone()).await? {
+                Ok(sink) => tokio::select! {
+                    r = sink.run(&mut nudges) => match r {
+                        Ok(()) => return Ok(()),
+                        Err(e) => Some(anyhow::Error::from(e)),
+                    },
+                    _ = held.lost() => None,
+                },
+                Err(e) => Some(e),
+            };
+            drop(held);
+            if let Some(e) = ended {
+                tracing::warn!(error = %format!("{e:#}"), "influx sink stopped; it resumes when the store answers again");
+                tokio::time::sleep(roles::TRY_EVERY).await;
             }
         }
     })
@@ -166,16 +187,23 @@ fn start_housekeeping(
     plan: &Arc<Plan>,
     clock: &Arc<dyn Clock>,
     metrics: &Arc<Metrics>,
+    alerts: &AlertSlot,
     stages: &mut Stages,
 ) -> anyhow::Result<()> {
+    let shared = plan_is_shared(plan);
     let open = {
         let (plan, clock, metrics) = (Arc::clone(plan), Arc::clone(clock), Arc::clone(metrics));
+        let alerts = Arc::clone(alerts);
         move || {
-            Housekeeping::open(Arc::clone(&plan), Arc::clone(&clock), Arc::clone(&metrics))
-                .context("opening the store for housekeeping")
+            let h = Housekeeping::open(Arc::clone(&plan), Arc::clone(&clock), Arc::clone(&metrics))
+                .context("opening the store for housekeeping")?;
+            Ok::<_, anyhow::Error>(if shared {
+                h.with_alerts(Arc::clone(&alerts))
+            } else {
+                h
+            })
         }
     };
-    let shared = plan_is_shared(plan);
     let first = if shared { None } else { Some(open()?) };
     let store = plan.store.clone();
     let (stop, mut stopped) = oneshot::channel();
@@ -193,7 +221,16 @@ fn start_housekeeping(
                     held = roles::acquire(&store, Role::Housekeeping) => held,
                     _ = &mut stopped => return Ok(()),
                 };
-                let housekeeping = tokio::task::spawn_blocking(open.clone()).await??;
+                let housekeeping = match tokio::task::spawn_blocking(open.clone()).await? {
+                    Ok(h) => h,
+                    Err(e) => {
+                        // The database is away: hand the role back, try again later.
+                        drop(held);
+                        tracing::warn!(error = %format!("{e:#}"), "housekeeping cannot start; retried");
+                        tokio::time::sleep(roles::TRY_EVERY).await;
+                        continue;
+                    }
+                };
                 tokio::select! {
                     r = housekeeping.run(&mut stopped) => return Ok(r?),
                     _ = held.lost() => {}

@@ -1,8 +1,10 @@
 //! Housekeeping: the periodic work beside the data path, on one long-lived store
 //! connection of its own — the day caches refreshed (and the daily derived series
 //! emitted) on a timer so that reads never write, retention pruning, the outbox gauges
-//! recomputed from the store (so that a sink asleep in backoff cannot freeze them), and
-//! the counters in the log. A failure here is logged and retried at the next tick; it
+//! recomputed from the store (so that a sink asleep in backoff cannot freeze them), the
+//! counters in the log, and — on a store shared by several instances, where each
+//! commits only its share of a site's readings — the hourly alerts, from the stored
+//! hours (see [`AlertSlot`]). A failure here is logged and retried at the next tick; it
 //! never stops or blocks the ingest (SQLite's busy timeout makes its writes wait their
 //! turn behind the writer's commits).
 
@@ -13,12 +15,23 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tracing::{info, warn};
 
+use crate::alerts::Alerter;
 use crate::aqi::AqiConfig;
 use crate::clock::Clock;
 use crate::derived::Derived;
 use crate::metrics::Metrics;
+use crate::model::UnixMillis;
 use crate::plan::{Housekeeping as Timers, Plan};
 use crate::store::{on_blocking_thread, Maintainer, StoreError};
+
+/// How far back the shared-store alerts look: hours older than this are the past (an
+/// alert is about a site's latest hour).
+const ALERT_LOOKBACK: Duration = Duration::from_secs(24 * 3600);
+
+/// The alerter of a shared store, evaluated by the instance holding the housekeeping
+/// role over the hours stored by every instance. Filled once the sources (which own
+/// the publisher) have started; kept across leadership terms.
+pub type AlertSlot = Arc<std::sync::Mutex<Option<Alerter>>>;
 
 /// The stage.
 pub struct Housekeeping {
@@ -34,6 +47,8 @@ pub struct Housekeeping {
     plan: Arc<Plan>,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
+    /// Shared store only: the alerts evaluated here.
+    alerts: Option<AlertSlot>,
 }
 
 impl Housekeeping {
@@ -55,7 +70,14 @@ impl Housekeeping {
             plan,
             clock,
             metrics,
+            alerts: None,
         })
+    }
+
+    /// Evaluates the hourly alerts from the stored hours (a shared store).
+    pub fn with_alerts(mut self, slot: AlertSlot) -> Self {
+        self.alerts = Some(slot);
+        self
     }
 
     /// Runs until `stop` fires (or its sender is dropped).
@@ -71,7 +93,10 @@ impl Housekeeping {
             tokio::select! {
                 _ = &mut *stop => return Ok(()),
                 _ = stats.tick() => self.metrics.log_counters(),
-                _ = gauges.tick() => self.gauges().await,
+                _ = gauges.tick() => {
+                    self.gauges().await;
+                    self.alerts().await;
+                }
                 _ = daily.tick() => self.daily().await,
                 _ = prune.tick() => self.prune().await,
             }
@@ -144,6 +169,29 @@ impl Housekeeping {
             .filter(|n| *n > 0)
         {
             info!(readings = n, "pruned readings past retention");
+        }
+    }
+
+    /// The shared store's alerts: the latest stored hours of every site, evaluated.
+    async fn alerts(&mut self) {
+        let Some(slot) = self.alerts.clone() else {
+            return;
+        };
+        let now = self.clock.now();
+        let from = UnixMillis(now.0 - ALERT_LOOKBACK.as_millis() as i64);
+        let to = UnixMillis(now.0 + 3_600_000);
+        let Some(mut hours) = self
+            .on_store("alerts", move |s| s.reader().hours(from, to, None))
+            .await
+        else {
+            return;
+        };
+        hours.sort_by_key(|h| h.hour);
+        let mut guard = slot.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(a) = guard.as_mut() {
+            let (ok, failed) = a.after_commit(&hours);
+            Metrics::add(&self.metrics.alerts_published, ok);
+            Metrics::add(&self.metrics.alerts_failed, failed);
         }
     }
 

@@ -141,7 +141,10 @@ pub const FAMILIES: [FamilyDef; 2] = [
 
 /// A gauge `/metrics` reads from the store at scrape time rather than from an atomic;
 /// it is not in the periodic log line, which has no store at hand.
-pub const STORE_SIZE_BYTES: (&str, &str) = ("aq_store_size_bytes", "Size of the SQLite store.");
+pub const STORE_SIZE_BYTES: (&str, &str) = (
+    "aq_store_size_bytes",
+    "Size of the store (the SQLite file and its WAL, or the PostgreSQL database).",
+);
 
 /// How a field of the table is read: as a number for the exposition, and as its own type
 /// (a count or a flag) for the log line.
@@ -349,8 +352,9 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition (format 0.0.4) of every metric of the table, the
-    /// families with every label value, and the store size read by the caller.
-    pub fn exposition(&self, store_size_bytes: u64) -> String {
+    /// families with every label value, and the store size read by the caller (absent
+    /// when the store did not answer).
+    pub fn exposition(&self, store_size_bytes: Option<u64>) -> String {
         let mut out = String::new();
         // Writing to a String cannot fail.
         let head = |out: &mut String, name: &str, kind: MetricKind, help: &str| {
@@ -360,9 +364,11 @@ impl Metrics {
             head(&mut out, d.name, d.kind, d.help);
             let _ = writeln!(out, "{} {}", d.name, (d.read)(self));
         }
-        let (name, help) = STORE_SIZE_BYTES;
-        head(&mut out, name, MetricKind::Gauge, help);
-        let _ = writeln!(out, "{name} {store_size_bytes}");
+        if let Some(bytes) = store_size_bytes {
+            let (name, help) = STORE_SIZE_BYTES;
+            head(&mut out, name, MetricKind::Gauge, help);
+            let _ = writeln!(out, "{name} {bytes}");
+        }
         for f in &FAMILIES {
             head(&mut out, f.name, MetricKind::Counter, f.help);
             for (value, n) in (f.read)(self) {
@@ -429,7 +435,7 @@ mod tests {
         m.write_error(WriteErrorClass::Timeout);
 
         let logged = logged_fields(&m);
-        let text = m.exposition(4096);
+        let text = m.exposition(Some(4096));
         let scrape =
             prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
         let exported: BTreeSet<&str> = scrape.samples.iter().map(|s| s.metric.as_str()).collect();
@@ -471,6 +477,14 @@ mod tests {
             .chain([STORE_SIZE_BYTES.0])
             .collect();
         assert_eq!(exported, want);
+
+        // A store that does not answer: everything but its size is still exported.
+        let offline = m.exposition(None);
+        assert!(!offline.contains(STORE_SIZE_BYTES.0), "{offline}");
+        assert!(
+            offline.contains("\naq_alerts_published_total 3\n"),
+            "{offline}"
+        );
 
         // The values agree between the two.
         assert_eq!(logged["alerts_published"], 3);

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use aq_ingest::metrics::Metrics;
 use chrono::NaiveDate;
+use common::store::TestStore;
 use common::*;
 
 const SITES: usize = 4;
@@ -109,13 +110,25 @@ fn report_json(cfg: &std::path::Path, extra: &[&str]) -> serde_json::Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_generated_half_year_gives_the_expected_days_and_target_report() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = Mosquitto::start(dir.path());
-    let cfg = config(dir.path(), &broker.url(), "t-aq", None);
+    half_year_report(dir.path(), TestStore::sqlite(dir.path())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_generated_half_year_gives_the_expected_days_and_target_report_on_postgres() {
+    let dir = tempfile::tempdir().unwrap();
+    half_year_report(dir.path(), TestStore::postgres()).await;
+}
+
+// Long because it is one scenario: the half year, its copies and a late backlog, each
+// checked against the generator's own definition of the days.
+async fn half_year_report(dir: &std::path::Path, store: TestStore) {
+    let broker = Mosquitto::start(dir);
+    let cfg = config_on(&store, &broker.url(), "t-aq", None);
     let cfg_text = format!(
-        "[store]\npath = \"{}\"\n[[target]]\nname = \"2016H2\"\nfrom = \"2016-07-01\"\nto = \"2016-12-31\"\ngood_days = 100\n",
-        dir.path().join("aq.db").display()
+        "{}[[target]]\nname = \"2016H2\"\nfrom = \"2016-07-01\"\nto = \"2016-12-31\"\ngood_days = 100\n",
+        store.toml()
     );
-    let cfg_file = dir.path().join("report.toml");
+    let cfg_file = dir.join("report.toml");
     std::fs::write(&cfg_file, cfg_text).unwrap();
 
     let svc = Service::start(cfg).await;

@@ -1,6 +1,8 @@
 //! Hourly PM10 alerts through a real broker: a site whose valid hourly PM10 crosses the
 //! alert level gets a retained alert on `aq/alerts/{site}`; a later clean hour replaces
-//! it with a retained clear, which a client connecting afterwards still receives.
+//! it with a retained clear, which a client connecting afterwards still receives. On a
+//! PostgreSQL store the instance holding the housekeeping role evaluates them from the
+//! stored hours; the same scenario runs on both stores.
 
 mod common;
 
@@ -8,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aq_ingest::metrics::Metrics;
+use common::store::TestStore;
 use common::*;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
@@ -50,8 +53,18 @@ async fn alerts(port: u16, n: usize) -> Vec<serde_json::Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_hour_over_the_level_alerts_and_a_clean_hour_clears() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = Mosquitto::start(dir.path());
-    let svc = Service::start(config(dir.path(), &broker.url(), "t-alerts", None)).await;
+    over_and_clear(dir.path(), TestStore::sqlite(dir.path())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_hour_over_the_level_alerts_and_a_clean_hour_clears_on_postgres() {
+    let dir = tempfile::tempdir().unwrap();
+    over_and_clear(dir.path(), TestStore::postgres()).await;
+}
+
+async fn over_and_clear(dir: &std::path::Path, store: TestStore) {
+    let broker = Mosquitto::start(dir);
+    let svc = Service::start(config_on(&store, &broker.url(), "t-alerts", None)).await;
     let m = Arc::clone(&svc.metrics);
     let h0 = (chrono::Utc::now().timestamp_millis() - 3 * 3_600_000) / 3_600_000 * 3_600_000;
 

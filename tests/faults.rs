@@ -1,5 +1,6 @@
 //! Faults: the service killed with SIGKILL mid-stream, VictoriaMetrics down under load,
 //! the broker restarted. After each, every published reading is stored exactly once.
+//! The store-side faults run on SQLite and on PostgreSQL.
 
 mod common;
 
@@ -9,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aq_ingest::metrics::Metrics;
+use common::store::TestStore;
 use common::*;
 
 fn stored(dir: &std::path::Path) -> i64 {
@@ -42,18 +44,31 @@ fn batch(sites: usize, from: usize, to: usize, base: i64) -> Vec<(String, Vec<u8
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_three_points_loses_nothing_and_stores_nothing_twice() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = Mosquitto::start(dir.path());
-    let cfg = dir.path().join("aq.toml");
+    sigkill_at_three_points(dir.path(), TestStore::sqlite(dir.path())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_at_three_points_loses_nothing_and_stores_nothing_twice_on_postgres() {
+    let dir = tempfile::tempdir().unwrap();
+    sigkill_at_three_points(dir.path(), TestStore::postgres()).await;
+}
+
+// Long because it is one scenario: three kills at three points of one stream.
+async fn sigkill_at_three_points(dir: &std::path::Path, store: TestStore) {
+    let broker = Mosquitto::start(dir);
+    let cfg = dir.join("aq.toml");
     std::fs::write(
         &cfg,
         format!(
-            "[mqtt]\nurl = \"{}\"\nclient_id = \"t-kill\"\nreconnect_min_ms = 50\nreconnect_max_secs = 1\n[store]\npath = \"{}\"\n[log]\nstats_interval_secs = 0\n[api]\nenabled = false\n",
+            "[mqtt]\nurl = \"{}\"\nclient_id = \"t-kill\"\nreconnect_min_ms = 50\nreconnect_max_secs = 1\n{}[log]\nstats_interval_secs = 0\n[api]\nenabled = false\n",
             broker.url(),
-            dir.path().join("aq.db").display()
+            // The shipped durability (power loss) on SQLite.
+            store.toml().replace("durability = \"process_crash\"\n", "")
         ),
     )
     .unwrap();
-    let mut svc = start_binary(dir.path(), &cfg, 0);
+    let stored = || store.count("SELECT count(*) FROM readings");
+    let mut svc = start_binary(dir, &cfg, 0);
     wait_until("first subscription", Duration::from_secs(20), || {
         svc.log_text().contains("mqtt: subscribed")
     });
@@ -72,54 +87,54 @@ async fn sigkill_at_three_points_loses_nothing_and_stores_nothing_twice() {
         }
     });
 
-    let d = dir.path().to_owned();
     // Point 1: steady state, a fifth of the stream stored.
-    wait_until("2000 stored", Duration::from_secs(60), || {
-        stored(&d) >= 2000
-    });
+    wait_until("2000 stored", Duration::from_secs(60), || stored() >= 2000);
     svc.kill();
-    let mut svc = start_binary(dir.path(), &cfg, 1);
+    let mut svc = start_binary(dir, &cfg, 1);
     // Point 2: at reconnect, while the broker redelivers the unacknowledged window.
     wait_until("reconnect", Duration::from_secs(20), || {
         svc.log_text().contains("mqtt: connected")
     });
     svc.kill();
-    let mut svc = start_binary(dir.path(), &cfg, 2);
+    let mut svc = start_binary(dir, &cfg, 2);
     // Point 3: late in the stream.
-    wait_until("8000 stored", Duration::from_secs(60), || {
-        stored(&d) >= 8000
-    });
+    wait_until("8000 stored", Duration::from_secs(60), || stored() >= 8000);
     svc.kill();
-    let svc = start_binary(dir.path(), &cfg, 3);
+    let svc = start_binary(dir, &cfg, 3);
 
     publisher.await.unwrap();
     wait_until("every reading stored", Duration::from_secs(60), || {
-        stored(&d) >= total as i64
+        stored() >= total as i64
     });
     // Ordered shutdown after the stream: a clean exit.
     let mut svc = svc;
     unsafe_sigterm(svc.pid());
     assert!(svc.wait().success());
 
-    assert_stored_exactly(dir.path(), base, 50, 200);
+    assert_stored_exactly_in(&store, base, 50, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn victoria_metrics_down_under_load_loses_nothing_and_blocks_nobody() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = Mosquitto::start(dir.path());
-    let mut vm = Victoria::start(dir.path());
+    victoria_metrics_down(dir.path(), TestStore::sqlite(dir.path())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn victoria_metrics_down_under_load_loses_nothing_and_blocks_nobody_on_postgres() {
+    let dir = tempfile::tempdir().unwrap();
+    victoria_metrics_down(dir.path(), TestStore::postgres()).await;
+}
+
+// Long because it is one scenario: load, the sink's server down, back, then checks.
+async fn victoria_metrics_down(dir: &std::path::Path, store: TestStore) {
+    let broker = Mosquitto::start(dir);
+    let mut vm = Victoria::start(dir);
     let influx = format!(
         "[influx]\nurl = \"{}\"\nbucket = \"aq\"\nflush_interval_secs = 0.1\nretry_min_ms = 20\nretry_max_secs = 1\nrequest_timeout_secs = 2\nderived = false\n",
         vm.url()
     );
-    let svc = Service::start(config(
-        dir.path(),
-        &broker.url(),
-        "t-vm-down",
-        Some(&influx),
-    ))
-    .await;
+    let svc = Service::start(config_on(&store, &broker.url(), "t-vm-down", Some(&influx))).await;
     let m = Arc::clone(&svc.metrics);
     let base = base_ts_ms();
     publish_all(broker.port, batch(30, 0, 100, base)).await;
@@ -142,7 +157,7 @@ async fn victoria_metrics_down_under_load_loses_nothing_and_blocks_nobody() {
     })
     .await;
     assert_eq!(Metrics::get(&m.lines_written), 3000);
-    assert_eq!(count(&db(dir.path()), OUTBOX_DEPTH), 4500);
+    assert_eq!(store.outbox_depth(), 4500);
 
     vm.restart();
     wait_for("7500 written", Duration::from_secs(90), || {
@@ -151,7 +166,7 @@ async fn victoria_metrics_down_under_load_loses_nothing_and_blocks_nobody() {
     .await;
     svc.stop().await;
     assert!(!m.sink_failing.load(Ordering::Relaxed));
-    assert_eq!(count(&db(dir.path()), OUTBOX_DEPTH), 0);
+    assert_eq!(store.outbox_depth(), 0);
     let pm10: Vec<_> = vm
         .export("pm")
         .into_iter()

@@ -45,6 +45,7 @@ fn stream(from: usize, to: usize, base: i64) -> Vec<(String, Vec<u8>)> {
 
 struct Instance {
     name: String,
+    api: u16,
     config: PathBuf,
     proc: Option<Proc>,
     runs: usize,
@@ -55,18 +56,20 @@ impl Instance {
     fn new(dir: &Path, name: &str, store: &str, share: bool, broker: &str, vm: &str) -> Self {
         let config = dir.join(format!("{name}.toml"));
         let share = if share { "share_group = \"aq\"\n" } else { "" };
+        let api = free_port();
         std::fs::write(
             &config,
             format!(
                 "[mqtt]\nurl = \"{broker}\"\nclient_id = \"{name}\"\n{share}reconnect_min_ms = 50\nreconnect_max_secs = 1\n\
                  {store}\n[log]\nstats_interval_secs = 0\n[api]\nlisten = \"127.0.0.1:{}\"\n\
                  [influx]\nurl = \"{vm}\"\nbucket = \"aq\"\nflush_interval_secs = 0.2\nretry_min_ms = 20\nretry_max_secs = 1\nderived = false\n",
-                free_port()
+                api
             ),
         )
         .unwrap();
         let mut i = Instance {
             name: name.into(),
+            api,
             config,
             proc: None,
             runs: 0,
@@ -111,6 +114,21 @@ impl Instance {
             .any(|l| l.contains("this instance now runs the role") && l.contains("influx writer"))
     }
 
+    /// `GET /readyz`: its status and body.
+    fn ready(&self) -> (u16, String) {
+        http("GET", &format!("http://127.0.0.1:{}/readyz", self.api), "")
+            .unwrap_or((0, String::new()))
+    }
+
+    /// A counter or gauge from `/metrics`.
+    fn metric(&self, name: &str) -> u64 {
+        let (_, body) = http("GET", &format!("http://127.0.0.1:{}/metrics", self.api), "")
+            .unwrap_or((0, String::new()));
+        body.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
     fn kill(&mut self) {
         self.proc.take().unwrap().kill();
     }
@@ -134,6 +152,11 @@ impl Instance {
 
 /// The hourly aggregates as stored, and recomputed by PostgreSQL from the readings.
 fn hours_match_readings(pg: &Postgres) {
+    hours_match(pg, (SITES * PER_SITE / 6) as i64);
+}
+
+/// [`hours_match_readings`] for `hours` site-hours.
+fn hours_match(pg: &Postgres, hours: i64) {
     let q = |sql: &str| -> Vec<(String, i64, i64, i64, i64, i64)> {
         pg.query(sql)
             .iter()
@@ -145,7 +168,7 @@ fn hours_match_readings(pg: &Postgres) {
             CAST(count(pm10) AS BIGINT), CAST(sum(round(pm10 * 1000)) AS BIGINT)
         FROM readings WHERE flag = 'N' GROUP BY 1, 2 ORDER BY 1, 2");
     let stored = q("SELECT site, hour_ms, n25, sum25, n10, sum10 FROM hourly ORDER BY 1, 2");
-    assert_eq!(recomputed.len(), SITES * PER_SITE / 6);
+    assert_eq!(recomputed.len() as i64, hours);
     assert_eq!(stored, recomputed);
 }
 
@@ -321,4 +344,87 @@ fn count_sqlite(c: &rusqlite::Connection) -> i64 {
     c.busy_timeout(Duration::from_secs(10)).unwrap();
     c.query_row("SELECT count(*) FROM readings", [], |r| r.get(0))
         .unwrap_or(0)
+}
+
+/// PostgreSQL stopped for a minute while devices keep publishing: the service
+/// acknowledges nothing while it is down (the broker keeps the messages), says so on
+/// /readyz, and stores every reading exactly once when it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_stopped_for_a_minute_under_load_loses_nothing_and_acks_nothing_meanwhile() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut pg = Postgres::start();
+    let broker = Mosquitto::start(dir.path());
+    let vm = Victoria::start(dir.path());
+    let store = format!("[store]\nbackend = \"postgres\"\nurl = \"{}\"", pg.url());
+    let inst = Instance::new(
+        dir.path(),
+        "aq-solo",
+        &store,
+        false,
+        &broker.url(),
+        &vm.url(),
+    );
+    let base = week_start();
+    let (sites, hours) = (20, 48 * 6); // two days at the ten-minute cadence
+    let msgs = |from: usize, to: usize| -> Vec<(String, Vec<u8>)> {
+        (from..to)
+            .flat_map(|i| (0..sites).map(move |s| message(s, i, base)))
+            .collect()
+    };
+    let total = (sites * hours) as i64;
+    publish_all(broker.port, msgs(0, hours / 3)).await;
+    wait_until("the first third stored", Duration::from_secs(60), || {
+        pg.count("SELECT count(*) FROM readings") == (sites * (hours / 3)) as i64
+    });
+    assert_eq!(inst.ready().0, 200, "{}", inst.ready().1);
+
+    pg.stop();
+    wait_until(
+        "readiness to report the store",
+        Duration::from_secs(20),
+        || {
+            let (status, body) = inst.ready();
+            status == 503 && body.contains("store")
+        },
+    );
+    // Devices keep publishing while the database is down; the broker acknowledges them
+    // (they wait for the service, in its session), the service cannot.
+    let acked = inst.metric("aq_messages_acked_total");
+    assert!(
+        acked >= (sites * (hours / 3)) as u64,
+        "the first third was acknowledged: {acked}"
+    );
+    let port = broker.port;
+    let publisher = tokio::spawn({
+        let more = msgs(hours / 3, hours);
+        async move { publish_all(port, more).await }
+    });
+    let down_since = std::time::Instant::now();
+    // Watched for the rest of the minute: no acknowledgement, readiness stays 503.
+    while down_since.elapsed() < Duration::from_secs(60) {
+        assert_eq!(
+            inst.metric("aq_messages_acked_total"),
+            acked,
+            "acknowledged while PostgreSQL was down"
+        );
+        assert_eq!(inst.ready().0, 503);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    publisher.await.unwrap();
+
+    pg.restart();
+    wait_until(
+        "every reading stored after the outage",
+        Duration::from_secs(120),
+        || pg.count("SELECT count(*) FROM readings") >= total,
+    );
+    assert_eq!(pg.count("SELECT count(*) FROM readings"), total);
+    assert_eq!(
+        pg.count("SELECT count(DISTINCT (site, ts_ms)) FROM readings"),
+        total
+    );
+    wait_until("readiness back", Duration::from_secs(20), || {
+        inst.ready().0 == 200
+    });
+    hours_match(&pg, (sites * hours / 6) as i64);
 }

@@ -1,6 +1,6 @@
 //! End to end through real servers: readings published to mosquitto land exactly once,
-//! with the published values, in SQLite, in VictoriaMetrics (v2 API) and in InfluxDB 1.6
-//! (v1 API).
+//! with the published values, in the store (SQLite, and PostgreSQL: every test runs on
+//! both), in VictoriaMetrics (v2 API) and in InfluxDB 1.6 (v1 API).
 
 mod common;
 
@@ -9,6 +9,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use aq_ingest::metrics::Metrics;
+use common::store::TestStore;
 use common::*;
 
 const SITES: usize = 100;
@@ -28,10 +29,20 @@ fn all_messages(base: i64) -> Vec<(String, Vec<u8>)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_readings_land_exactly_once_in_sqlite_and_victoria_metrics() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = Mosquitto::start(dir.path());
-    let vm = Victoria::start(dir.path());
+    ten_thousand_to_victoria_metrics(dir.path(), TestStore::sqlite(dir.path())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_readings_land_exactly_once_in_postgres_and_victoria_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    ten_thousand_to_victoria_metrics(dir.path(), TestStore::postgres()).await;
+}
+
+async fn ten_thousand_to_victoria_metrics(dir: &std::path::Path, store: TestStore) {
+    let broker = Mosquitto::start(dir);
+    let vm = Victoria::start(dir);
     let influx = format!("[influx]\nurl = \"{}\"\napi = \"v2\"\norg = \"erqi\"\nbucket = \"aq\"\nflush_interval_secs = 0.2\nderived = false\n", vm.url());
-    let svc = Service::start(config(dir.path(), &broker.url(), "t-vm", Some(&influx))).await;
+    let svc = Service::start(config_on(&store, &broker.url(), "t-vm", Some(&influx))).await;
     let base = base_ts_ms();
     publish_all(broker.port, all_messages(base)).await;
     let m = std::sync::Arc::clone(&svc.metrics);
@@ -42,7 +53,7 @@ async fn ten_thousand_readings_land_exactly_once_in_sqlite_and_victoria_metrics(
     assert_eq!(Metrics::get(&m.readings_stored), (SITES * PER_SITE) as u64);
     assert_eq!(m.rejected_total(), 0);
     svc.stop().await;
-    assert_stored_exactly(dir.path(), base, SITES, PER_SITE);
+    assert_stored_exactly_in(&store, base, SITES, PER_SITE);
     assert_eq!(Metrics::get(&m.messages_acked), (SITES * PER_SITE) as u64);
 
     // VictoriaMetrics keeps duplicates, so an exact count proves nothing was sent twice.
@@ -101,13 +112,23 @@ async fn ten_thousand_readings_land_in_influxdb_1_6_over_the_v1_api() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_readings_published_twice_are_stored_and_forwarded_once() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = Mosquitto::start(dir.path());
-    let vm = Victoria::start(dir.path());
+    published_twice_stored_once(dir.path(), TestStore::sqlite(dir.path())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_readings_published_twice_are_stored_and_forwarded_once_on_postgres() {
+    let dir = tempfile::tempdir().unwrap();
+    published_twice_stored_once(dir.path(), TestStore::postgres()).await;
+}
+
+async fn published_twice_stored_once(dir: &std::path::Path, store: TestStore) {
+    let broker = Mosquitto::start(dir);
+    let vm = Victoria::start(dir);
     let influx = format!(
         "[influx]\nurl = \"{}\"\nbucket = \"aq\"\nflush_interval_secs = 0.1\nderived = false\n",
         vm.url()
     );
-    let svc = Service::start(config(dir.path(), &broker.url(), "t-dup", Some(&influx))).await;
+    let svc = Service::start(config_on(&store, &broker.url(), "t-dup", Some(&influx))).await;
     let base = base_ts_ms();
     let msgs: Vec<_> = (0..10)
         .flat_map(|s| (0..50).map(move |i| reading_msg(s, i, base)))
@@ -139,8 +160,8 @@ async fn the_same_readings_published_twice_are_stored_and_forwarded_once() {
     .await;
     svc.stop().await;
     assert_eq!(Metrics::get(&m.lines_written), 500);
-    assert_eq!(count(&db(dir.path()), "SELECT count(*) FROM readings"), 500);
-    assert_eq!(count(&db(dir.path()), OUTBOX_DEPTH), 0);
+    assert_eq!(store.count("SELECT count(*) FROM readings"), 500);
+    assert_eq!(store.outbox_depth(), 0);
     let pm10 = vm
         .export("pm")
         .into_iter()

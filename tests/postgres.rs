@@ -188,3 +188,88 @@ fn the_outbox_neither_skips_nor_repeats_a_row_while_writers_commit_out_of_order(
     assert!(outbox.pending(&cursor, 10).unwrap().is_empty());
     assert_eq!(outbox.pending_stats(&cursor).unwrap().0, 0);
 }
+
+/// The analysts' views say what the service computes: readings, hourly sample means,
+/// site days and district days, read with plain SQL (what Grafana or a BI tool runs).
+#[test]
+fn the_analyst_views_agree_with_the_service() {
+    use aq_ingest::aqi::AqiConfig;
+    use aq_ingest::store::{Maintainer, Store};
+    let pg = Postgres::start();
+    let cfg = StoreConfig::postgres(&pg.url());
+    let mut writer = Writer::open(&cfg, None).unwrap();
+    // Three sites, two UTC days (2880 minutes) each: the local (UTC+8) day between
+    // them has every hour valid.
+    for s in 0..3 {
+        let day: Vec<Reading> = (0..2880).map(|i| reading(s, i)).collect();
+        writer
+            .commit_batch_durable(&day, &[], UnixMillis(1))
+            .unwrap();
+    }
+    let aqi = AqiConfig::default();
+    Maintainer::open(&cfg).unwrap().refresh_daily(&aqi).unwrap();
+
+    assert_eq!(pg.count("SELECT count(*) FROM aq_readings"), 3 * 2880);
+    let hourly = pg.query(
+        "SELECT pm10_sample_mean::float8, pm10_samples FROM aq_hourly
+         WHERE site = 'site-01' ORDER BY hour LIMIT 1",
+    );
+    // The first hour's normal-flag samples (the maintenance ones are stored, not
+    // averaged).
+    let normal: Vec<f64> = (0..60)
+        .map(|i| reading(1, i))
+        .filter(|r| r.flag == Flag::Normal)
+        .map(|r| r.pm10.unwrap().value())
+        .collect();
+    let want = normal.iter().sum::<f64>() / normal.len() as f64;
+    assert!((hourly[0].get::<_, f64>(0) - want).abs() < 1e-9);
+    assert_eq!(hourly[0].get::<_, i64>(1), normal.len() as i64);
+
+    let store = Store::open(&cfg).unwrap();
+    // 16:00 UTC is local midnight: the local day of minute 1000 is whole.
+    let date = aqi.zone().date_of(reading(0, 1000).ts);
+    let days = store
+        .daily_fresh(aqi.zone(), aqi.default_interval_secs, date, date, None)
+        .unwrap();
+    let view = pg.query(&format!(
+        "SELECT site, pm25_mean::float8, pm25_valid_hours FROM aq_site_daily
+         WHERE day = DATE '{date}' ORDER BY site"
+    ));
+    assert_eq!(view.len(), days.len());
+    assert!(!days.is_empty());
+    for ((_, site, d), row) in days.iter().zip(&view) {
+        assert_eq!(row.get::<_, String>(0), *site);
+        let mean = d.pm25.mean.map(|m| m.as_ug());
+        assert_eq!(
+            row.get::<_, Option<f64>>(1).map(|v| (v * 1e9).round()),
+            mean.map(|v| (v * 1e9).round())
+        );
+        assert_eq!(row.get::<_, i64>(2), d.pm25.valid_hours as i64);
+    }
+    let district = store.district_fresh(&aqi, date, date).unwrap();
+    let row = &pg.query(&format!(
+        "SELECT pm10_sites, pm10_mean FROM aq_district_daily WHERE day = DATE '{date}'"
+    ))[0];
+    assert_eq!(row.get::<_, i64>(0), district[0].1.pm10.sites as i64);
+    let want = district[0].1.pm10.mean.map(|m| m.as_ug()).unwrap();
+    assert!((row.get::<_, f64>(1) - want).abs() < 1e-9);
+}
+
+/// One batch holding the same reading twice (a device's re-upload inside one
+/// message): stored and counted once, on PostgreSQL's one-statement insert too.
+#[test]
+fn a_reading_twice_in_one_batch_is_stored_and_counted_once() {
+    let pg = Postgres::start();
+    let mut writer = Writer::open(&StoreConfig::postgres(&pg.url()), None).unwrap();
+    let (a, b) = (reading(1, 0), reading(1, 1));
+    let first = writer
+        .commit_batch_durable(&[a.clone(), b.clone(), a.clone()], &[], UnixMillis(1))
+        .unwrap();
+    assert_eq!((first.stored, first.duplicates), (2, 1));
+    let again = writer
+        .commit_batch_durable(&[b, a], &[], UnixMillis(2))
+        .unwrap();
+    assert_eq!((again.stored, again.duplicates), (0, 2));
+    assert_eq!(pg.count("SELECT count(*) FROM readings"), 2);
+    assert_eq!(pg.count("SELECT n10 FROM hourly"), 2);
+}

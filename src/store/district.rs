@@ -114,11 +114,13 @@ fn refresh(
         let d = district_of(&site_days_on(tx, date)?, &exclude);
         let (m25, m10) = (mean_blob(d.pm25.mean), mean_blob(d.pm10.mean));
         tx.exec(
-            "INSERT INTO district_daily (day, n25, h25, mean25, n10, h10, mean10)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+            "INSERT INTO district_daily
+                (day, n25, h25, mean25, n10, h10, mean10, mean25_ug, mean10_ug)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
              ON CONFLICT (day) DO UPDATE SET n25 = excluded.n25, h25 = excluded.h25,
                 mean25 = excluded.mean25, n10 = excluded.n10, h10 = excluded.h10,
-                mean10 = excluded.mean10",
+                mean10 = excluded.mean10, mean25_ug = excluded.mean25_ug,
+                mean10_ug = excluded.mean10_ug",
             p![
                 day_number(date),
                 d.pm25.sites as i64,
@@ -127,6 +129,8 @@ fn refresh(
                 d.pm10.sites as i64,
                 d.pm10.max_hours as i64,
                 m10.as_deref(),
+                d.pm25.mean.map(|m| m.as_ug()),
+                d.pm10.mean.map(|m| m.as_ug()),
             ],
         )?;
     }

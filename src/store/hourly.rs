@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use super::sql::{p, Db, Row};
+use super::sql::{p, Db, Engine, Param, Row};
 use super::{Store, StoreError};
 use crate::aqi::daily::SiteHour;
 use crate::aqi::validity::HourAgg;
@@ -68,12 +68,18 @@ impl Batch {
         }
     }
 
+    /// Adds the batch to the stored site-hours and marks their UTC days dirty, inside
+    /// the commit's transaction; returns the site-hours after the change (in key
+    /// order) and queues their derived lines.
     pub(super) fn apply(
         self,
         tx: &Db,
         lines: Option<&super::HourlyLines>,
         now: UnixMillis,
     ) -> Result<Vec<SiteHour>, StoreError> {
+        if tx.engine() == Engine::Postgres {
+            return self.apply_in_one_statement(tx, lines, now);
+        }
         let mut touched = Vec::with_capacity(self.hours.len());
         let upsert = format!(
             "INSERT INTO hourly ({COLUMNS})
@@ -132,6 +138,99 @@ impl Batch {
 
 fn count(v: i64) -> Result<u32, StoreError> {
     u32::try_from(v).map_err(|_| StoreError::Corrupt(format!("an hourly count of {v}")))
+}
+
+impl Batch {
+    /// [`Batch::apply`] on PostgreSQL: one statement each for the dirty marks, the
+    /// upserts and the derived lines (every statement is a round trip), in key order.
+    // Long because the upsert's twelve column arrays are built and bound here, once.
+    fn apply_in_one_statement(
+        self,
+        tx: &Db,
+        lines: Option<&super::HourlyLines>,
+        now: UnixMillis,
+    ) -> Result<Vec<SiteHour>, StoreError> {
+        if self.hours.is_empty() {
+            return Ok(Vec::new());
+        }
+        let days: std::collections::BTreeSet<(&str, i64)> = self
+            .hours
+            .keys()
+            .map(|(site, hour)| (site.as_str(), hour.div_euclid(MS_PER_DAY)))
+            .collect();
+        let (day_sites, day_numbers): (Vec<&str>, Vec<i64>) = days.into_iter().unzip();
+        tx.exec(
+            "INSERT INTO dirty_days (site, utc_day)
+             SELECT * FROM unnest(CAST(?1 AS TEXT[]), CAST(?2 AS BIGINT[]))
+             ON CONFLICT DO NOTHING",
+            &[Param::Texts(&day_sites), Param::Ints(&day_numbers)],
+        )?;
+        // Column arrays, one entry per site-hour in key order.
+        let mut sites: Vec<&str> = Vec::with_capacity(self.hours.len());
+        let mut ints: [Vec<i64>; 9] = Default::default();
+        let mut devs: [Vec<Option<i64>>; 2] = Default::default();
+        for ((site, hour), aggs) in &self.hours {
+            sites.push(site);
+            ints[0].push(*hour);
+            for (i, a) in aggs.iter().enumerate() {
+                let at = 1 + 4 * i;
+                ints[at].push(a.n.into());
+                ints[at + 1].push(a.sum_milli);
+                ints[at + 2].push(a.covered_secs as i64);
+                ints[at + 3].push(a.n_without_interval.into());
+                devs[i].push(a.device_mean_milli);
+            }
+        }
+        let [hour, n25, sum25, cov25, nd25, n10, sum10, cov10, nd10] = &ints;
+        let [dev25, dev10] = &devs;
+        let rows = tx.rows(
+            &format!(
+                "INSERT INTO hourly ({COLUMNS})
+                 SELECT * FROM unnest(CAST(?1 AS TEXT[]), CAST(?2 AS BIGINT[]),
+                    CAST(?3 AS BIGINT[]), CAST(?4 AS BIGINT[]), CAST(?5 AS BIGINT[]),
+                    CAST(?6 AS BIGINT[]), CAST(?7 AS BIGINT[]), CAST(?8 AS BIGINT[]),
+                    CAST(?9 AS BIGINT[]), CAST(?10 AS BIGINT[]), CAST(?11 AS BIGINT[]),
+                    CAST(?12 AS BIGINT[]))
+                 ON CONFLICT (site, hour_ms) DO UPDATE SET
+                    n25 = hourly.n25 + excluded.n25, sum25 = hourly.sum25 + excluded.sum25,
+                    cov25 = hourly.cov25 + excluded.cov25, nd25 = hourly.nd25 + excluded.nd25,
+                    dev25 = coalesce(excluded.dev25, hourly.dev25),
+                    n10 = hourly.n10 + excluded.n10, sum10 = hourly.sum10 + excluded.sum10,
+                    cov10 = hourly.cov10 + excluded.cov10, nd10 = hourly.nd10 + excluded.nd10,
+                    dev10 = coalesce(excluded.dev10, hourly.dev10)
+                 RETURNING {COLUMNS}"
+            ),
+            &[
+                Param::Texts(&sites),
+                Param::Ints(hour),
+                Param::Ints(n25),
+                Param::Ints(sum25),
+                Param::Ints(cov25),
+                Param::Ints(nd25),
+                Param::OptInts(dev25),
+                Param::Ints(n10),
+                Param::Ints(sum10),
+                Param::Ints(cov10),
+                Param::Ints(nd10),
+                Param::OptInts(dev10),
+            ],
+        )?;
+        let mut touched = rows
+            .iter()
+            .map(site_hour_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        touched.sort_by(|a, b| (a.site.as_str(), a.hour).cmp(&(b.site.as_str(), b.hour)));
+        if let Some(f) = lines {
+            let derived: Vec<String> = touched.iter().filter_map(f).collect();
+            let derived: Vec<&str> = derived.iter().map(String::as_str).collect();
+            tx.exec(
+                "INSERT INTO derived_outbox (line, created_ms)
+                 SELECT unnest(CAST(?1 AS TEXT[])), ?2",
+                &[Param::Texts(&derived), Param::Int(now.0)],
+            )?;
+        }
+        Ok(touched)
+    }
 }
 
 /// Reads one `hourly` row selected as [`COLUMNS`].

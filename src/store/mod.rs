@@ -20,6 +20,7 @@ mod lock;
 mod outbox;
 mod postgres_schema;
 mod queries;
+mod readings;
 pub mod roles;
 mod schema;
 pub(crate) mod sql;
@@ -569,39 +570,14 @@ impl Store {
                 ))
             });
         }
-        let insert = match engine {
-            Engine::Sqlite => {
-                "INSERT INTO readings
-                 (site, ts_ms, period, device, flag, pm25, pm10, interval_secs, received_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT DO NOTHING"
-            }
-            Engine::Postgres => {
-                "INSERT INTO readings
-                 (site, ts_ms, period, device, flag, pm25, pm10, interval_secs, received_ms, writer)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT DO NOTHING"
-            }
-        };
         let mut hours = hourly::Batch::default();
-        for r in order {
-            let params = p![
-                r.site.as_str(),
-                r.ts.0,
-                r.period.code(),
-                r.device.as_ref().map(|d| d.as_str()),
-                r.flag.code(),
-                r.pm25.map(|v| v.value()),
-                r.pm10.map(|v| v.value()),
-                r.interval_secs.map(i64::from),
-                now.0,
-                writer,
-            ];
-            let width = if engine == Engine::Sqlite { 9 } else { 10 };
-            let changed = tx.exec(insert, &params[..width])?;
-            if changed == 0 {
-                out.duplicates += 1;
-            } else {
+        let new = readings::insert(&tx, &order, writer, now)?;
+        for (r, new) in order.iter().zip(new) {
+            if new {
                 out.stored += 1;
                 hours.add(r);
+            } else {
+                out.duplicates += 1;
             }
         }
         let touched = hours.apply(&tx, hourly_lines, now)?;

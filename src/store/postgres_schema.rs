@@ -113,13 +113,16 @@ pub(super) const MIGRATIONS: &[&str] = &[
         created_ms BIGINT NOT NULL
     );
     CREATE TABLE district_daily (
-        day    BIGINT PRIMARY KEY,
-        n25    BIGINT NOT NULL,
-        h25    BIGINT NOT NULL,
-        mean25 BYTEA,
-        n10    BIGINT NOT NULL,
-        h10    BIGINT NOT NULL,
-        mean10 BYTEA
+        day       BIGINT PRIMARY KEY,
+        n25       BIGINT NOT NULL,
+        h25       BIGINT NOT NULL,
+        mean25    BYTEA,
+        n10       BIGINT NOT NULL,
+        h10       BIGINT NOT NULL,
+        mean10    BYTEA,
+        -- The exact means above as µg/m³, for analysts (the service reads the exact ones).
+        mean25_ug DOUBLE PRECISION,
+        mean10_ug DOUBLE PRECISION
     );
     CREATE TABLE district_cache_key (
         id  BIGINT PRIMARY KEY CHECK (id = 1),
@@ -149,6 +152,15 @@ pub(super) const MIGRATIONS: &[&str] = &[
            h10 AS pm10_valid_hours,
            CASE WHEN den10 > 0 THEN num10 / 1000.0 / den10 END AS pm10_mean
     FROM site_daily;
+
+    -- The district's days as cached by the last refresh (the sites counted, the most
+    -- valid hours of a counted site, the mean of the counted sites' daily means). The
+    -- minimum-sites rule and the classes are applied by the service (`report`, the API).
+    CREATE VIEW aq_district_daily AS
+    SELECT DATE '1970-01-01' + CAST(day AS INTEGER) AS day,
+           n25 AS pm25_sites, h25 AS pm25_max_valid_hours, mean25_ug AS pm25_mean,
+           n10 AS pm10_sites, h10 AS pm10_max_valid_hours, mean10_ug AS pm10_mean
+    FROM district_daily;
     "#,
 ];
 

@@ -74,9 +74,13 @@ async fn try_take(cfg: &StoreConfig, role: Role) -> Result<Option<Held>, StoreEr
 /// Waits until this instance holds `role`: tries at once, then every [`TRY_EVERY`]
 /// (a database that is down is tried again like a lock that is taken).
 pub async fn acquire(cfg: &StoreConfig, role: Role) -> Held {
-    let mut logged_wait = false;
+    let (mut logged_wait, mut logged_err) = (false, false);
     loop {
-        match try_take(cfg, role).await {
+        let tried = try_take(cfg, role).await;
+        if tried.is_ok() {
+            logged_err = false;
+        }
+        match tried {
             Ok(Some(held)) => {
                 info!(role = role.name(), "this instance now runs the role");
                 return held;
@@ -89,7 +93,12 @@ pub async fn acquire(cfg: &StoreConfig, role: Role) -> Held {
                 logged_wait = true;
             }
             Ok(None) => {}
-            Err(e) => warn!(role = role.name(), error = %e, "cannot try the role's lock"),
+            // Once per outage, not every second.
+            Err(e) if !logged_err => {
+                warn!(role = role.name(), error = %e, "cannot try the role's lock; trying every second");
+                logged_err = true;
+            }
+            Err(_) => {}
         }
         tokio::time::sleep(TRY_EVERY).await;
     }

@@ -154,4 +154,10 @@ pub(super) const MIGRATIONS: &[&str] = &[
         key TEXT NOT NULL
     );
     "#,
+    // 6: the district means as µg/m³ beside the exact ones, for analysts who query the
+    // store directly (the service reads the exact ones). Filled at the next refresh.
+    r#"
+    ALTER TABLE district_daily ADD COLUMN mean25_ug REAL;
+    ALTER TABLE district_daily ADD COLUMN mean10_ug REAL;
+    "#,
 ];

@@ -24,7 +24,8 @@ pub(super) enum Engine {
     Postgres,
 }
 
-/// One bound value.
+/// One bound value. The arrays exist for PostgreSQL's one-statement batches
+/// (`unnest`); SQLite refuses them.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Param<'a> {
     Null,
@@ -32,6 +33,11 @@ pub(super) enum Param<'a> {
     Real(f64),
     Text(&'a str),
     Blob(&'a [u8]),
+    Ints(&'a [i64]),
+    OptInts(&'a [Option<i64>]),
+    OptReals(&'a [Option<f64>]),
+    Texts(&'a [&'a str]),
+    OptTexts(&'a [Option<&'a str>]),
 }
 
 impl From<i64> for Param<'_> {
@@ -423,6 +429,15 @@ impl rusqlite::ToSql for Param<'_> {
             Param::Real(v) => ValueRef::Real(v),
             Param::Text(v) => ValueRef::Text(v.as_bytes()),
             Param::Blob(v) => ValueRef::Blob(v),
+            Param::Ints(_)
+            | Param::OptInts(_)
+            | Param::OptReals(_)
+            | Param::Texts(_)
+            | Param::OptTexts(_) => {
+                return Err(rusqlite::Error::ToSqlConversionFailure(
+                    "an array parameter is PostgreSQL's (unnest); SQLite has none".into(),
+                ))
+            }
         }))
     }
 }
@@ -496,6 +511,11 @@ impl postgres::types::ToSql for Param<'_> {
             Param::Real(v) => v.to_sql(ty, out),
             Param::Text(v) => v.to_sql(ty, out),
             Param::Blob(v) => v.to_sql(ty, out),
+            Param::Ints(v) => v.to_sql(ty, out),
+            Param::OptInts(v) => v.to_sql(ty, out),
+            Param::OptReals(v) => v.to_sql(ty, out),
+            Param::Texts(v) => v.to_sql(ty, out),
+            Param::OptTexts(v) => v.to_sql(ty, out),
         }
     }
 

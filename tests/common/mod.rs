@@ -229,6 +229,7 @@ fn http_get(url: &str) -> Option<(u16, String)> {
 
 pub mod nats;
 pub mod pg;
+pub mod store;
 
 mod httpc {
     //! A tiny blocking HTTP/1.0 GET/POST for readiness checks and queries, so the test
@@ -449,26 +450,23 @@ pub fn reading_values(site: usize, i: usize) -> (f64, f64) {
 /// Asserts that the store holds exactly `sites × per_site` readings made by
 /// [`reading_msg`] with `base`: each one once, with its published values.
 pub fn assert_stored_exactly(dir: &Path, base: i64, sites: usize, per_site: usize) {
-    let c = db(dir);
+    assert_stored_exactly_in(&store::TestStore::sqlite(dir), base, sites, per_site);
+}
+
+/// [`assert_stored_exactly`] on either backend.
+pub fn assert_stored_exactly_in(
+    store: &store::TestStore,
+    base: i64,
+    sites: usize,
+    per_site: usize,
+) {
     assert_eq!(
-        count(&c, "SELECT count(*) FROM readings"),
+        store.count("SELECT count(*) FROM readings"),
         (sites * per_site) as i64
     );
-    let mut stmt = c
-        .prepare("SELECT site, ts_ms, pm25, pm10 FROM readings")
-        .unwrap();
-    let rows = stmt
-        .query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, f64>(2)?,
-                r.get::<_, f64>(3)?,
-            ))
-        })
-        .unwrap();
-    for row in rows {
-        let (site, ts, pm25, pm10) = row.unwrap();
+    for row in store.rows("SELECT site, ts_ms, pm25, pm10 FROM readings") {
+        let (site, ts): (&str, i64) = (&row[0], row[1].parse().unwrap());
+        let (pm25, pm10): (f64, f64) = (row[2].parse().unwrap(), row[3].parse().unwrap());
         let s: usize = site.trim_start_matches("site-").parse().unwrap();
         let i = ((ts - base) / 60_000) as usize;
         assert!(s < sites && i < per_site, "unexpected reading {site} {ts}");
@@ -575,13 +573,32 @@ impl Service {
 
 /// A config for tests: the given broker, a store in `dir`, quiet logs.
 pub fn config(dir: &Path, mqtt_url: &str, client_id: &str, influx: Option<&str>) -> Config {
-    let text = format!(
-        "[mqtt]\nurl = \"{mqtt_url}\"\nclient_id = \"{client_id}\"\nreconnect_min_ms = 50\nreconnect_max_secs = 1\n[store]\npath = \"{}\"\ndurability = \"process_crash\"\n[log]\nstats_interval_secs = 0\n[api]\nlisten = \"127.0.0.1:{}\"\n{}",
-        dir.join("aq.db").display(),
+    config_on(&store::TestStore::sqlite(dir), mqtt_url, client_id, influx)
+}
+
+/// [`config`] on either backend.
+pub fn config_on(
+    store: &store::TestStore,
+    mqtt_url: &str,
+    client_id: &str,
+    influx: Option<&str>,
+) -> Config {
+    Config::parse(&config_text(store, mqtt_url, client_id, influx), "test").unwrap()
+}
+
+/// The text of [`config_on`] (for the tests that run the binary).
+pub fn config_text(
+    store: &store::TestStore,
+    mqtt_url: &str,
+    client_id: &str,
+    influx: Option<&str>,
+) -> String {
+    format!(
+        "[mqtt]\nurl = \"{mqtt_url}\"\nclient_id = \"{client_id}\"\nreconnect_min_ms = 50\nreconnect_max_secs = 1\n{}[log]\nstats_interval_secs = 0\n[api]\nlisten = \"127.0.0.1:{}\"\n{}",
+        store.toml(),
         free_port(),
         influx.unwrap_or("")
-    );
-    Config::parse(&text, "test").unwrap()
+    )
 }
 
 /// Opens the service's store for checks: `aq.db` in `dir`, or `aq-ingest.db` (the

@@ -171,17 +171,18 @@ impl Postgres {
     }
 
     /// Runs `f` with a new client for checks. The synchronous client blocks on a
-    /// runtime of its own, so inside a (multi-thread) tokio test it runs in
-    /// `block_in_place`.
-    pub fn with_client<T>(&self, f: impl FnOnce(&mut postgres::Client) -> T) -> T {
-        let run = || {
-            let mut c = postgres::Client::connect(&self.url(), postgres::NoTls).unwrap();
-            f(&mut c)
-        };
-        match tokio::runtime::Handle::try_current() {
-            Ok(_) => tokio::task::block_in_place(run),
-            Err(_) => run(),
-        }
+    /// runtime of its own, which tokio forbids on its threads: it runs on a thread of
+    /// its own, whatever runtime the test has.
+    pub fn with_client<T: Send>(&self, f: impl FnOnce(&mut postgres::Client) -> T + Send) -> T {
+        let url = self.url();
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+                f(&mut c)
+            })
+            .join()
+            .unwrap_or_else(|e| std::panic::resume_unwind(e))
+        })
     }
 
     /// The rows of a query.
