@@ -3,15 +3,18 @@
 //! (default 30 000 readings, 50 sites).
 //!
 //! Three scenarios in the same run, each on a fresh PostgreSQL store and fresh brokers:
-//! - **mosquitto → 1 instance**: three devices publish QoS 1 to one mosquitto; one
+//! - **mosquitto → 1 instance**: devices publish QoS 1 to one mosquitto; one
 //!   aq-ingest reads them with its MQTT client;
-//! - **NATS ×3 → 1 instance**: three devices publish QoS 1 to the three nodes' MQTT
+//! - **NATS ×3 → 1 instance**: devices publish QoS 1 to the three nodes' MQTT
 //!   listeners (the stream is replicated three times before each PUBACK); one
 //!   aq-ingest reads the durable consumer;
 //! - **NATS ×3 → 3 instances**: the same with three instances sharing the consumer.
 //!
-//! For each it prints the devices' rate (all PUBACKs received) and the end-to-end rate
-//! (every reading committed in PostgreSQL, from the first publish). Everything shares
+//! For each it prints, **live**, the devices' rate (all PUBACKs received) and the
+//! end-to-end rate (every reading committed in PostgreSQL, from the first publish);
+//! and **backlog**: with the instances stopped (SIGTERM), another N readings are
+//! published and then drained by the restarted instances (from their start to the last
+//! commit) — the consumer side alone. Everything shares
 //! the machine's cores: the figures say what the path costs on one box, not what a
 //! cluster of machines does.
 
@@ -28,12 +31,20 @@ use common::pg::Postgres;
 use common::*;
 
 const SITES: usize = 50;
-const DEVICES: usize = 3;
+/// Device connections publishing (`AQ_BENCH_DEVICES`, default 12): nats-server answers
+/// one connection's QoS 1 publishes one replicated store at a time, so the cluster's
+/// intake grows with the number of devices.
+fn devices() -> usize {
+    std::env::var("AQ_BENCH_DEVICES")
+        .ok()
+        .and_then(|d| d.parse().ok())
+        .unwrap_or(12)
+}
 
 /// Device `d`'s share of the `n` readings: its sites, interleaved by time.
 fn device_stream(d: usize, n: usize, base: i64) -> Vec<(String, Vec<u8>)> {
     (0..n)
-        .filter(|k| (k % SITES) % DEVICES == d)
+        .filter(|k| (k % SITES) % devices() == d)
         .map(|k| reading_msg(k % SITES, k / SITES, base))
         .collect()
 }
@@ -51,24 +62,8 @@ fn instance(dir: &Path, name: &str, source: &str, pg: &Postgres, ready: &str) ->
         ),
     )
     .unwrap();
-    let bin = std::env::var("AQ_BENCH_BIN").unwrap_or_else(|_| {
-        concat!(env!("CARGO_MANIFEST_DIR"), "/target/release/aq-ingest").to_string()
-    });
-    let bin = if Path::new(&bin).is_file() {
-        bin
-    } else {
-        // CARGO_TARGET_DIR elsewhere: the release binary beside this bench's.
-        let me = std::env::current_exe().unwrap();
-        me.parent()
-            .unwrap()
-            .parent()
-            .unwrap()
-            .join("aq-ingest")
-            .display()
-            .to_string()
-    };
     let p = spawn_logged(
-        Command::new(&bin)
+        Command::new(env!("CARGO_BIN_EXE_aq-ingest"))
             .arg("--config")
             .arg(&config)
             .arg("serve")
@@ -81,15 +76,14 @@ fn instance(dir: &Path, name: &str, source: &str, pg: &Postgres, ready: &str) ->
     p
 }
 
-/// Publishes with `DEVICES` devices (device d to `ports[d % len]`) and waits until `pg`
-/// holds all `n` readings: (devices' seconds, end-to-end seconds).
-async fn run(ports: Vec<u16>, n: usize, pg: &Postgres) -> (f64, f64) {
-    let base = base_ts_ms();
+/// Publishes `n` readings from `base` with [`devices`] devices (device d to
+/// `ports[d % len]`): the seconds until every PUBACK.
+async fn publish(ports: &[u16], n: usize, base: i64) -> f64 {
     let start = Instant::now();
-    let devices: Vec<_> = (0..DEVICES)
+    let devices: Vec<_> = (0..devices())
         .map(|d| {
             tokio::spawn(publish_failover(
-                ports.clone(),
+                ports.to_vec(),
                 d % ports.len(),
                 format!("bench-device-{d}"),
                 device_stream(d, n, base),
@@ -100,24 +94,50 @@ async fn run(ports: Vec<u16>, n: usize, pg: &Postgres) -> (f64, f64) {
     for d in devices {
         d.await.unwrap();
     }
-    let published = start.elapsed().as_secs_f64();
+    start.elapsed().as_secs_f64()
+}
+
+/// Waits until `pg` holds `n` readings.
+async fn stored(pg: &Postgres, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(600);
     while pg.count("SELECT count(*) FROM readings") < n as i64 {
         assert!(Instant::now() < deadline, "not every reading stored");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    (published, start.elapsed().as_secs_f64())
 }
 
-fn print(name: &str, n: usize, (published, stored): (f64, f64)) {
+/// The live run, then the backlog run: (devices' s, end-to-end s, drain s).
+async fn scenario(
+    ports: Vec<u16>,
+    n: usize,
+    pg: &Postgres,
+    mut start: impl FnMut() -> Vec<Proc>,
+) -> (f64, f64, f64) {
+    let mut procs = start();
+    let t = Instant::now();
+    let published = publish(&ports, n, base_ts_ms()).await;
+    stored(pg, n).await;
+    let live = t.elapsed().as_secs_f64();
+    for p in &mut procs {
+        p.terminate();
+    }
+    publish(&ports, n, base_ts_ms() - 30 * 86_400_000).await;
+    let t = Instant::now();
+    let _procs = start();
+    stored(pg, 2 * n).await;
+    (published, live, t.elapsed().as_secs_f64())
+}
+
+fn print(name: &str, n: usize, (published, live, drain): (f64, f64, f64)) {
     println!(
-        "{name:<26} devices {:>7.0} readings/s   end to end {:>7.0} readings/s  ({n} readings, {stored:.1} s)",
+        "{name:<24} live: devices {:>6.0}/s, end to end {:>6.0} readings/s   backlog drained at {:>6.0} readings/s",
         n as f64 / published,
-        n as f64 / stored
+        n as f64 / live,
+        n as f64 / drain
     );
 }
 
-async fn nats(n: usize, instances: usize) -> (f64, f64) {
+async fn nats(n: usize, instances: usize) -> (f64, f64, f64) {
     let dir = tempfile::tempdir().unwrap();
     let pg = Postgres::start();
     let cluster = NatsCluster::start(dir.path(), 3);
@@ -126,27 +146,32 @@ async fn nats(n: usize, instances: usize) -> (f64, f64) {
         cluster.urls_toml(),
         cluster.nodes[0].mqtt_port
     );
-    let _procs: Vec<Proc> = (0..instances)
-        .map(|i| {
-            instance(
-                dir.path(),
-                &format!("aq-{i}"),
-                &source,
-                &pg,
-                "nats: consumer ready",
-            )
-        })
-        .collect();
-    run(cluster.mqtt_ports(), n, &pg).await
+    let start = || -> Vec<Proc> {
+        (0..instances)
+            .map(|i| {
+                instance(
+                    dir.path(),
+                    &format!("aq-{i}"),
+                    &source,
+                    &pg,
+                    "nats: consumer ready",
+                )
+            })
+            .collect()
+    };
+    scenario(cluster.mqtt_ports(), n, &pg, start).await
 }
 
-async fn mosquitto(n: usize) -> (f64, f64) {
+async fn mosquitto(n: usize) -> (f64, f64, f64) {
     let dir = tempfile::tempdir().unwrap();
     let pg = Postgres::start();
     let broker = Mosquitto::start(dir.path());
-    let source = format!("[mqtt]\nurl = \"{}\"\nclient_id = \"bench\"\n", broker.url());
-    let _p = instance(dir.path(), "aq", &source, &pg, "mqtt: subscribed");
-    run(vec![broker.port], n, &pg).await
+    let source = format!(
+        "[mqtt]\nurl = \"{}\"\nclient_id = \"bench\"\n",
+        broker.url()
+    );
+    let start = || vec![instance(dir.path(), "aq", &source, &pg, "mqtt: subscribed")];
+    scenario(vec![broker.port], n, &pg, start).await
 }
 
 fn main() {
@@ -160,7 +185,7 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(async {
-        println!("aq-ingest through a three-node NATS JetStream cluster vs mosquitto ({n} QoS 1 readings, {DEVICES} devices, PostgreSQL store, every process on this machine's {} cores)", std::thread::available_parallelism().map_or(0, |c| c.get()));
+        println!("aq-ingest through a three-node NATS JetStream cluster vs mosquitto ({n} QoS 1 readings, {} devices, PostgreSQL store, every process on this machine's {} cores)", devices(), std::thread::available_parallelism().map_or(0, |c| c.get()));
         print("mosquitto → 1 instance", n, mosquitto(n).await);
         print("NATS ×3 → 1 instance", n, nats(n, 1).await);
         print("NATS ×3 → 3 instances", n, nats(n, 3).await);

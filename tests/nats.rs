@@ -240,11 +240,9 @@ async fn three_nodes_three_instances_one_of_each_killed_every_acknowledged_readi
 
     // The node kill, while devices 1 and 4 are halfway through their streams.
     let acked = |d: usize| progress[d].load(Ordering::Relaxed);
-    wait_until(
-        "devices 1 and 4 halfway",
-        Duration::from_secs(180),
-        || acked(1) >= per_device / 2 && acked(4) >= per_device / 2,
-    );
+    wait_until("devices 1 and 4 halfway", Duration::from_secs(180), || {
+        acked(1) >= per_device / 2 && acked(4) >= per_device / 2
+    });
     assert!(
         acked(1) < per_device && acked(4) < per_device,
         "the node kill must fall mid-stream"
