@@ -355,10 +355,11 @@ async fn three_nodes_three_instances_one_of_each_killed_every_acknowledged_readi
 
 /// Holds `LOCK TABLE readings` in an open transaction until told to release it: every
 /// commit that writes readings waits on it.
-fn lock_readings(pg: &Postgres) -> (std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>) {
+fn lock_readings(pg: &Postgres) -> (std::sync::mpsc::SyncSender<()>, std::thread::JoinHandle<()>) {
     let url = pg.url();
-    let (release, released) = std::sync::mpsc::channel();
-    let (locked_tx, locked) = std::sync::mpsc::channel();
+    // One signal each way: "locked", "release".
+    let (release, released) = std::sync::mpsc::sync_channel(1);
+    let (locked_tx, locked) = std::sync::mpsc::sync_channel(1);
     let t = std::thread::spawn(move || {
         let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
         let mut tx = c.transaction().unwrap();
