@@ -158,6 +158,23 @@ impl Config {
         w
     }
 
+    /// The `[nats]` section's problems, and how it fits the rest.
+    fn nats_problems(&self) -> Vec<String> {
+        let Some(n) = &self.nats else {
+            return Vec::new();
+        };
+        let mut topics = self.mqtt.topics.clone();
+        topics.extend(self.hj212.mqtt_topics.iter().cloned());
+        let mut p = n.problems(&topics);
+        if self.broker.embedded {
+            p.push("[nats] and [broker] embedded = true are two device brokers: set [broker] embedded = false".into());
+        }
+        if self.mqtt.share_group.is_some() {
+            p.push("mqtt.share_group has no meaning with [nats]: instances share the durable consumer (nats.durable)".into());
+        }
+        p
+    }
+
     /// Every semantic problem, not just the first.
     pub fn problems(&self) -> Vec<String> {
         let mut p = Vec::new();
@@ -183,17 +200,7 @@ impl Config {
         {
             p.push("mqtt.share_group splits the readings between instances, which only a shared store can hold: set [store] backend = \"postgres\"".into());
         }
-        if let Some(n) = &self.nats {
-            let mut topics = self.mqtt.topics.clone();
-            topics.extend(self.hj212.mqtt_topics.iter().cloned());
-            p.extend(n.problems(&topics));
-            if self.broker.embedded {
-                p.push("[nats] and [broker] embedded = true are two device brokers: set [broker] embedded = false".into());
-            }
-            if self.mqtt.share_group.is_some() {
-                p.push("mqtt.share_group has no meaning with [nats]: instances share the durable consumer (nats.durable)".into());
-            }
-        }
+        p.extend(self.nats_problems());
         if self.store.backend == crate::store::Backend::Postgres && self.store.url.is_none() {
             p.push("[store] backend = \"postgres\" needs url".into());
         }
