@@ -276,6 +276,34 @@ mod tests {
     }
 
     #[test]
+    fn a_shared_store_is_configured_whole_or_refused() {
+        let problems = |text: &str| match Config::parse(text, "t") {
+            Ok(_) => String::new(),
+            Err(e) => e.to_string(),
+        };
+        // Sharing the readings needs a store several instances share.
+        let e = problems("[mqtt]\nshare_group = \"aq\"\n");
+        assert!(e.contains("backend = \"postgres\""), "{e}");
+        let e = problems("[store]\nbackend = \"postgres\"\n");
+        assert!(e.contains("needs url"), "{e}");
+        let e = problems(
+            "[store]\nbackend = \"postgres\"\nurl = \"postgres://aq@db/aq\"\n[mqtt]\nshare_group = \"a/b\"\n",
+        );
+        assert!(e.contains("one topic level"), "{e}");
+        let ok = Config::parse(
+            "[store]\nbackend = \"postgres\"\nurl = \"postgres://aq@db/aq\"\n[mqtt]\nshare_group = \"aq\"\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(ok.mqtt.subscriptions(), vec!["$share/aq/aq/+/readings"]);
+        // A password belongs in the environment, not in the file.
+        let with_password = crate::store::StoreConfig::postgres("postgres://aq:secret@db/aq");
+        assert!(crate::store::Store::open(&with_password)
+            .err()
+            .is_some_and(|e| e.to_string().contains("AQ_STORE_PASSWORD")));
+    }
+
+    #[test]
     fn unknown_keys_are_errors() {
         let e = Config::parse("[mqtt]\nurll = \"x\"\n", "t").unwrap_err();
         assert!(e.to_string().contains("urll"), "{e}");

@@ -20,6 +20,18 @@ const MAX_SAMPLE_COVER_SECS: u64 = 3600;
 pub(super) const COLUMNS: &str =
     "site, hour_ms, n25, sum25, cov25, nd25, dev25, n10, sum10, cov10, nd10, dev10";
 
+/// The end of an `INSERT INTO hourly`: a site-hour already stored gets the new counts
+/// and sums added (a device's own hourly mean replaces the stored one), and the row
+/// after the change comes back.
+const ADD_TO_STORED: &str = "ON CONFLICT (site, hour_ms) DO UPDATE SET
+    n25 = hourly.n25 + excluded.n25, sum25 = hourly.sum25 + excluded.sum25,
+    cov25 = hourly.cov25 + excluded.cov25, nd25 = hourly.nd25 + excluded.nd25,
+    dev25 = coalesce(excluded.dev25, hourly.dev25),
+    n10 = hourly.n10 + excluded.n10, sum10 = hourly.sum10 + excluded.sum10,
+    cov10 = hourly.cov10 + excluded.cov10, nd10 = hourly.nd10 + excluded.nd10,
+    dev10 = coalesce(excluded.dev10, hourly.dev10)
+    RETURNING site, hour_ms, n25, sum25, cov25, nd25, dev25, n10, sum10, cov10, nd10, dev10";
+
 /// One batch's changes, summed per site-hour before touching the table. Ordered: every
 /// writer updates site-hours in key order, so two PostgreSQL instances touching the
 /// same hours wait for each other instead of deadlocking.
@@ -83,15 +95,7 @@ impl Batch {
         let mut touched = Vec::with_capacity(self.hours.len());
         let upsert = format!(
             "INSERT INTO hourly ({COLUMNS})
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
-             ON CONFLICT (site, hour_ms) DO UPDATE SET
-                n25 = hourly.n25 + excluded.n25, sum25 = hourly.sum25 + excluded.sum25,
-                cov25 = hourly.cov25 + excluded.cov25, nd25 = hourly.nd25 + excluded.nd25,
-                dev25 = coalesce(excluded.dev25, hourly.dev25),
-                n10 = hourly.n10 + excluded.n10, sum10 = hourly.sum10 + excluded.sum10,
-                cov10 = hourly.cov10 + excluded.cov10, nd10 = hourly.nd10 + excluded.nd10,
-                dev10 = coalesce(excluded.dev10, hourly.dev10)
-             RETURNING {COLUMNS}"
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) {ADD_TO_STORED}"
         );
         let mut marked = std::collections::BTreeSet::new();
         for (site, hour) in self.hours.keys() {
@@ -190,15 +194,7 @@ impl Batch {
                     CAST(?3 AS BIGINT[]), CAST(?4 AS BIGINT[]), CAST(?5 AS BIGINT[]),
                     CAST(?6 AS BIGINT[]), CAST(?7 AS BIGINT[]), CAST(?8 AS BIGINT[]),
                     CAST(?9 AS BIGINT[]), CAST(?10 AS BIGINT[]), CAST(?11 AS BIGINT[]),
-                    CAST(?12 AS BIGINT[]))
-                 ON CONFLICT (site, hour_ms) DO UPDATE SET
-                    n25 = hourly.n25 + excluded.n25, sum25 = hourly.sum25 + excluded.sum25,
-                    cov25 = hourly.cov25 + excluded.cov25, nd25 = hourly.nd25 + excluded.nd25,
-                    dev25 = coalesce(excluded.dev25, hourly.dev25),
-                    n10 = hourly.n10 + excluded.n10, sum10 = hourly.sum10 + excluded.sum10,
-                    cov10 = hourly.cov10 + excluded.cov10, nd10 = hourly.nd10 + excluded.nd10,
-                    dev10 = coalesce(excluded.dev10, hourly.dev10)
-                 RETURNING {COLUMNS}"
+                    CAST(?12 AS BIGINT[])) {ADD_TO_STORED}"
             ),
             &[
                 Param::Texts(&sites),
@@ -318,6 +314,11 @@ mod tests {
             pm10: Some(MicrogramsPerCubicMetre::new(pm10).unwrap()),
             interval_secs: Some(60),
         }
+    }
+
+    #[test]
+    fn the_upsert_returns_the_columns_the_row_reader_reads() {
+        assert!(ADD_TO_STORED.ends_with(&format!("RETURNING {COLUMNS}")));
     }
 
     #[test]

@@ -247,6 +247,13 @@ pub enum StoreError {
         "the connection to PostgreSQL was lost inside a transaction (rolled back by the server)"
     )]
     ConnectionLost,
+    #[error("the PostgreSQL server is a read-only standby; point [store] url at the primary")]
+    ReadOnly,
+    #[error("role lock on {store}: {source}")]
+    RoleLock {
+        store: String,
+        source: tokio_postgres::Error,
+    },
 }
 
 impl StoreError {

@@ -107,9 +107,7 @@ impl Store {
                     .row("SELECT CAST(pg_is_in_recovery() AS INTEGER)", p![])?;
                 match r.map(|r| r.i64(0)) {
                     Some(Ok(0)) => Ok(()),
-                    _ => Err(StoreError::Corrupt(
-                        "the PostgreSQL server is a read-only standby".into(),
-                    )),
+                    _ => Err(StoreError::ReadOnly),
                 }
             }
         }

@@ -56,17 +56,17 @@ async fn try_take(cfg: &StoreConfig, role: Role) -> Result<Option<Held>, StoreEr
         .pg_async_config()?
         .connect(tokio_postgres::NoTls)
         .await
-        .map_err(|e| StoreError::Lock {
-            path: cfg.describe().into(),
-            source: std::io::Error::other(e),
+        .map_err(|source| StoreError::RoleLock {
+            store: cfg.describe(),
+            source,
         })?;
     tokio::spawn(connection);
     let row = client
         .query_one("SELECT pg_try_advisory_lock($1)", &[&role.key()])
         .await
-        .map_err(|e| StoreError::Lock {
-            path: cfg.describe().into(),
-            source: std::io::Error::other(e),
+        .map_err(|source| StoreError::RoleLock {
+            store: cfg.describe(),
+            source,
         })?;
     Ok(row.get::<_, bool>(0).then_some(Held { role, client }))
 }
