@@ -11,6 +11,8 @@
 //!   every instance equals the reference's.
 //! - A slow commit (the readings table locked) makes the acknowledgement wait expire:
 //!   the redeliveries are counted and bounded, and no row is stored twice.
+//! - The trap the README warns of: readings published before any consumer exists are
+//!   acknowledged to the device and dropped by the stream.
 
 mod common;
 
@@ -208,6 +210,12 @@ async fn three_nodes_three_instances_one_of_each_killed_every_acknowledged_readi
         "ref",
         &lite,
         &nats_section(&cluster, "ref", ack_wait),
+    );
+    // The cluster was new: the first instance made the server create its MQTT streams.
+    assert!(
+        reference.log().contains("connected once over MQTT"),
+        "{}",
+        reference.log()
     );
     // aq-2 is given only the node that is killed: it learns the others from the
     // cluster and must move to one of them.
@@ -499,4 +507,65 @@ async fn a_slow_commit_makes_a_bounded_counted_redelivery_storm_and_no_duplicate
         peak_in_flight <= max_in_flight,
         "in flight {peak_in_flight} > {max_in_flight}"
     );
+}
+
+/// The number of messages `$MQTT_msgs` holds.
+async fn stream_messages(cluster: &NatsCluster) -> u64 {
+    let js = async_nats::jetstream::new(cluster.client().await);
+    let mut st = js.get_stream("$MQTT_msgs").await.unwrap();
+    st.info().await.unwrap().state.messages
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn readings_published_before_the_consumer_exists_are_acknowledged_and_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let pg = Postgres::start();
+    let cluster = NatsCluster::start(dir.path(), 3);
+    let base = week_start();
+    let batch = |from: usize| -> Vec<(String, Vec<u8>)> {
+        (from..from + 10)
+            .map(|i| message("site-000", 0, i, base))
+            .collect()
+    };
+    // No consumer yet: the device's connection creates the stream, every publish is
+    // acknowledged, and the stream keeps none of them.
+    let early = publish_failover(
+        cluster.mqtt_ports(),
+        0,
+        "early".into(),
+        batch(0),
+        Arc::default(),
+    )
+    .await;
+    assert_eq!(early.acked, 10);
+    assert_eq!(stream_messages(&cluster).await, 0, "kept with no consumer");
+
+    let inst = Instance::new(
+        dir.path(),
+        "aq-0",
+        &pg_store(&pg),
+        &nats_section(&cluster, "aq-ingest", ""),
+    );
+    assert!(
+        !inst.log().contains("connected once over MQTT"),
+        "the stream existed already"
+    );
+    publish_failover(
+        cluster.mqtt_ports(),
+        1,
+        "late".into(),
+        batch(10),
+        Arc::default(),
+    )
+    .await;
+    wait_until("the later readings stored", Duration::from_secs(60), || {
+        pg.count("SELECT count(*) FROM readings") >= 10
+    });
+    let stored: Vec<i64> = pg
+        .query("SELECT ts_ms FROM readings ORDER BY ts_ms")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let want: Vec<i64> = (10..20).map(|i| base + i * CADENCE_MS).collect();
+    assert_eq!(stored, want, "only what was published after the consumer");
 }
