@@ -311,12 +311,19 @@ impl Consumer {
                     },
                     next = messages.next(), if room => match next {
                         Some(Ok(m)) => {
+                            self.backoff.reset();
                             if !self.forward(m, &mut shutdown).await {
                                 break 'outer;
                             }
                         }
                         Some(Err(e)) => {
-                            warn!(error = %e, kind = ?e.kind(), "nats: pull failed; pulling again");
+                            // Paced: a cluster without quorum answers every pull with
+                            // an error.
+                            let delay = self.backoff.next_delay();
+                            warn!(error = %e, kind = ?e.kind(), retry_in_ms = delay.as_millis() as u64, "nats: pull failed; pulling again");
+                            if !self.pause(delay, &mut shutdown).await {
+                                break 'outer;
+                            }
                             if matches!(e.kind(), pull::MessagesErrorKind::ConsumerDeleted
                                 | pull::MessagesErrorKind::RequestLimitExceeded) {
                                 continue 'outer;
@@ -369,13 +376,23 @@ impl Consumer {
                         .store(false, Ordering::Relaxed);
                     let delay = self.backoff.next_delay();
                     warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "nats: cannot open the consumer");
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
-                        // Acks keep flowing while we wait: the ingest must not block.
-                        Some(b) = self.acks.recv() => self.ack(b).await,
-                        _ = shutdown.changed() => return None,
+                    if !self.pause(delay, shutdown).await {
+                        return None;
                     }
                 }
+            }
+        }
+    }
+
+    /// Waits `delay`, acknowledging committed batches meanwhile (the ingest must never
+    /// block on its acker); false on shutdown.
+    async fn pause(&mut self, delay: Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
+        let until = tokio::time::Instant::now() + delay;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => return true,
+                Some(b) = self.acks.recv() => self.ack(b).await,
+                _ = shutdown.changed() => return false,
             }
         }
     }
