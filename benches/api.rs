@@ -4,7 +4,9 @@
 //! minute-cadence raw readings; while a writer commits new readings continuously (the
 //! ingest load, into the target period's last day), it requests a site's raw series for
 //! one day, its hourly series for one day, and the district target report, 200 times
-//! each, and prints p50, p95 and max.
+//! each, and prints p50, p95 and max. Then the target report from 1 and from 8
+//! concurrent clients for 5 s each (p50, p99, requests/s), on the service's pool of
+//! read connections and, for comparison in the same run, on one connection.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -20,7 +22,7 @@ use aq_ingest::config::Config;
 use aq_ingest::metrics::Metrics;
 use aq_ingest::model::{Reading, UnixMillis};
 use aq_ingest::store::{Store, Writer};
-use common::{free_port, http};
+use common::http;
 
 fn percentiles(mut v: Vec<Duration>) -> (f64, f64, f64) {
     v.sort();
@@ -31,6 +33,40 @@ fn percentiles(mut v: Vec<Duration>) -> (f64, f64, f64) {
         ms(*v.last().unwrap()),
     )
 }
+
+/// `clients` threads each requesting `path` in a loop for `LOAD_SECS`: p50 and p99 in
+/// ms, and requests per second over all of them.
+fn load(base: &str, path: &str, clients: usize) -> (f64, f64, f64) {
+    let url = format!("{base}{path}");
+    let t0 = Instant::now();
+    let until = t0 + Duration::from_secs(LOAD_SECS);
+    let threads: Vec<_> = (0..clients)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let mut times = Vec::new();
+                while Instant::now() < until {
+                    let t = Instant::now();
+                    let (s, b) = http("GET", &url, "").unwrap();
+                    assert_eq!(s, 200, "{b}");
+                    times.push(t.elapsed());
+                }
+                times
+            })
+        })
+        .collect();
+    let mut all: Vec<Duration> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    let rate = all.len() as f64 / t0.elapsed().as_secs_f64();
+    all.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    (ms(all[all.len() / 2]), ms(all[all.len() * 99 / 100]), rate)
+}
+
+/// How long each concurrent-load round runs.
+const LOAD_SECS: u64 = 5;
 
 fn main() {
     let dir = tempfile::tempdir().unwrap();
@@ -45,10 +81,9 @@ fn main() {
         .commit_batch_durable(&raw, &[], UnixMillis(0))
         .unwrap();
 
-    let port = free_port();
     let cfg = Config::parse(
         &format!(
-            "[store]\npath = \"{}\"\n[api]\nlisten = \"127.0.0.1:{port}\"\ntoken_env = \"AQ_BENCH_NO_TOKEN\"\n[[target]]\nname = \"2016H2\"\nfrom = \"2016-07-01\"\nto = \"2016-12-31\"\ngood_days = 100\n",
+            "[store]\npath = \"{}\"\n[api]\nlisten = \"127.0.0.1:0\"\ntoken_env = \"AQ_BENCH_NO_TOKEN\"\n[[target]]\nname = \"2016H2\"\nfrom = \"2016-07-01\"\nto = \"2016-12-31\"\ngood_days = 100\n",
             store_cfg.path.display()
         ),
         "bench",
@@ -59,18 +94,28 @@ fn main() {
         .unwrap()
         .api
         .unwrap();
-    let app = aq_ingest::api::router(
-        ctx,
-        Arc::new(Default::default()),
-        Store::open(&store_cfg).unwrap(),
-        Arc::new(Metrics::default()),
-        Arc::new(SystemClock),
-    );
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind(("127.0.0.1", port)))
-        .unwrap();
-    rt.spawn(aq_ingest::api::serve(listener, app, std::future::pending()));
-    let base = format!("http://127.0.0.1:{port}");
+    // The service's pool, and beside it one connection (the API before the pool), so
+    // that one run compares them.
+    let serve = |connections: usize| {
+        let app = aq_ingest::api::router(
+            ctx.clone(),
+            Arc::new(Default::default()),
+            (0..connections)
+                .map(|_| Store::open_reader(&store_cfg).unwrap())
+                .collect(),
+            Arc::new(Metrics::default()),
+            Arc::new(SystemClock),
+        );
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind(("127.0.0.1", 0)))
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        rt.spawn(aq_ingest::api::serve(listener, app, std::future::pending()));
+        format!("http://{addr}")
+    };
+    let pool = aq_ingest::api::read_connections();
+    let base = serve(pool);
+    let single = serve(1);
     let get = |path: &str| {
         // (each request opens its own HTTP/1.0 connection: the figures include that)
         let (s, b) = http("GET", &format!("{base}{path}"), "").unwrap();
@@ -138,6 +183,16 @@ fn main() {
             .collect();
         report.push((name, percentiles(times)));
     }
+    let report_path = "/api/v1/targets/2016H2?as_of=2016-12-31";
+    let mut concurrent = Vec::new();
+    for (label, base) in [
+        (format!("{pool} connections"), &base),
+        ("1 connection".to_string(), &single),
+    ] {
+        for clients in [1, 8] {
+            concurrent.push((label.clone(), clients, load(base, report_path, clients)));
+        }
+    }
     stop.store(true, Ordering::Relaxed);
     writer.join().unwrap();
     let rate = written.load(Ordering::Relaxed) as f64 / t0.elapsed().as_secs_f64();
@@ -147,5 +202,11 @@ fn main() {
     );
     for (name, (p50, p95, max)) in report {
         println!("  {name}: p50 {p50:.1} ms, p95 {p95:.1} ms, max {max:.1} ms");
+    }
+    println!("the district target report, concurrent clients (each request its own connection):");
+    for (label, clients, (p50, p99, rate)) in concurrent {
+        println!(
+            "  API with {label}, {clients} client(s): p50 {p50:.1} ms, p99 {p99:.1} ms, {rate:.0} req/s"
+        );
     }
 }

@@ -365,7 +365,11 @@ async fn start_api(
         Arc::clone(&plan.registry),
         open_blocking({
             let cfg = plan.store.clone();
-            move || Store::open(&cfg)
+            move || {
+                (0..api::read_connections())
+                    .map(|_| Store::open_reader(&cfg))
+                    .collect::<Result<Vec<_>, _>>()
+            }
         })
         .await
         .context("opening the store for the API")?,

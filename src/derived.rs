@@ -20,7 +20,7 @@ use crate::aqi::daily::{district_value, site_value, DayClass, DayValue, SiteHour
 use crate::aqi::index::Tables;
 use crate::aqi::zone::Zone;
 use crate::aqi::AqiConfig;
-use crate::sink::line_protocol::{encode, FieldValue, Point};
+use crate::sink::line_protocol::{encode, encode_ref_into, FieldRef, FieldValue, Point, PointRef};
 use crate::store::DayRows;
 
 /// What the builders need from the config.
@@ -49,8 +49,13 @@ impl Derived {
 
     /// The hourly line of a site-hour (None when it has no normal-flag data at all).
     pub fn hour_line(&self, h: &SiteHour) -> Option<String> {
-        let mut fields = Vec::new();
-        for (name, agg) in [("pm2_5", &h.pm25), ("pm10", &h.pm10)] {
+        // Built on the stack: one line per site-hour of every commit.
+        let mut fields = [("", FieldRef::Bool(false)); 6];
+        let mut n = 0;
+        for (names, agg) in [
+            (["pm2_5", "pm2_5_valid", "pm2_5_samples"], &h.pm25),
+            (["pm10", "pm10_valid", "pm10_samples"], &h.pm10),
+        ] {
             if agg.n == 0 && agg.device_mean_milli.is_none() {
                 continue;
             }
@@ -62,23 +67,27 @@ impl Derived {
                     0.0
                 }
             });
-            fields.push((name.to_owned(), FieldValue::Float(mean)));
-            fields.push((format!("{name}_valid"), FieldValue::Bool(valid.is_some())));
-            fields.push((
-                format!("{name}_samples"),
-                FieldValue::Integer(i64::from(agg.n)),
-            ));
+            fields[n] = (names[0], FieldRef::Float(mean));
+            fields[n + 1] = (names[1], FieldRef::Bool(valid.is_some()));
+            fields[n + 2] = (names[2], FieldRef::Integer(i64::from(agg.n)));
+            n += 3;
         }
-        if fields.is_empty() {
+        if n == 0 {
             return None;
         }
-        encode(&Point {
-            measurement: format!("{}_hourly", self.measurement),
-            tags: vec![("site".into(), h.site.clone())],
-            fields,
-            ts_ms: h.hour.0,
-        })
-        .ok()
+        let measurement = format!("{}_hourly", self.measurement);
+        let mut line = String::with_capacity(160);
+        encode_ref_into(
+            &PointRef {
+                measurement: &measurement,
+                tags: &[("site", &h.site)],
+                fields: &fields[..n],
+                ts_ms: h.hour.0,
+            },
+            &mut line,
+        )
+        .ok()?;
+        Some(line)
     }
 
     /// Lines for the recomputed site-days and for the district on each of their dates.

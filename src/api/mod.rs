@@ -28,7 +28,7 @@ use crate::clock::Clock;
 use crate::metrics::Metrics;
 use crate::sites::Registry;
 use crate::source::topic::SiteFilter;
-use crate::store::{on_blocking_thread, Store};
+use crate::store::Store;
 use error::ApiError;
 
 /// The `[api]` config.
@@ -114,10 +114,8 @@ pub struct ApiState {
 }
 
 struct Inner {
-    /// The API's own store connection; queries run one at a time on a blocking thread.
-    /// Requests wait for it asynchronously (an async mutex), within their time limit,
-    /// so a burst of slow requests queues as cheap tasks, not as blocked threads.
-    store: Arc<tokio::sync::Mutex<Store>>,
+    /// The API's own read connections.
+    stores: Arc<Pool>,
     cfg: ApiContext,
     /// The site registry (names, locations, district membership).
     registry: Arc<Registry>,
@@ -125,8 +123,78 @@ struct Inner {
     clock: Arc<dyn Clock>,
 }
 
+/// Read connections shared by the requests: each query takes one on a blocking thread.
+/// One connection behind a lock made the API one request at a time (eight concurrent
+/// analysts: eight times the latency, the same throughput); SQLite's WAL mode lets
+/// several readers run beside the writer, and PostgreSQL serves each connection on its
+/// own. Requests wait for a free connection asynchronously, within their time limit,
+/// so a burst of slow requests queues as cheap tasks, not as blocked threads.
+struct Pool {
+    /// The idle connections; as many as `permits` has permits.
+    idle: std::sync::Mutex<Vec<Store>>,
+    permits: Arc<tokio::sync::Semaphore>,
+}
+
+/// A connection taken from the [`Pool`]; it goes back when the lease is dropped (after
+/// the query, even one whose request has timed out and gone).
+struct Lease {
+    store: Option<Store>,
+    pool: Arc<Pool>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Some(s) = self.store.take() {
+            self.pool
+                .idle
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(s);
+        }
+        // The permit is released after this body, with the connection already back.
+    }
+}
+
+impl Pool {
+    fn new(stores: Vec<Store>) -> Pool {
+        Pool {
+            permits: Arc::new(tokio::sync::Semaphore::new(stores.len())),
+            idle: std::sync::Mutex::new(stores),
+        }
+    }
+
+    async fn lease(self: &Arc<Pool>) -> Lease {
+        let permit = Arc::clone(&self.permits)
+            .acquire_owned()
+            .await
+            .expect("the pool's semaphore is never closed");
+        let store = self
+            .idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .pop()
+            .expect("a permit stands for an idle connection");
+        Lease {
+            store: Some(store),
+            pool: Arc::clone(self),
+            _permit: permit,
+        }
+    }
+}
+
+/// How many read connections the API opens: one per core (queries are CPU-bound reads;
+/// more would only share the cores), at least 2 so that a slow report does not hold
+/// up a quick request, at most 8 (each SQLite connection keeps its own page cache).
+pub fn read_connections() -> usize {
+    std::thread::available_parallelism()
+        .map_or(2, usize::from)
+        .clamp(2, 8)
+}
+
 impl ApiState {
-    /// Runs `f` on the store on a blocking thread, within the request time limit.
+    /// Runs `f` on a store connection on a blocking thread, within the request time
+    /// limit.
     async fn with_store<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Store, &ApiContext) -> Result<T, ApiError> + Send + 'static,
@@ -139,32 +207,36 @@ impl ApiState {
             message: "the query took too long".into(),
             parameter: None,
         };
-        let Ok(store) =
-            tokio::time::timeout_at(deadline, Arc::clone(&self.inner.store).lock_owned()).await
+        let Ok(mut lease) = tokio::time::timeout_at(deadline, self.inner.stores.lease()).await
         else {
             return Err(timeout());
         };
         let inner = Arc::clone(&self.inner);
-        let task = on_blocking_thread(store, move |s| f(s, &inner.cfg));
+        let task = tokio::task::spawn_blocking(move || {
+            let store = lease.store.as_mut().expect("a lease holds its connection");
+            f(store, &inner.cfg)
+        });
         match tokio::time::timeout_at(deadline, task).await {
-            Ok(Ok((_, r))) => r,
+            Ok(Ok(r)) => r,
             Ok(Err(e)) => Err(ApiError::internal(e)),
             Err(_) => Err(timeout()),
         }
     }
 }
 
-/// Builds the router.
+/// Builds the router over `stores`, the API's read connections (at least one; see
+/// [`read_connections`]).
 pub fn router(
     cfg: ApiContext,
     registry: Arc<Registry>,
-    store: Store,
+    stores: Vec<Store>,
     metrics: Arc<Metrics>,
     clock: Arc<dyn Clock>,
 ) -> Router {
+    assert!(!stores.is_empty(), "the API needs a store connection");
     let state = ApiState {
         inner: Arc::new(Inner {
-            store: Arc::new(tokio::sync::Mutex::new(store)),
+            stores: Arc::new(Pool::new(stores)),
             cfg,
             registry,
             metrics,

@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use tracing::{error, info, warn};
 
 use super::policy::{classify, Verdict};
-use super::{line_protocol, schema};
+use super::schema;
 use crate::backoff::Backoff;
 use crate::clock::Clock;
 use crate::metrics::{Metrics, WriteErrorClass};
@@ -35,6 +35,10 @@ pub const SINK_NAME: &str = "influx";
 /// [`BURST_TAIL_LINGER`], without waiting for the flush interval (which exists to
 /// gather a trickle into one request, not to delay the end of a burst or a backlog).
 const BURST_TAIL_SHARE: usize = 10;
+
+/// Bytes reserved for one reading's line: a reading with both values, a device and a
+/// long site id fits without growing the string.
+const LINE_CAPACITY: usize = 128;
 /// How long a burst's tail waits for more commits.
 const BURST_TAIL_LINGER: Duration = Duration::from_millis(50);
 
@@ -434,9 +438,9 @@ impl InfluxSink {
         let mut bytes = bytes;
         let mut unencodable = Vec::new();
         for (pos, reading) in pending {
-            let point = schema::reading_point(&reading, &self.cfg.measurement);
-            match line_protocol::encode(&point) {
-                Ok(line) => {
+            let mut line = String::with_capacity(LINE_CAPACITY);
+            match schema::encode_reading(&reading, &self.cfg.measurement, &mut line) {
+                Ok(()) => {
                     if (!out.is_empty() || !need_one)
                         && bytes + line.len() > self.cfg.batch_max_bytes
                     {
@@ -457,7 +461,10 @@ impl InfluxSink {
                         seq: pos.seq,
                         kind: DeadLetterKind::Unencodable,
                         reason: e.to_string(),
-                        line: format!("{point:?}"),
+                        line: format!(
+                            "{:?}",
+                            schema::reading_point(&reading, &self.cfg.measurement)
+                        ),
                     },
                 )),
             }

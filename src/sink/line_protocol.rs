@@ -47,15 +47,67 @@ pub enum LineError {
     NoFields,
 }
 
+/// A field value, borrowed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum FieldRef<'a> {
+    Float(f64),
+    Integer(i64),
+    Bool(bool),
+    Str(&'a str),
+}
+
+impl FieldValue {
+    fn as_ref(&self) -> FieldRef<'_> {
+        match self {
+            FieldValue::Float(f) => FieldRef::Float(*f),
+            FieldValue::Integer(n) => FieldRef::Integer(*n),
+            FieldValue::Bool(b) => FieldRef::Bool(*b),
+            FieldValue::Str(s) => FieldRef::Str(s),
+        }
+    }
+}
+
+/// A point whose parts are borrowed: what a caller on the hot path (a reading, a
+/// site-hour) builds on the stack instead of a [`Point`]'s owned strings.
+#[derive(Debug, Clone, Copy)]
+pub struct PointRef<'a> {
+    pub measurement: &'a str,
+    pub tags: &'a [(&'a str, &'a str)],
+    pub fields: &'a [(&'a str, FieldRef<'a>)],
+    pub ts_ms: i64,
+}
+
 /// Appends one encoded line (with a trailing `\n`) to `out`. On error nothing is
 /// appended.
 pub fn encode_into(p: &Point, out: &mut String) -> Result<(), LineError> {
+    let tags: Vec<(&str, &str)> = p.tags.iter().map(|(k, v)| (&k[..], &v[..])).collect();
+    let fields: Vec<(&str, FieldRef<'_>)> =
+        p.fields.iter().map(|(k, v)| (&k[..], v.as_ref())).collect();
+    encode_ref_into(
+        &PointRef {
+            measurement: &p.measurement,
+            tags: &tags,
+            fields: &fields,
+            ts_ms: p.ts_ms,
+        },
+        out,
+    )
+}
+
+/// [`encode_into`] for a borrowed point.
+pub fn encode_ref_into(p: &PointRef<'_>, out: &mut String) -> Result<(), LineError> {
     check(p)?;
-    escape(&p.measurement, &[',', ' ', '\\'], out);
-    let mut tags: Vec<&(String, String)> = p.tags.iter().collect();
+    escape(p.measurement, &[',', ' ', '\\'], out);
     // Sorted tags are InfluxDB's recommendation (faster parsing) and make the encoding
-    // canonical, so a recomputed point is byte-identical.
-    tags.sort_by(|a, b| a.0.cmp(&b.0));
+    // canonical, so a recomputed point is byte-identical. Callers mostly pass them
+    // sorted already.
+    let mut sorted;
+    let mut tags = p.tags;
+    if !tags.is_sorted_by(|a, b| a.0 <= b.0) {
+        sorted = tags.to_vec();
+        sorted.sort_by(|a, b| a.0.cmp(b.0));
+        tags = &sorted;
+    }
     for (k, v) in tags {
         out.push(',');
         escape(k, KEY_SPECIALS, out);
@@ -72,14 +124,14 @@ pub fn encode_into(p: &Point, out: &mut String) -> Result<(), LineError> {
         match v {
             // Display for f64 prints the shortest text that parses back to the same
             // value and never uses an exponent, which line protocol accepts as a float.
-            FieldValue::Float(f) => {
+            FieldRef::Float(f) => {
                 let _ = write!(out, "{f}");
             }
-            FieldValue::Integer(n) => {
+            FieldRef::Integer(n) => {
                 let _ = write!(out, "{n}i");
             }
-            FieldValue::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-            FieldValue::Str(s) => {
+            FieldRef::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+            FieldRef::Str(s) => {
                 out.push('"');
                 escape(s, &['"', '\\'], out);
                 out.push('"');
@@ -102,6 +154,11 @@ pub fn encode(p: &Point) -> Result<String, LineError> {
 const KEY_SPECIALS: &[char] = &[',', '=', ' ', '\\'];
 
 fn escape(s: &str, specials: &[char], out: &mut String) {
+    // Ids and names rarely hold a special character: copy them whole.
+    if !s.contains(specials) {
+        out.push_str(s);
+        return;
+    }
     for c in s.chars() {
         if specials.contains(&c) {
             out.push('\\');
@@ -130,26 +187,26 @@ fn check_text(s: &str) -> Result<(), LineError> {
     Ok(())
 }
 
-fn check(p: &Point) -> Result<(), LineError> {
+fn check(p: &PointRef<'_>) -> Result<(), LineError> {
     if p.measurement.is_empty() {
         return Err(LineError::EmptyMeasurement);
     }
-    check_name(&p.measurement)?;
-    for (k, v) in &p.tags {
+    check_name(p.measurement)?;
+    for (k, v) in p.tags {
         check_name(k)?;
         if v.is_empty() {
-            return Err(LineError::EmptyTagValue(k.clone()));
+            return Err(LineError::EmptyTagValue((*k).to_owned()));
         }
         check_text(v)?;
     }
     if p.fields.is_empty() {
         return Err(LineError::NoFields);
     }
-    for (k, v) in &p.fields {
+    for (k, v) in p.fields {
         check_name(k)?;
-        if let FieldValue::Float(f) = v {
+        if let FieldRef::Float(f) = v {
             if !f.is_finite() {
-                return Err(LineError::NotFinite(k.clone()));
+                return Err(LineError::NotFinite((*k).to_owned()));
             }
         }
     }

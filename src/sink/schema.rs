@@ -2,7 +2,7 @@
 //! `site`, `device` (when sent) and `period=hour` for device hourly means, float fields
 //! `pm2_5` and `pm10` in µg/m³, string field `flag`, timestamp = the device's sample time.
 
-use super::line_protocol::{FieldValue, Point};
+use super::line_protocol::{encode_ref_into, FieldRef, FieldValue, LineError, Point, PointRef};
 use crate::model::{Period, Pollutant, Reading};
 
 /// The default measurement name.
@@ -35,6 +35,43 @@ pub fn reading_point(r: &Reading, measurement: &str) -> Point {
     }
 }
 
+/// Appends the line of one reading to `out`: the same line as encoding
+/// [`reading_point`], built on the stack (the sink's per-reading path).
+pub fn encode_reading(r: &Reading, measurement: &str, out: &mut String) -> Result<(), LineError> {
+    // Tags in key order (device < period < site), as the encoder wants them.
+    let mut tags: [(&str, &str); 3] = [("", ""); 3];
+    let mut nt = 0;
+    if let Some(d) = &r.device {
+        tags[nt] = ("device", d.as_str());
+        nt += 1;
+    }
+    if r.period != Period::Sample {
+        tags[nt] = ("period", r.period.as_str());
+        nt += 1;
+    }
+    tags[nt] = ("site", r.site.as_str());
+    nt += 1;
+    let mut fields: [(&str, FieldRef<'_>); 3] = [("", FieldRef::Bool(false)); 3];
+    let mut nf = 0;
+    for p in Pollutant::ALL {
+        if let Some(v) = r.value(p) {
+            fields[nf] = (p.field_name(), FieldRef::Float(v.value()));
+            nf += 1;
+        }
+    }
+    fields[nf] = ("flag", FieldRef::Str(r.flag.code()));
+    nf += 1;
+    encode_ref_into(
+        &PointRef {
+            measurement,
+            tags: &tags[..nt],
+            fields: &fields[..nf],
+            ts_ms: r.ts.0,
+        },
+        out,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -61,5 +98,35 @@ mod tests {
         assert!(encode(&reading_point(&r, "pm"))
             .unwrap()
             .starts_with("pm,device=d1,period=hour,site=s1 "));
+    }
+
+    proptest::proptest! {
+        /// The stack-built line is the line of the owned point, for every shape of
+        /// reading.
+        #[test]
+        fn the_reading_line_is_the_point_s_line(
+            site in "[A-Za-z0-9._-]{1,12}",
+            device in proptest::option::of("[A-Za-z0-9._-]{1,12}"),
+            period in 0i64..3,
+            flag in "[NFMSDCTB]",
+            pm25 in proptest::option::of(0.0f64..2000.0),
+            pm10 in proptest::option::of(0.0f64..2000.0),
+            ts in 0i64..4_000_000_000_000,
+        ) {
+            let r = Reading {
+                site: SiteId::parse(&site).unwrap(),
+                device: device.map(|d| DeviceId::parse(&d).unwrap()),
+                ts: UnixMillis(ts),
+                period: Period::from_code(period).unwrap(),
+                flag: Flag::parse(&flag).unwrap(),
+                pm25: pm25.map(|v| MicrogramsPerCubicMetre::new(v).unwrap()),
+                pm10: pm10.map(|v| MicrogramsPerCubicMetre::new(v).unwrap()),
+                interval_secs: None,
+            };
+            let mut line = String::from("before\n");
+            encode_reading(&r, "pm", &mut line).unwrap();
+            let want = format!("before\n{}", encode(&reading_point(&r, "pm")).unwrap());
+            proptest::prop_assert_eq!(line, want);
+        }
     }
 }

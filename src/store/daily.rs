@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 
 use chrono::{Duration, NaiveDate};
 
-use super::sql::{p, Begin, Db, Row};
+use super::sql::{p, Begin, Columns, Db, Row};
 use super::{Store, StoreError};
 use crate::aqi::daily::{site_days, SiteDay};
 use crate::aqi::mean::Milli;

@@ -12,7 +12,7 @@ use super::daily::{
     cache_key, cached_dates, day_number, dirty_marks, epoch, local_days, mark_every_date_pending,
     refresh_sites, rows_part, site_days_on, store_key, stored_key,
 };
-use super::sql::{p, Begin, Db, Row};
+use super::sql::{p, Begin, Columns, Db, Row};
 use super::{Store, StoreError};
 use crate::aqi::daily::{DistrictAgg, DistrictDay, SiteDay};
 use crate::aqi::mean::Milli;

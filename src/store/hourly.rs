@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use super::sql::{p, Db, Engine, Param, Row};
+use super::sql::{p, Columns, Db, Engine, Param};
 use super::{Store, StoreError};
 use crate::aqi::daily::SiteHour;
 use crate::aqi::validity::HourAgg;
@@ -93,51 +93,90 @@ impl Batch {
             return self.apply_in_one_statement(tx, lines, now);
         }
         let mut touched = Vec::with_capacity(self.hours.len());
-        let upsert = format!(
-            "INSERT INTO hourly ({COLUMNS})
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) {ADD_TO_STORED}"
-        );
         let mut marked = std::collections::BTreeSet::new();
         for (site, hour) in self.hours.keys() {
             marked.insert((site.as_str(), hour.div_euclid(MS_PER_DAY)));
         }
+        let mut mark = tx.prepare(
+            "INSERT INTO dirty_days (site, utc_day) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+        )?;
         for (site, utc_day) in marked {
-            tx.exec(
-                "INSERT INTO dirty_days (site, utc_day) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
-                p![site, utc_day],
-            )?;
+            mark.exec(p![site, utc_day])?;
         }
-        for ((site, hour), [a, b]) in &self.hours {
-            let row = tx
-                .row(
-                    &upsert,
-                    p![
-                        site,
-                        *hour,
-                        a.n,
-                        a.sum_milli,
-                        a.covered_secs as i64,
-                        a.n_without_interval,
-                        a.device_mean_milli,
-                        b.n,
-                        b.sum_milli,
-                        b.covered_secs as i64,
-                        b.n_without_interval,
-                        b.device_mean_milli,
-                    ],
-                )?
-                .ok_or_else(|| StoreError::Corrupt("an upsert returned no row".into()))?;
-            let after = site_hour_row(&row)?;
-            if let Some(line) = lines.and_then(|f| f(&after)) {
-                tx.exec(
-                    "INSERT INTO derived_outbox (line, created_ms) VALUES (?1, ?2)",
-                    p![&line, now.0],
-                )?;
+        let mut insert_line =
+            tx.prepare("INSERT INTO derived_outbox (line, created_ms) VALUES (?1, ?2)")?;
+        let hours: Vec<_> = self.hours.iter().collect();
+        let mut rest = &hours[..];
+        let mut params = Vec::with_capacity(UPSERT_CHUNKS[0] * 12);
+        while !rest.is_empty() {
+            // The largest chunk size that fits: a few cached statements cover any count.
+            let size = UPSERT_CHUNKS
+                .into_iter()
+                .find(|n| *n <= rest.len())
+                .unwrap_or(1);
+            let (chunk, more) = rest.split_at(size);
+            rest = more;
+            params.clear();
+            for ((site, hour), [a, b]) in chunk {
+                params.extend_from_slice(p![
+                    site,
+                    *hour,
+                    a.n,
+                    a.sum_milli,
+                    a.covered_secs as i64,
+                    a.n_without_interval,
+                    a.device_mean_milli,
+                    b.n,
+                    b.sum_milli,
+                    b.covered_secs as i64,
+                    b.n_without_interval,
+                    b.device_mean_milli,
+                ]);
             }
-            touched.push(after);
+            let start = touched.len();
+            tx.prepare(&upsert_sql(size))?.each(&params, |r| {
+                touched.push(site_hour_row(r)?);
+                Ok(())
+            })?;
+            if touched.len() - start != size {
+                return Err(StoreError::Corrupt(format!(
+                    "an upsert of {size} site-hours returned {} rows",
+                    touched.len() - start
+                )));
+            }
+            // RETURNING gives its rows in no promised order.
+            touched[start..].sort_by(|x, y| (&x.site, x.hour).cmp(&(&y.site, y.hour)));
+            for after in &touched[start..] {
+                if let Some(line) = lines.and_then(|f| f(after)) {
+                    insert_line.exec(p![&line, now.0])?;
+                }
+            }
         }
         Ok(touched)
     }
+}
+
+/// Site-hours per upsert statement, largest first: a commit's few hundred site-hours go
+/// in a handful of statements (each execution costs about as much as several rows),
+/// with one cached statement per size.
+const UPSERT_CHUNKS: [usize; 4] = [64, 16, 4, 1];
+
+/// SQLite's upsert of `rows` site-hours, returning each row as it is after the
+/// statement. The keys in one statement are distinct (a batch sums per site-hour
+/// first); they go in key order.
+fn upsert_sql(rows: usize) -> String {
+    let mut values = String::new();
+    for row in 0..rows {
+        values.push_str(if row == 0 { "(" } else { ", (" });
+        for c in 0..12 {
+            if c > 0 {
+                values.push_str(", ");
+            }
+            values.push_str(&format!("?{}", row * 12 + c + 1));
+        }
+        values.push(')');
+    }
+    format!("INSERT INTO hourly ({COLUMNS}) VALUES {values} {ADD_TO_STORED}")
 }
 
 fn count(v: i64) -> Result<u32, StoreError> {
@@ -230,7 +269,7 @@ impl Batch {
 }
 
 /// Reads one `hourly` row selected as [`COLUMNS`].
-pub(super) fn site_hour_row(r: &Row) -> Result<SiteHour, StoreError> {
+pub(super) fn site_hour_row(r: &impl Columns) -> Result<SiteHour, StoreError> {
     let agg = |o: usize| -> Result<HourAgg, StoreError> {
         Ok(HourAgg {
             n: count(r.i64(o)?)?,

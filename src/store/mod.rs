@@ -37,7 +37,7 @@ use thiserror::Error;
 
 use crate::model::{Reading, UnixMillis};
 use crate::reject::Rejection;
-use sql::{p, Begin, Db, Engine};
+use sql::{p, Begin, Columns, Db, Engine};
 
 /// How long a connection waits for another's write lock before failing. Sink writes are
 /// a few ms; this only has to cover a checkpoint on a slow disk.
@@ -45,6 +45,10 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// SQLite page cache per connection, in KiB.
 const CACHE_KIB: i64 = 64 * 1024;
+
+/// SQLite page cache of each of the API's read connections, in KiB: several of them
+/// side by side must not multiply the service's memory.
+const READER_CACHE_KIB: i64 = 8 * 1024;
 
 /// WAL size, in 4 KiB pages, that triggers an automatic checkpoint (SQLite's default is
 /// 1000). About 40 MiB of WAL at most between checkpoints.
@@ -486,6 +490,17 @@ impl Store {
         Ok(store)
     }
 
+    /// Opens a connection for queries only (the API's pool): like [`Store::open`], with
+    /// a smaller SQLite page cache, since several of them live side by side and the
+    /// kernel's page cache holds the file anyway.
+    pub fn open_reader(cfg: &StoreConfig) -> Result<Store, StoreError> {
+        let store = Store::open(cfg)?;
+        if let Some(c) = store.db.sqlite_conn() {
+            c.pragma_update(None, "cache_size", -READER_CACHE_KIB)?;
+        }
+        Ok(store)
+    }
+
     /// Returns this connection's cached pages to the allocator. A connection that
     /// wakes on a timer (housekeeping) would otherwise hold up to `CACHE_KIB` between
     /// ticks for nothing. (PostgreSQL's cache is the server's.)
@@ -739,6 +754,10 @@ mod tests {
         c
     }
 
+    fn at0() -> Cursor {
+        Cursor::default()
+    }
+
     fn open(dir: &tempfile::TempDir) -> Store {
         Store::open(&StoreConfig {
             path: dir.path().join("sub/aq.db"),
@@ -804,6 +823,43 @@ mod tests {
             )
             .unwrap();
         assert_eq!(v, 5.0);
+    }
+
+    #[test]
+    fn a_chunk_with_duplicates_stores_only_the_new_readings() {
+        // More than one multi-row chunk, with redeliveries scattered through it: the
+        // chunks holding one go row by row; the counts and the hours say exactly which
+        // readings were new.
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = open(&dir);
+        let at = |i: i64| reading("a", 1_470_009_600_000 + i * 1000, 10.0);
+        let first: Vec<_> = (0..100).filter(|i| i % 7 == 0).map(at).collect();
+        s.commit_batch_durable(&first, &[], UnixMillis(1)).unwrap();
+        let all: Vec<_> = (0..200).map(at).collect();
+        let out = s.commit_batch_durable(&all, &[], UnixMillis(2)).unwrap();
+        assert_eq!(
+            out,
+            CommitOutcome {
+                stored: 200 - first.len() as u64,
+                duplicates: first.len() as u64
+            }
+        );
+        assert_eq!(s.reading_count().unwrap(), 200);
+        let hours = s
+            .hours(UnixMillis(0), UnixMillis(i64::MAX), Some("a"))
+            .unwrap();
+        assert_eq!(
+            hours[0].pm10.n, 200,
+            "each reading counted once in its hour"
+        );
+        let seqs: Vec<i64> = s
+            .pending(&at0(), 1000)
+            .unwrap()
+            .iter()
+            .map(|p| p.0.seq)
+            .collect();
+        assert_eq!(seqs.len(), 200);
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]));
     }
 
     #[test]

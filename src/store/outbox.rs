@@ -13,7 +13,7 @@
 
 use std::collections::BTreeMap;
 
-use super::sql::{p, Db, Engine, Row};
+use super::sql::{p, Columns, Db, Engine};
 use super::{Store, StoreError};
 use crate::model::{DeviceId, Flag, MicrogramsPerCubicMetre, Period, Reading, SiteId, UnixMillis};
 
@@ -151,8 +151,11 @@ pub(super) fn prune_readings_sql(engine: Engine) -> &'static str {
     }
 }
 
+/// Most rows reserved up front for a page of the outbox (a sink's default batch).
+const OUTBOX_PAGE_HINT: usize = 5000;
+
 /// A reading read back as selected by [`Store::pending`].
-fn pending_row(r: &Row) -> Result<(Pos, Reading), StoreError> {
+fn pending_row(r: &impl Columns) -> Result<(Pos, Reading), StoreError> {
     let pos = Pos {
         writer: r.i64(0)?,
         seq: r.i64(1)?,
@@ -235,11 +238,13 @@ impl Store {
                  FROM readings WHERE writer = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3"
             }
         };
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(max_rows.min(OUTBOX_PAGE_HINT));
+        let mut stmt = self.db.prepare(sql)?;
         for w in writers(&self.db)? {
-            for r in self.db.rows(sql, p![w, cursor.of(w), max_rows as i64])? {
-                out.push(pending_row(&r)?);
-            }
+            stmt.each(p![w, cursor.of(w), max_rows as i64], |r| {
+                out.push(pending_row(r)?);
+                Ok(())
+            })?;
         }
         out.sort_unstable_by_key(|(pos, _)| pos.seq);
         out.truncate(max_rows);

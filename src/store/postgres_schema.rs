@@ -4,7 +4,7 @@
 //! at a time under a transaction-scoped advisory lock. Append a migration; never edit
 //! one that has shipped.
 
-use super::sql::{p, Begin, Db};
+use super::sql::{p, Begin, Columns, Db};
 use super::StoreError;
 
 /// The advisory lock key that serialises migrations ("aqschema" as bytes).

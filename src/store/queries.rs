@@ -1,6 +1,6 @@
 //! Read queries for the API: site activity, raw series, rejects, health.
 
-use super::sql::{p, Begin, Engine};
+use super::sql::{p, Begin, Columns, Engine};
 use super::{Store, StoreError};
 use crate::model::{DeviceId, Flag, MicrogramsPerCubicMetre, Period, Reading, SiteId, UnixMillis};
 

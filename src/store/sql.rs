@@ -6,7 +6,10 @@
 //! PostgreSQL and caches each statement's preparation on either engine. Where the
 //! engines differ in substance (schema, the outbox's position, locking) the caller asks
 //! [`Db::engine`] and says why. Values cross as [`Param`] (borrowed, no allocation)
-//! and come back as [`Row`]s of owned [`Value`]s.
+//! and come back as [`Row`]s of owned [`Value`]s, or — on the hot paths (the outbox
+//! read, the hourly upserts) — as a [`RowRef`] lent to a visitor ([`Db::each`]), which
+//! copies no text. A statement run many times in a row goes through one [`Prepared`]
+//! handle instead of a cache look-up per run.
 //!
 //! Transactions are explicit statements (`BEGIN …`/`COMMIT`) issued through the same
 //! handle, guarded by [`Tx`] (rolled back when dropped uncommitted), so every role keeps
@@ -96,56 +99,180 @@ pub(super) enum Value {
 #[derive(Debug, Clone)]
 pub(super) struct Row(pub(super) Vec<Value>);
 
-impl Row {
-    fn at(&self, i: usize) -> Result<&Value, StoreError> {
-        self.0
-            .get(i)
-            .ok_or_else(|| StoreError::Corrupt(format!("a row has no column {i}")))
-    }
+/// Typed access to a row's columns, owned ([`Row`]) or lent ([`RowRef`]).
+pub(super) trait Columns {
+    fn cell(&self, i: usize) -> Result<Cell<'_>, StoreError>;
 
     fn wrong(&self, i: usize, want: &str) -> StoreError {
-        StoreError::Corrupt(format!("column {i} is not {want}: {:?}", self.0.get(i)))
+        StoreError::Corrupt(format!("column {i} is not {want}: {:?}", self.cell(i).ok()))
     }
 
-    pub(super) fn opt_i64(&self, i: usize) -> Result<Option<i64>, StoreError> {
-        match self.at(i)? {
-            Value::Null => Ok(None),
-            Value::Int(v) => Ok(Some(*v)),
+    fn opt_i64(&self, i: usize) -> Result<Option<i64>, StoreError> {
+        match self.cell(i)? {
+            Cell::Null => Ok(None),
+            Cell::Int(v) => Ok(Some(v)),
             _ => Err(self.wrong(i, "an integer")),
         }
     }
 
-    pub(super) fn i64(&self, i: usize) -> Result<i64, StoreError> {
+    fn i64(&self, i: usize) -> Result<i64, StoreError> {
         self.opt_i64(i)?.ok_or_else(|| self.wrong(i, "an integer"))
     }
 
-    pub(super) fn opt_f64(&self, i: usize) -> Result<Option<f64>, StoreError> {
-        match self.at(i)? {
-            Value::Null => Ok(None),
-            Value::Real(v) => Ok(Some(*v)),
+    fn opt_f64(&self, i: usize) -> Result<Option<f64>, StoreError> {
+        match self.cell(i)? {
+            Cell::Null => Ok(None),
+            Cell::Real(v) => Ok(Some(v)),
             // SQLite hands back a REAL that holds an integral value as stored.
-            Value::Int(v) => Ok(Some(*v as f64)),
+            Cell::Int(v) => Ok(Some(v as f64)),
             _ => Err(self.wrong(i, "a number")),
         }
     }
 
-    pub(super) fn opt_text(&self, i: usize) -> Result<Option<&str>, StoreError> {
-        match self.at(i)? {
-            Value::Null => Ok(None),
-            Value::Text(v) => Ok(Some(v)),
+    fn opt_text(&self, i: usize) -> Result<Option<&str>, StoreError> {
+        match self.cell(i)? {
+            Cell::Null => Ok(None),
+            Cell::Text(v) => Ok(Some(v)),
             _ => Err(self.wrong(i, "text")),
         }
     }
 
-    pub(super) fn text(&self, i: usize) -> Result<&str, StoreError> {
+    fn text(&self, i: usize) -> Result<&str, StoreError> {
         self.opt_text(i)?.ok_or_else(|| self.wrong(i, "text"))
     }
 
-    pub(super) fn opt_blob(&self, i: usize) -> Result<Option<&[u8]>, StoreError> {
-        match self.at(i)? {
-            Value::Null => Ok(None),
-            Value::Blob(v) => Ok(Some(v)),
+    fn opt_blob(&self, i: usize) -> Result<Option<&[u8]>, StoreError> {
+        match self.cell(i)? {
+            Cell::Null => Ok(None),
+            Cell::Blob(v) => Ok(Some(v)),
             _ => Err(self.wrong(i, "bytes")),
+        }
+    }
+}
+
+impl Columns for Row {
+    fn cell(&self, i: usize) -> Result<Cell<'_>, StoreError> {
+        Ok(
+            match self
+                .0
+                .get(i)
+                .ok_or_else(|| StoreError::Corrupt(format!("a row has no column {i}")))?
+            {
+                Value::Null => Cell::Null,
+                Value::Int(v) => Cell::Int(*v),
+                Value::Real(v) => Cell::Real(*v),
+                Value::Text(v) => Cell::Text(v),
+                Value::Blob(v) => Cell::Blob(v),
+            },
+        )
+    }
+}
+
+/// One column value, borrowed from the engine's row.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) enum Cell<'a> {
+    Null,
+    Int(i64),
+    Real(f64),
+    Text(&'a str),
+    Blob(&'a [u8]),
+}
+
+impl Cell<'_> {
+    fn owned(self) -> Value {
+        match self {
+            Cell::Null => Value::Null,
+            Cell::Int(v) => Value::Int(v),
+            Cell::Real(v) => Value::Real(v),
+            Cell::Text(v) => Value::Text(v.to_owned()),
+            Cell::Blob(v) => Value::Blob(v.to_vec()),
+        }
+    }
+}
+
+/// A result row lent to a visitor (see [`Db::each`]): the same typed accessors as
+/// [`Row`], without copying the row first.
+pub(super) enum RowRef<'a> {
+    Lite(&'a rusqlite::Row<'a>),
+    Pg(&'a postgres::Row),
+}
+
+impl RowRef<'_> {
+    fn width(&self) -> usize {
+        match self {
+            RowRef::Lite(r) => r.as_ref().column_count(),
+            RowRef::Pg(r) => r.len(),
+        }
+    }
+
+    /// The row, copied.
+    pub(super) fn to_owned(&self) -> Result<Row, StoreError> {
+        (0..self.width())
+            .map(|i| self.cell(i).map(Cell::owned))
+            .collect::<Result<_, _>>()
+            .map(Row)
+    }
+}
+
+impl Columns for RowRef<'_> {
+    fn cell(&self, i: usize) -> Result<Cell<'_>, StoreError> {
+        match *self {
+            RowRef::Lite(r) => {
+                use rusqlite::types::ValueRef;
+                Ok(match r.get_ref(i)? {
+                    ValueRef::Null => Cell::Null,
+                    ValueRef::Integer(v) => Cell::Int(v),
+                    ValueRef::Real(v) => Cell::Real(v),
+                    ValueRef::Text(t) => Cell::Text(std::str::from_utf8(t).map_err(|_| {
+                        StoreError::Corrupt(format!("column {i} is not UTF-8 text"))
+                    })?),
+                    ValueRef::Blob(b) => Cell::Blob(b),
+                })
+            }
+            RowRef::Pg(r) => pg_cell(r, i),
+        }
+    }
+}
+
+/// A statement prepared once and run many times (a batch's inserts), on either engine.
+pub(super) enum Prepared<'a> {
+    Lite(rusqlite::CachedStatement<'a>),
+    Pg(&'a RefCell<Pg>, postgres::Statement),
+}
+
+impl Prepared<'_> {
+    /// Executes the statement once; returns the rows it changed.
+    pub(super) fn exec(&mut self, params: &[Param<'_>]) -> Result<u64, StoreError> {
+        match self {
+            Prepared::Lite(stmt) => {
+                Ok(stmt.execute(rusqlite::params_from_iter(params.iter()))? as u64)
+            }
+            Prepared::Pg(pg, stmt) => {
+                let refs = pg_params(params);
+                Ok(pg.borrow_mut().client().execute(&*stmt, &refs)?)
+            }
+        }
+    }
+
+    /// Runs the statement once, lending each result row to `f`.
+    pub(super) fn each(
+        &mut self,
+        params: &[Param<'_>],
+        mut f: impl FnMut(&RowRef<'_>) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        match self {
+            Prepared::Lite(stmt) => {
+                let mut rows = stmt.query(rusqlite::params_from_iter(params.iter()))?;
+                while let Some(r) = rows.next()? {
+                    f(&RowRef::Lite(r))?;
+                }
+                Ok(())
+            }
+            Prepared::Pg(pg, stmt) => {
+                let refs = pg_params(params);
+                let rows = pg.borrow_mut().client().query(&*stmt, &refs)?;
+                rows.iter().try_for_each(|r| f(&RowRef::Pg(r)))
+            }
         }
     }
 }
@@ -257,47 +384,40 @@ impl Db {
         Ok(())
     }
 
-    /// Executes one statement; returns the rows it changed.
-    pub(super) fn exec(&self, sql: &str, params: &[Param<'_>]) -> Result<u64, StoreError> {
+    /// Prepares `sql` (cached per connection) for running once or many times.
+    pub(super) fn prepare(&self, sql: &str) -> Result<Prepared<'_>, StoreError> {
         match &self.conn {
-            Conn::Sqlite(c) => {
-                let mut stmt = c.prepare_cached(sql)?;
-                Ok(stmt.execute(rusqlite::params_from_iter(params.iter()))? as u64)
-            }
+            Conn::Sqlite(c) => Ok(Prepared::Lite(c.prepare_cached(sql)?)),
             Conn::Postgres(pg) => {
-                let mut pg = pg.borrow_mut();
-                let stmt = pg.statement(sql)?;
-                let refs = pg_params(params);
-                Ok(pg.client().execute(&stmt, &refs)?)
+                let stmt = pg.borrow_mut().statement(sql)?;
+                Ok(Prepared::Pg(pg, stmt))
             }
         }
     }
 
+    /// Executes one statement; returns the rows it changed.
+    pub(super) fn exec(&self, sql: &str, params: &[Param<'_>]) -> Result<u64, StoreError> {
+        self.prepare(sql)?.exec(params)
+    }
+
+    /// Runs one query, lending each row to `f` (no copy of the row).
+    pub(super) fn each(
+        &self,
+        sql: &str,
+        params: &[Param<'_>],
+        f: impl FnMut(&RowRef<'_>) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        self.prepare(sql)?.each(params, f)
+    }
+
     /// Runs one query; returns its rows.
     pub(super) fn rows(&self, sql: &str, params: &[Param<'_>]) -> Result<Vec<Row>, StoreError> {
-        match &self.conn {
-            Conn::Sqlite(c) => {
-                let mut stmt = c.prepare_cached(sql)?;
-                let width = stmt.column_count();
-                let mut rows = stmt.query(rusqlite::params_from_iter(params.iter()))?;
-                let mut out = Vec::new();
-                while let Some(r) = rows.next()? {
-                    let mut row = Vec::with_capacity(width);
-                    for i in 0..width {
-                        row.push(lite_value(r.get_ref(i)?));
-                    }
-                    out.push(Row(row));
-                }
-                Ok(out)
-            }
-            Conn::Postgres(pg) => {
-                let mut pg = pg.borrow_mut();
-                let stmt = pg.statement(sql)?;
-                let refs = pg_params(params);
-                let rows = pg.client().query(&stmt, &refs)?;
-                rows.iter().map(pg_row).collect()
-            }
-        }
+        let mut out = Vec::new();
+        self.each(sql, params, |r| {
+            out.push(r.to_owned()?);
+            Ok(())
+        })?;
+        Ok(out)
     }
 
     /// The first row of a query, if any.
@@ -442,17 +562,6 @@ impl rusqlite::ToSql for Param<'_> {
     }
 }
 
-fn lite_value(v: rusqlite::types::ValueRef<'_>) -> Value {
-    use rusqlite::types::ValueRef;
-    match v {
-        ValueRef::Null => Value::Null,
-        ValueRef::Integer(i) => Value::Int(i),
-        ValueRef::Real(f) => Value::Real(f),
-        ValueRef::Text(t) => Value::Text(String::from_utf8_lossy(t).into_owned()),
-        ValueRef::Blob(b) => Value::Blob(b.to_vec()),
-    }
-}
-
 fn pg_params<'a>(params: &'a [Param<'a>]) -> Vec<&'a (dyn postgres::types::ToSql + Sync)> {
     params
         .iter()
@@ -460,38 +569,36 @@ fn pg_params<'a>(params: &'a [Param<'a>]) -> Vec<&'a (dyn postgres::types::ToSql
         .collect()
 }
 
-/// Reads a PostgreSQL row column by column, by the column's own type.
-fn pg_row(r: &postgres::Row) -> Result<Row, StoreError> {
+/// Reads one column of a PostgreSQL row by the column's own type.
+fn pg_cell(r: &postgres::Row, i: usize) -> Result<Cell<'_>, StoreError> {
     use postgres::types::Type;
-    let mut out = Vec::with_capacity(r.len());
-    for (i, col) in r.columns().iter().enumerate() {
-        let ty = col.type_();
-        let v = if *ty == Type::INT8 {
-            r.try_get::<_, Option<i64>>(i)?.map(Value::Int)
-        } else if *ty == Type::INT4 {
-            r.try_get::<_, Option<i32>>(i)?
-                .map(|v| Value::Int(v.into()))
-        } else if *ty == Type::INT2 {
-            r.try_get::<_, Option<i16>>(i)?
-                .map(|v| Value::Int(v.into()))
-        } else if *ty == Type::BOOL {
-            r.try_get::<_, Option<bool>>(i)?
-                .map(|v| Value::Int(v.into()))
-        } else if *ty == Type::FLOAT8 {
-            r.try_get::<_, Option<f64>>(i)?.map(Value::Real)
-        } else if *ty == Type::BYTEA {
-            r.try_get::<_, Option<Vec<u8>>>(i)?.map(Value::Blob)
-        } else if *ty == Type::TEXT || *ty == Type::VARCHAR {
-            r.try_get::<_, Option<String>>(i)?.map(Value::Text)
-        } else {
-            return Err(StoreError::Corrupt(format!(
-                "column {} has type {ty}, which the store never selects",
-                col.name()
-            )));
-        };
-        out.push(v.unwrap_or(Value::Null));
-    }
-    Ok(Row(out))
+    let col = r
+        .columns()
+        .get(i)
+        .ok_or_else(|| StoreError::Corrupt(format!("a row has no column {i}")))?;
+    let ty = col.type_();
+    let v = if *ty == Type::INT8 {
+        r.try_get::<_, Option<i64>>(i)?.map(Cell::Int)
+    } else if *ty == Type::INT4 {
+        r.try_get::<_, Option<i32>>(i)?.map(|v| Cell::Int(v.into()))
+    } else if *ty == Type::INT2 {
+        r.try_get::<_, Option<i16>>(i)?.map(|v| Cell::Int(v.into()))
+    } else if *ty == Type::BOOL {
+        r.try_get::<_, Option<bool>>(i)?
+            .map(|v| Cell::Int(v.into()))
+    } else if *ty == Type::FLOAT8 {
+        r.try_get::<_, Option<f64>>(i)?.map(Cell::Real)
+    } else if *ty == Type::BYTEA {
+        r.try_get::<_, Option<&[u8]>>(i)?.map(Cell::Blob)
+    } else if *ty == Type::TEXT || *ty == Type::VARCHAR {
+        r.try_get::<_, Option<&str>>(i)?.map(Cell::Text)
+    } else {
+        return Err(StoreError::Corrupt(format!(
+            "column {} has type {ty}, which the store never selects",
+            col.name()
+        )));
+    };
+    Ok(v.unwrap_or(Cell::Null))
 }
 
 impl postgres::types::ToSql for Param<'_> {

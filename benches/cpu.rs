@@ -1,0 +1,189 @@
+//! Instructions per reading on the default data path, in one process and without a
+//! network, so that `valgrind --tool=callgrind` can count them (this machine's `perf`
+//! has no hardware counters): `scripts/cpu [N]`.
+//!
+//! It drives the real ingest stage (`Ingest::run`: decode, validate, the SQLite commit
+//! with power-loss durability, the hourly aggregates and derived lines, the tokens
+//! handed back after the commit) with N single-reading JSON messages over 238 sites,
+//! `BATCH` queued at a time (a commit of `BATCH` messages, as a busy live stream gets),
+//! and after every `SINK_EVERY` batches does what the InfluxDB sink does with the
+//! outbox: the derived lines and the readings after its cursor, encoded as line
+//! protocol, gzipped, and the cursor moved in one commit — everything but the HTTP
+//! request. With `--array`, each message carries an array of 100 readings.
+//!
+//! The script runs it twice (N and 3N) and divides the difference in instructions by
+//! 2N, so start-up (migrations, the runtime) does not count.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use aq_ingest::clock::SystemClock;
+use aq_ingest::config::Config;
+use aq_ingest::ingest::Ingest;
+use aq_ingest::metrics::Metrics;
+use aq_ingest::model::UnixMillis;
+use aq_ingest::plan::Plan;
+use aq_ingest::sink::schema;
+use aq_ingest::source::{AckToken, Acker, Message, Origin};
+use aq_ingest::store::{Outbox, Writer};
+
+const SITES: usize = 238;
+/// Messages per commit.
+const BATCH: usize = 1000;
+/// The sink reads the outbox after this many commits (~5 000 lines, its default batch).
+const SINK_EVERY: usize = 5;
+/// Readings per message with `--array`.
+const ARRAY: usize = 100;
+
+/// 2016-08-01T00:00:00Z: inside the store's accepted range, and not in the future.
+const BASE_MS: i64 = 1_470_009_600_000;
+
+fn payload(k: usize, per_message: usize) -> Vec<u8> {
+    // Message k is site k % SITES's (k / SITES)-th upload; its readings are a minute
+    // apart, after those of the site's earlier uploads.
+    let one = |i: usize| {
+        let minute = (k / SITES * per_message + i) as i64;
+        let ts = BASE_MS + minute * 60_000;
+        let pm25 = 20.0 + ((k + i) % 97) as f64 * 0.5;
+        format!(
+            r#"{{"ts":{ts},"pm25":{pm25},"pm10":{},"interval_secs":60}}"#,
+            pm25 * 1.8
+        )
+    };
+    if per_message == 1 {
+        return one(0).into_bytes();
+    }
+    let items: Vec<String> = (0..per_message).map(one).collect();
+    format!("[{}]", items.join(",")).into_bytes()
+}
+
+/// Reads the outbox as the sink does, encodes and gzips it, moves the cursor.
+fn drain(outbox: &mut Outbox) -> usize {
+    let cursor = outbox.cursor().unwrap();
+    let derived = outbox.derived_head(5000).unwrap();
+    let pending = outbox.pending(&cursor, 5000).unwrap();
+    let mut body = String::new();
+    for (_, line) in &derived {
+        body.push_str(line);
+    }
+    let mut through = cursor.clone();
+    for (pos, r) in &pending {
+        // As the sink does: a line per reading, then one body.
+        let mut line = String::with_capacity(128);
+        schema::encode_reading(r, "pm", &mut line).unwrap();
+        body.push_str(&line);
+        through.advance(*pos);
+    }
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(body.as_bytes()).unwrap();
+    let gz = gz.finish().unwrap();
+    let seqs: Vec<i64> = derived.iter().map(|d| d.0).collect();
+    outbox
+        .done_durable(Some(&through), &seqs, &[], UnixMillis(BASE_MS))
+        .unwrap();
+    std::hint::black_box(gz.len());
+    pending.len()
+}
+
+/// The part that is counted (`--zero-before=cpu::measured`): the messages are made
+/// before. Queues each batch whole (`try_send`: no cooperative yield midway), waits for
+/// its tokens, and drains the outbox every `SINK_EVERY` batches.
+#[inline(never)]
+fn measured(
+    rt: &tokio::runtime::Runtime,
+    ingest: Ingest,
+    batches: Vec<Vec<Message>>,
+    outbox: &mut Outbox,
+) -> usize {
+    let (tx, rx) = tokio::sync::mpsc::channel(BATCH);
+    let (acker, mut acks) = Acker::channel();
+    let stage = rt.spawn(ingest.run(rx, vec![acker], None));
+    let mut drained = 0;
+    for (b, batch) in batches.into_iter().enumerate() {
+        let take = batch.len();
+        for m in batch {
+            tx.try_send(m).expect("room for a whole batch");
+        }
+        rt.block_on(async {
+            let mut acked = 0;
+            while acked < take {
+                acked += acks.recv().await.unwrap().len();
+            }
+        });
+        if (b + 1) % SINK_EVERY == 0 {
+            drained += drain(outbox);
+        }
+    }
+    loop {
+        let d = drain(outbox);
+        if d == 0 {
+            break;
+        }
+        drained += d;
+    }
+    drop(tx);
+    rt.block_on(stage).unwrap().unwrap();
+    drained
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1).filter(|a| a != "--bench");
+    let n: usize = args.next().map_or(20_000, |a| a.parse().unwrap());
+    let per_message = if std::env::args().any(|a| a == "--array") {
+        ARRAY
+    } else {
+        1
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[store]\npath = \"{}\"\n[influx]\nurl = \"http://127.0.0.1:9\"\nbucket = \"aq\"\n[log]\nstats_interval_secs = 0\n",
+        dir.path().join("aq.db").display()
+    );
+    let plan = Plan::resolve(Config::parse(&text, "bench").unwrap(), "bench").unwrap();
+    let derived = plan.derived.clone().expect("derived series on by default");
+    let hourly: aq_ingest::store::HourlyLines = Box::new(move |h: &_| derived.hour_line(h));
+    let writer = Writer::open(&plan.store, Some(hourly)).unwrap();
+    let mut outbox = Outbox::open(&plan.store, "influx").unwrap();
+    // One thread for the async tasks: a batch is queued whole before the ingest runs, so
+    // every commit has the same size and the count is repeatable.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let metrics = Arc::new(Metrics::default());
+    let ingest = Ingest {
+        settings: plan.ingest.clone(),
+        store: writer,
+        clock: Arc::new(SystemClock),
+        metrics: Arc::clone(&metrics),
+        registry: Arc::clone(&plan.registry),
+        alerts: None,
+    };
+    let messages = n / per_message;
+    // The same readings per commit whatever the payload shape.
+    let batch = (BATCH / per_message).min(messages).max(1);
+    let received = UnixMillis(BASE_MS + 400 * 86_400_000);
+    let mut all: Vec<Message> = (0..messages)
+        .map(|k| Message {
+            origin: Origin::Topic(format!("aq/site-{:03}/readings", k % SITES)),
+            payload: payload(k, per_message).into(),
+            received,
+            ack: AckToken {
+                source: 0,
+                id: k as u64,
+            },
+        })
+        .collect();
+    let mut batches = Vec::new();
+    while !all.is_empty() {
+        let rest = all.split_off(batch.min(all.len()));
+        batches.push(std::mem::replace(&mut all, rest));
+    }
+    let drained = measured(&rt, ingest, batches, &mut outbox);
+    let stored = Metrics::get(&metrics.readings_stored);
+    assert_eq!(stored as usize, n, "every reading stored once");
+    println!(
+        "{n} readings in {messages} messages, {} commits, {drained} forwarded",
+        Metrics::get(&metrics.store_commits)
+    );
+}
