@@ -20,6 +20,7 @@ use crate::plan::{Plan, EXAMPLE_PAYLOAD, EXAMPLE_SITE};
 use crate::sink::influx::InfluxSink;
 use crate::source::devices::{self, BoardPublisher};
 use crate::source::mqtt::{self, MqttAlertPublisher};
+use crate::source::nats::{self, NatsAlertPublisher};
 use crate::source::tcp;
 use crate::source::{Acker, Message, SourceContext, SourceIndex};
 use crate::stages::Stages;
@@ -240,9 +241,8 @@ fn start_housekeeping(
     Ok(())
 }
 
-/// The device source: the embedded broker (aq-ingest terminating the devices' MQTT
-/// connections) or a client of an external broker. Returns the ingest's input, the
-/// source's acker and the alert publisher.
+/// The sources: the device source (see [`start_device_source`]) and the HJ 212
+/// listener. Returns the ingest's input, the sources' ackers and the alert publisher.
 async fn start_sources(
     plan: &Plan,
     clock: &Arc<dyn Clock>,
@@ -282,45 +282,59 @@ async fn start_sources(
         let stop = Arc::clone(&stop);
         stages.adopt("hj212 listener", stopper(stop), s.task);
     }
-    let (task, publish): (_, Box<dyn Publish>) = match &plan.broker {
-        Some(b) => {
-            // The listeners open now: the ingest's queue and the writer exist.
-            let s = devices::start(
-                b,
-                Arc::clone(&plan.registry),
-                plan.ingest.filters.clone(),
-                DEVICE_SOURCE,
-                messages_tx,
-                acks,
-                ctx,
-            )
-            .await?;
-            info!(
-                "publish a reading: mosquitto_pub -h {} -p {} -q 1 -t '{}' -m '{EXAMPLE_PAYLOAD}'",
-                b.client_host(),
-                b.listen.port(),
-                plan.reading_topic(EXAMPLE_SITE),
-            );
-            (s.task, Box::new(BoardPublisher(s.board)))
-        }
-        None => {
-            let s = mqtt::start(&plan.mqtt, DEVICE_SOURCE, messages_tx, acks, ctx)
-                .context("starting the MQTT source")?;
-            info!(url = %plan.mqtt.url, topics = ?plan.mqtt.topics, client_id = %plan.mqtt.client_id, "mqtt source started");
-            (s.task, Box::new(MqttAlertPublisher(s.client)))
-        }
-    };
+    let (name, task, publish) = start_device_source(plan, messages_tx, acks, ctx).await?;
     let alerts = plan.alerts.as_ref().map(|a| Alerter {
         alerts: a.evaluator(),
         publish,
     });
-    let name = if plan.broker.is_some() {
-        "embedded broker"
-    } else {
-        "mqtt source"
-    };
     stages.adopt(name, stopper(stop), task);
     Ok((messages_rx, ackers, alerts))
+}
+
+/// The device source: the embedded broker, the NATS JetStream consumer or the client
+/// of an external MQTT broker. Returns its stage name, task and alert publisher.
+async fn start_device_source(
+    plan: &Plan,
+    messages_tx: mpsc::Sender<Message>,
+    acks: mpsc::Receiver<Vec<crate::source::Settled>>,
+    ctx: SourceContext,
+) -> anyhow::Result<(&'static str, tokio::task::JoinHandle<()>, Box<dyn Publish>)> {
+    if let Some(b) = &plan.broker {
+        // The listeners open now: the ingest's queue and the writer exist.
+        let s = devices::start(
+            b,
+            Arc::clone(&plan.registry),
+            plan.ingest.filters.clone(),
+            DEVICE_SOURCE,
+            messages_tx,
+            acks,
+            ctx,
+        )
+        .await?;
+        info!(
+            "publish a reading: mosquitto_pub -h {} -p {} -q 1 -t '{}' -m '{EXAMPLE_PAYLOAD}'",
+            b.client_host(),
+            b.listen.port(),
+            plan.reading_topic(EXAMPLE_SITE),
+        );
+        return Ok(("embedded broker", s.task, Box::new(BoardPublisher(s.board))));
+    }
+    if let Some(n) = &plan.nats {
+        let s = nats::start(n, &plan.mqtt.topics, DEVICE_SOURCE, messages_tx, acks, ctx)
+            .await
+            .context("starting the NATS source")?;
+        info!(urls = ?n.urls, durable = %n.durable, topics = ?plan.mqtt.topics, "nats source started");
+        let publish = NatsAlertPublisher::start(s.client);
+        return Ok(("nats source", s.task, Box::new(publish)));
+    }
+    let s = mqtt::start(&plan.mqtt, DEVICE_SOURCE, messages_tx, acks, ctx)
+        .context("starting the MQTT source")?;
+    info!(url = %plan.mqtt.url, topics = ?plan.mqtt.topics, client_id = %plan.mqtt.client_id, "mqtt source started");
+    Ok((
+        "mqtt source",
+        s.task,
+        Box::new(MqttAlertPublisher(s.client)),
+    ))
 }
 
 /// A stop trigger that fires the sources' shared stop signal.

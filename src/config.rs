@@ -17,6 +17,7 @@ use crate::ingest::IngestConfig;
 use crate::sink::influx::InfluxConfig;
 use crate::sites::{Registry, SitesConfig};
 use crate::source::mqtt::MqttConfig;
+use crate::source::nats::NatsConfig;
 use crate::source::tcp::Hj212Config;
 use crate::source::topic::SiteFilter;
 use crate::stages::ShutdownConfig;
@@ -70,6 +71,9 @@ pub struct Config {
     pub broker: BrokerConfig,
     #[serde(default)]
     pub mqtt: MqttConfig,
+    /// A NATS JetStream cluster as the device source (its MQTT listeners take the
+    /// devices); replaces the MQTT client. No section: MQTT.
+    pub nats: Option<NatsConfig>,
     #[serde(default)]
     pub store: StoreConfig,
     #[serde(default)]
@@ -154,6 +158,23 @@ impl Config {
         w
     }
 
+    /// The `[nats]` section's problems, and how it fits the rest.
+    fn nats_problems(&self) -> Vec<String> {
+        let Some(n) = &self.nats else {
+            return Vec::new();
+        };
+        let mut topics = self.mqtt.topics.clone();
+        topics.extend(self.hj212.mqtt_topics.iter().cloned());
+        let mut p = n.problems(&topics);
+        if self.broker.embedded {
+            p.push("[nats] and [broker] embedded = true are two device brokers: set [broker] embedded = false".into());
+        }
+        if self.mqtt.share_group.is_some() {
+            p.push("mqtt.share_group has no meaning with [nats]: instances share the durable consumer (nats.durable)".into());
+        }
+        p
+    }
+
     /// Every semantic problem, not just the first.
     pub fn problems(&self) -> Vec<String> {
         let mut p = Vec::new();
@@ -179,6 +200,7 @@ impl Config {
         {
             p.push("mqtt.share_group splits the readings between instances, which only a shared store can hold: set [store] backend = \"postgres\"".into());
         }
+        p.extend(self.nats_problems());
         if self.store.backend == crate::store::Backend::Postgres && self.store.url.is_none() {
             p.push("[store] backend = \"postgres\" needs url".into());
         }
@@ -285,6 +307,40 @@ mod tests {
     fn unknown_keys_are_errors() {
         let e = Config::parse("[mqtt]\nurll = \"x\"\n", "t").unwrap_err();
         assert!(e.to_string().contains("urll"), "{e}");
+        let e =
+            Config::parse("[nats]\nurls = [\"nats://a:4222\"]\nack_wait = 3\n", "t").unwrap_err();
+        assert!(e.to_string().contains("ack_wait"), "{e}");
+    }
+
+    #[test]
+    fn nats_section_is_checked() {
+        let ok = Config::parse(
+            "[nats]\nurls = [\"nats://a:4222\", \"nats://b:4222\"]\nmqtt_url = \"mqtt://a:1883\"\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(ok.nats.unwrap().stream, "$MQTT_msgs");
+        let e = Config::parse(
+            "[broker]\nembedded = true\n[mqtt]\nshare_group = \"g\"\n[nats]\nurls = [\"http://a\"]\ndurable = \"a.b\"\nmax_in_flight = 0\nack_wait_secs = 0\n",
+            "t",
+        )
+        .unwrap_err();
+        match e {
+            ConfigError::Invalid { problems, .. } => {
+                let all = problems.join("\n");
+                for want in [
+                    "nats.urls",
+                    "nats.durable",
+                    "max_in_flight",
+                    "ack_wait_secs",
+                    "embedded",
+                    "share_group",
+                ] {
+                    assert!(all.contains(want), "{want} not in {all}");
+                }
+            }
+            other => panic!("{other}"),
+        }
     }
 
     #[test]

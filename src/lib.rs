@@ -5,7 +5,7 @@
 //!
 //! Module map, in data-path order:
 //!
-//! - [`source`]: where messages come from — the contract ([`source::Message`], [`source::Acker`]), the embedded broker ([`source::devices`]), an external broker's client ([`source::mqtt`]), topic filters ([`source::topic`]).
+//! - [`source`]: where messages come from — the contract ([`source::Message`], [`source::Acker`]), the embedded broker ([`source::devices`]), an external broker's client ([`source::mqtt`]), a NATS JetStream cluster's durable consumer ([`source::nats`], MQTT devices on a replicated broker), topic filters ([`source::topic`]).
 //! - [`decode`]: payload bytes → observations ([`decode::json`]). Pure.
 //! - [`validate`]: observations → [`model::Reading`]s or [`reject::Rejection`]s. Pure.
 //! - [`ingest`]: the stage that batches, commits and then acknowledges.

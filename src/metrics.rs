@@ -264,6 +264,16 @@ metric_set! {
         "1 when the broker has confirmed our subscriptions on this connection.";
     mqtt_connects: AtomicU64, Counter, "aq_mqtt_connects_total",
         "MQTT (re)connections made.";
+    nats_connected: AtomicBool, Gauge, "aq_nats_connected",
+        "1 when connected to a node of the NATS cluster ([nats] source).";
+    nats_consumer_ready: AtomicBool, Gauge, "aq_nats_consumer_ready",
+        "1 when the durable JetStream consumer exists and is being pulled from.";
+    nats_connects: AtomicU64, Counter, "aq_nats_connects_total",
+        "NATS (re)connections made.";
+    nats_redeliveries: AtomicU64, Counter, "aq_nats_redeliveries_total",
+        "JetStream messages delivered more than once (ack wait expired, or an instance died); stored once.";
+    nats_in_flight: AtomicU64, Gauge, "aq_nats_in_flight",
+        "JetStream messages fetched and not yet committed and acknowledged (capped by nats.max_in_flight).";
     alerts_published: AtomicU64, Counter, "aq_alerts_published_total",
         "Alert and clear messages published.";
     alerts_failed: AtomicU64, Counter, "aq_alerts_failed_total",

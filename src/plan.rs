@@ -28,6 +28,7 @@ use crate::model::{UnixMillis, MS_PER_DAY};
 use crate::sink::influx::InfluxConfig;
 use crate::sites::Registry;
 use crate::source::mqtt::MqttConfig;
+use crate::source::nats::NatsConfig;
 use crate::source::tcp::Hj212Config;
 use crate::source::topic::SiteFilter;
 use crate::store::StoreConfig;
@@ -50,6 +51,9 @@ pub struct Plan {
     pub mqtt: MqttConfig,
     /// The embedded broker, when it runs.
     pub broker: Option<BrokerConfig>,
+    /// The NATS JetStream source, when it replaces the MQTT client (its consumer
+    /// filters are `mqtt.topics`).
+    pub nats: Option<NatsConfig>,
     pub ingest: IngestSettings,
     /// The HJ 212 TCP listener's settings (`listen` absent: none).
     pub hj212: Hj212Config,
@@ -183,6 +187,7 @@ impl Plan {
             targets: cfg.target,
             mqtt,
             broker,
+            nats: cfg.nats,
             ingest,
             hj212: cfg.hj212,
             influx: cfg.influx,

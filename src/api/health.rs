@@ -25,8 +25,12 @@ pub(super) async fn readyz(State(st): State<ApiState>) -> Result<impl IntoRespon
     if !writable {
         reasons.push("the store is not writable");
     }
-    if !m.mqtt_connected.load(Ordering::Relaxed) {
-        reasons.push("not connected to the MQTT broker");
+    if !(m.mqtt_connected.load(Ordering::Relaxed) || m.nats_connected.load(Ordering::Relaxed)) {
+        reasons.push("not connected to the broker (MQTT or NATS)");
+    }
+    if m.nats_connected.load(Ordering::Relaxed) && !m.nats_consumer_ready.load(Ordering::Relaxed) {
+        reasons
+            .push("the NATS durable consumer is not ready (devices' messages are not being read)");
     }
     if m.sink_failing.load(Ordering::Relaxed) {
         reasons.push("InfluxDB writes are failing (readings are kept in the outbox)");

@@ -15,6 +15,7 @@
 
 pub mod devices;
 pub mod mqtt;
+pub mod nats;
 mod routes;
 pub mod tcp;
 pub mod topic;

@@ -66,7 +66,7 @@ pub async fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> b
     }
 }
 
-fn port_open(port: u16) -> bool {
+pub fn port_open(port: u16) -> bool {
     TcpStream::connect(("127.0.0.1", port)).is_ok()
 }
 
@@ -227,6 +227,7 @@ fn http_get(url: &str) -> Option<(u16, String)> {
     httpc::request("GET", url, "")
 }
 
+pub mod nats;
 pub mod pg;
 pub mod store;
 
