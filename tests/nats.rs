@@ -342,11 +342,15 @@ async fn three_nodes_three_instances_one_of_each_killed_every_acknowledged_readi
         .find("nats: disconnected")
         .and_then(|at| log[at..].find("nats: connected"));
     assert!(moved.is_some(), "aq-2 did not move to another node:\n{log}");
-    let acked = inst[2].metric("aq_messages_acked_total");
-    assert!(
-        acked > aq2_acked_at_kill,
-        "aq-2 acknowledged nothing after the node kill ({acked})"
+    // Whether it still got messages after moving depends on how fast the other two
+    // drained the stream meanwhile; what must hold is that it is a working member of
+    // the consumer again.
+    wait_until(
+        "aq-2's consumer ready again on another node",
+        Duration::from_secs(30),
+        || inst[2].metric("aq_nats_consumer_ready") == 1,
     );
+    assert!(inst[2].metric("aq_messages_acked_total") >= aq2_acked_at_kill);
 
     // The reports: any instance's equals the single-instance reference's, day by day.
     wait_until(
