@@ -150,28 +150,6 @@ impl Instance {
     }
 }
 
-/// The hourly aggregates as stored, and recomputed by PostgreSQL from the readings.
-fn hours_match_readings(pg: &Postgres) {
-    hours_match(pg, (SITES * PER_SITE / 6) as i64);
-}
-
-/// [`hours_match_readings`] for `hours` site-hours.
-fn hours_match(pg: &Postgres, hours: i64) {
-    let q = |sql: &str| -> Vec<(String, i64, i64, i64, i64, i64)> {
-        pg.query(sql)
-            .iter()
-            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5)))
-            .collect()
-    };
-    let recomputed = q("SELECT site, (ts_ms / 3600000) * 3600000,
-            CAST(count(pm25) AS BIGINT), CAST(sum(round(pm25 * 1000)) AS BIGINT),
-            CAST(count(pm10) AS BIGINT), CAST(sum(round(pm10 * 1000)) AS BIGINT)
-        FROM readings WHERE flag = 'N' GROUP BY 1, 2 ORDER BY 1, 2");
-    let stored = q("SELECT site, hour_ms, n25, sum25, n10, sum10 FROM hourly ORDER BY 1, 2");
-    assert_eq!(recomputed.len() as i64, hours);
-    assert_eq!(stored, recomputed);
-}
-
 // Long because it is one scenario: start, publish with two kills, then every check.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_instances_one_killed_store_every_reading_once_and_report_as_one() {
@@ -279,7 +257,7 @@ async fn three_instances_one_killed_store_every_reading_once_and_report_as_one()
         pg.count("SELECT count(DISTINCT writer) FROM readings") >= 3,
         "the instances shared the work"
     );
-    hours_match_readings(&pg);
+    pg.assert_hours_match_readings(SITES * PER_SITE / 6);
 
     // VictoriaMetrics has every reading, from the writer role wherever it ran.
     let expected: BTreeSet<(String, i64)> = (0..SITES)
@@ -426,5 +404,5 @@ async fn postgres_stopped_for_a_minute_under_load_loses_nothing_and_acks_nothing
     wait_until("readiness back", Duration::from_secs(20), || {
         inst.ready().0 == 200
     });
-    hours_match(&pg, (sites * hours / 6) as i64);
+    pg.assert_hours_match_readings(sites * hours / 6);
 }

@@ -163,23 +163,6 @@ fn pg_store(pg: &Postgres) -> String {
     format!("[store]\nbackend = \"postgres\"\nurl = \"{}\"", pg.url())
 }
 
-/// The hourly aggregates as stored equal PostgreSQL's recomputation from the readings.
-fn hours_match_readings(pg: &Postgres, hours: usize) {
-    let q = |sql: &str| -> Vec<(String, i64, i64, i64, i64, i64)> {
-        pg.query(sql)
-            .iter()
-            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5)))
-            .collect()
-    };
-    let recomputed = q("SELECT site, (ts_ms / 3600000) * 3600000,
-            CAST(count(pm25) AS BIGINT), CAST(sum(round(pm25 * 1000)) AS BIGINT),
-            CAST(count(pm10) AS BIGINT), CAST(sum(round(pm10 * 1000)) AS BIGINT)
-        FROM readings WHERE flag = 'N' GROUP BY 1, 2 ORDER BY 1, 2");
-    let stored = q("SELECT site, hour_ms, n25, sum25, n10, sum10 FROM hourly ORDER BY 1, 2");
-    assert_eq!(recomputed.len(), hours);
-    assert_eq!(stored, recomputed);
-}
-
 fn count_sqlite(path: &Path) -> i64 {
     let Ok(c) = rusqlite::Connection::open(path) else {
         return 0;
@@ -308,7 +291,7 @@ async fn three_nodes_three_instances_one_of_each_killed_every_acknowledged_readi
         pg.count("SELECT count(DISTINCT writer) FROM readings") >= 3,
         "the instances shared the work"
     );
-    hours_match_readings(&pg, SITES * PER_SITE / 6);
+    pg.assert_hours_match_readings(SITES * PER_SITE / 6);
 
     // The consumers end with nothing pending or unacknowledged.
     for durable in ["aq-ingest", "ref"] {

@@ -195,6 +195,24 @@ impl Postgres {
         self.with_client(|c| c.query_one(sql, &[]).unwrap().get(0))
     }
 
+    /// Asserts that the hourly aggregates as stored equal PostgreSQL's own recomputation
+    /// from the readings (normal-flag counts and sums), over `hours` site-hours.
+    pub fn assert_hours_match_readings(&self, hours: usize) {
+        let q = |sql: &str| -> Vec<(String, i64, i64, i64, i64, i64)> {
+            self.query(sql)
+                .iter()
+                .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5)))
+                .collect()
+        };
+        let recomputed = q("SELECT site, (ts_ms / 3600000) * 3600000,
+                CAST(count(pm25) AS BIGINT), CAST(sum(round(pm25 * 1000)) AS BIGINT),
+                CAST(count(pm10) AS BIGINT), CAST(sum(round(pm10 * 1000)) AS BIGINT)
+            FROM readings WHERE flag = 'N' GROUP BY 1, 2 ORDER BY 1, 2");
+        let stored = q("SELECT site, hour_ms, n25, sum25, n10, sum10 FROM hourly ORDER BY 1, 2");
+        assert_eq!(recomputed.len(), hours);
+        assert_eq!(stored, recomputed);
+    }
+
     pub fn log_text(&self) -> String {
         self.proc.as_ref().map(|p| p.log_text()).unwrap_or_default()
     }
