@@ -25,7 +25,7 @@
 //! with (c), the peer: a hand-written Python bridge (`benches/bridge/bridge.py`:
 //! paho-mqtt + influxdb-client, 5 000-point batches, no durability) on the same stream
 //! into the same VictoriaMetrics, with its CPU and peak RSS. Environment knobs for experiments:
-//! `AQ_BENCH_ARRAY=100` (instead: N readings in arrays of 100 per message, committed
+//! `AQ_BENCH_PUBLISHERS=P` (publisher connections, default 20), `AQ_BENCH_ARRAY=100` (instead: N readings in arrays of 100 per message, committed
 //! readings/s), `AQ_BENCH_PERF=FILE` (profile the service with perf), `AQ_BENCH_NO_SINK=1`,
 //! `AQ_BENCH_DURABILITY=process_crash`, `AQ_BENCH_SINK_EXTRA="derived = false"` (more
 //! `[influx]` settings).
@@ -40,6 +40,36 @@ use std::time::{Duration, Instant};
 use common::*;
 
 const SITES: usize = 238;
+
+/// Publisher connections (`AQ_BENCH_PUBLISHERS`, default 20: issue 16 measured with 20
+/// parallel publishers, as a fleet of devices is many connections, not one).
+fn publishers() -> usize {
+    std::env::var("AQ_BENCH_PUBLISHERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20)
+        .max(1)
+}
+
+/// Publishes `msgs` from [`publishers`] connections at once, each with the messages of
+/// its sites in order (a site's readings stay in order, as from one device); returns
+/// when the broker has acknowledged them all.
+async fn publish_from_many(port: u16, msgs: Vec<(String, Vec<u8>)>) {
+    let p = publishers();
+    let mut shares: Vec<Vec<(String, Vec<u8>)>> = vec![Vec::new(); p];
+    for (k, m) in msgs.into_iter().enumerate() {
+        // Message k is site k % SITES's (both message builders): sites to connections.
+        shares[(k % SITES) % p].push(m);
+    }
+    let tasks: Vec<_> = shares
+        .into_iter()
+        .filter(|s| !s.is_empty())
+        .map(|s| tokio::spawn(publish_all(port, s)))
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
 
 fn messages(n: usize, base: i64) -> Vec<(String, Vec<u8>)> {
     (0..n)
@@ -201,6 +231,36 @@ fn bare_sub(pinned: bool, port: u16, n: usize, mode: &str, before: Option<&dyn F
     }
 }
 
+/// The issue's baseline, `mosquitto_sub -q 1` (C, discards to a file), on the live
+/// stream: subscribed, then `publish` runs, until it has received `n` messages. It
+/// knows it is subscribed when a retained sentinel on a second topic arrives (it
+/// subscribes to both in one request, the readings first).
+fn mosquitto_sub(pinned: bool, port: u16, dir: &Path, n: usize, publish: &dyn Fn()) -> Duration {
+    let sentinel = "bench/ready";
+    let ok = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1", "-r"])
+        .args(["-t", sentinel, "-m", "ready"])
+        .status()
+        .expect("mosquitto_pub (Debian package mosquitto-clients; scripts/test installs it)");
+    assert!(ok.success());
+    let out = dir.join("mosquitto_sub.out");
+    let mut c = on_core1(pinned, "mosquitto_sub");
+    c.args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1"])
+        .args(["-t", "aq/+/readings", "-t", sentinel])
+        .args(["-C", &(n + 1).to_string(), "-F", "%t"])
+        .stdout(std::fs::File::create(&out).unwrap());
+    let mut child = c
+        .spawn()
+        .expect("mosquitto_sub (Debian package mosquitto-clients)");
+    wait_until("mosquitto_sub subscribed", Duration::from_secs(20), || {
+        std::fs::read_to_string(&out).is_ok_and(|t| t.contains(sentinel))
+    });
+    let t0 = Instant::now();
+    publish();
+    assert!(child.wait().unwrap().success());
+    t0.elapsed()
+}
+
 /// What the Python bridge took for the live stream: the time from the first publish
 /// until its last point was written, its CPU seconds and peak RSS (it reports both).
 struct Bridge {
@@ -337,7 +397,7 @@ fn arrays(pinned: bool, n: usize, per: usize, rt: &tokio::runtime::Runtime) {
     });
     let msgs = array_messages(n, per, base_ts_ms() - 30 * 86_400_000);
     let t0 = Instant::now();
-    let publisher = rt.spawn(publish_all(broker.port, msgs));
+    let publisher = rt.spawn(publish_from_many(broker.port, msgs));
     let m = measure(dir.path(), svc.pid(), broker.pid(), t0, n, true);
     rt.block_on(publisher).unwrap();
     let rss = proc_peak_rss_mib(svc.pid());
@@ -362,17 +422,21 @@ fn layout(pinned: bool, n: usize, rt: &tokio::runtime::Runtime) {
 
     // (a) live: the bare subscriber connected while the stream is published.
     let m0 = proc_cpu_secs(mpid);
-    let publish = || rt.block_on(publish_all(port, messages(n, base)));
+    let publish = || rt.block_on(publish_from_many(port, messages(n, base)));
     let live_bare = bare_sub(pinned, port, n, "live", Some(&publish));
     let live_bare_broker = proc_cpu_secs(mpid) - m0;
 
+    // (a') live: mosquitto_sub -q 1, the issue's bare subscriber.
+    let publish = || rt.block_on(publish_from_many(port, messages(n, base - 2 * 86_400_000)));
+    let live_mosquitto_sub = mosquitto_sub(pinned, port, dir.path(), n, &publish);
+
     // (c) live: the Python bridge, on the same stream, into the same VictoriaMetrics.
-    let publish = || rt.block_on(publish_all(port, messages(n, base - 86_400_000)));
+    let publish = || rt.block_on(publish_from_many(port, messages(n, base - 86_400_000)));
     let bridge = python_bridge(pinned, port, &vm.url(), n, &publish);
 
     // (a) backlog: the same stream queued in a persistent session, drained at reconnect.
     bare_sub(pinned, port, 0, "session", Some(&|| {}));
-    rt.block_on(publish_all(port, messages(n, base + 86_400_000)));
+    rt.block_on(publish_from_many(port, messages(n, base + 86_400_000)));
     let m0 = proc_cpu_secs(mpid);
     let backlog_bare = bare_sub(pinned, port, n, "drain", None);
     let backlog_bare_broker = proc_cpu_secs(mpid) - m0;
@@ -404,14 +468,14 @@ fn layout(pinned: bool, n: usize, rt: &tokio::runtime::Runtime) {
         svc.log_text().contains("mqtt: subscribed")
     });
     let t0 = Instant::now();
-    let publisher = rt.spawn(publish_all(port, messages(n, base + 2 * 86_400_000)));
+    let publisher = rt.spawn(publish_from_many(port, messages(n, base + 2 * 86_400_000)));
     let live = measure(dir.path(), svc.pid(), mpid, t0, n, sink);
     rt.block_on(publisher).unwrap();
     unsafe_sigterm(svc.pid());
     assert!(svc.wait().success());
     let live_commits = counter(&svc.log_text(), "store_commits");
 
-    rt.block_on(publish_all(port, messages(n, base + 3 * 86_400_000)));
+    rt.block_on(publish_from_many(port, messages(n, base + 3 * 86_400_000)));
     let mut svc = spawn_service(pinned, dir.path(), &cfg, 1);
     let pid = svc.pid();
     wait_until("aq-ingest connected", Duration::from_secs(20), || {
@@ -426,12 +490,13 @@ fn layout(pinned: bool, n: usize, rt: &tokio::runtime::Runtime) {
 
     let per100k = |cpu: f64| cpu * 100_000.0 / n as f64;
     println!(
-        "{} layout, {n} messages over {SITES} sites, durability {durability}, sink {}:",
+        "{} layout, {n} messages over {SITES} sites from {} publishers, durability {durability}, sink {}:",
         if pinned {
             "pinned (broker+publisher on core 0, subscriber+VictoriaMetrics on core 1)"
         } else {
             "shared (no pinning)"
         },
+        publishers(),
         if sink {
             "VictoriaMetrics (v2 API)"
         } else {
@@ -475,23 +540,35 @@ fn layout(pinned: bool, n: usize, rt: &tokio::runtime::Runtime) {
         );
     }
     println!("  aq-ingest peak RSS {rss:.1} MiB; backlog run acknowledged {acked} of {n}");
-    let (a, b, c) = (
+    let (a, a2, b, c) = (
         rate(n, live_bare),
+        rate(n, live_mosquitto_sub),
         rate(n, live.forwarded),
         rate(n, bridge.took),
     );
     println!("  live, one table (time from the first publish to the last message handled):");
-    println!("    | consumer | msg/s | × bare | CPU-s / 100k | peak RSS |");
-    println!("    |---|---:|---:|---:|---:|");
-    println!("    | bare QoS 1 subscriber (discards) | {a:.0} | 1.00 | – | – |");
     println!(
-        "    | aq-ingest (committed, acked, in VictoriaMetrics) | {b:.0} | {:.2} | {:.2} | {rss:.0} MiB |",
+        "    | consumer | msg/s | × bare (rumqttc) | × mosquitto_sub | CPU-s / 100k | peak RSS |"
+    );
+    println!("    |---|---:|---:|---:|---:|---:|");
+    println!(
+        "    | bare QoS 1 subscriber (rumqttc, discards) | {a:.0} | 1.00 | {:.2} | – | – |",
+        a / a2
+    );
+    println!(
+        "    | mosquitto_sub -q 1 (discards) | {a2:.0} | {:.2} | 1.00 | – | – |",
+        a2 / a
+    );
+    println!(
+        "    | aq-ingest (committed, acked, in VictoriaMetrics) | {b:.0} | {:.2} | {:.2} | {:.2} | {rss:.0} MiB |",
         b / a,
+        b / a2,
         per100k(live.cpu_secs)
     );
     println!(
-        "    | Python bridge (paho-mqtt + influxdb-client, in VictoriaMetrics) | {c:.0} | {:.2} | {:.2} | {:.0} MiB |",
+        "    | Python bridge (paho-mqtt + influxdb-client, in VictoriaMetrics) | {c:.0} | {:.2} | {:.2} | {:.2} | {:.0} MiB |",
         c / a,
+        c / a2,
         per100k(bridge.cpu_secs),
         bridge.rss_mib
     );

@@ -18,6 +18,7 @@ use crate::ingest::Ingest;
 use crate::metrics::Metrics;
 use crate::plan::{Plan, EXAMPLE_PAYLOAD, EXAMPLE_SITE};
 use crate::sink::influx::InfluxSink;
+use crate::sink::tail::{News, NEWS_SLOTS};
 use crate::source::devices::{self, BoardPublisher};
 use crate::source::mqtt::{self, MqttAlertPublisher};
 use crate::source::nats::{self, NatsAlertPublisher};
@@ -80,11 +81,11 @@ pub async fn serve(
     } else {
         alerts
     };
-    // The sink, when configured, with the nudge channel ingest uses to wake it. One
-    // slot: a nudge only says "look at the outbox"; more would add nothing.
+    // The sink, when configured, with the channel the ingest uses to wake it after a
+    // commit and to hand it what the commit appended (`sink::tail`).
     let (nudge_tx, sink) = match &plan.influx {
         Some(icfg) => {
-            let (tx, rx) = mpsc::channel(1);
+            let (tx, rx) = mpsc::channel(NEWS_SLOTS);
             info!(url = %icfg.url, api = ?icfg.api, "influx sink enabled");
             (Some(tx), Some(sink_stage(&plan, &clock, &metrics, rx)?))
         }
@@ -119,7 +120,7 @@ fn sink_stage(
     plan: &Arc<Plan>,
     clock: &Arc<dyn Clock>,
     metrics: &Arc<Metrics>,
-    mut nudges: mpsc::Receiver<()>,
+    mut nudges: mpsc::Receiver<News>,
 ) -> anyhow::Result<impl Future<Output = anyhow::Result<()>>> {
     let icfg = plan.influx.clone().expect("a sink is configured");
     let shared = plan_is_shared(plan);
@@ -170,7 +171,7 @@ fn sink_stage(
 }
 
 /// Resolves with `None` when `nudges` closes (nudges themselves are dropped).
-async fn wait_closed(nudges: &mut mpsc::Receiver<()>) -> Option<()> {
+async fn wait_closed(nudges: &mut mpsc::Receiver<News>) -> Option<()> {
     while nudges.recv().await.is_some() {}
     None
 }

@@ -27,6 +27,8 @@ use crate::store::DayRows;
 #[derive(Debug, Clone)]
 pub struct Derived {
     pub measurement: String,
+    /// `{measurement}_hourly`, made once (a line per site-hour of every commit).
+    hourly_measurement: String,
     pub zone: Zone,
     /// The tables each date is classed under (`aqi.tables`).
     pub tables: Tables,
@@ -39,6 +41,7 @@ impl Derived {
     pub fn new(measurement: &str, aqi: &AqiConfig) -> Derived {
         Derived {
             measurement: measurement.to_owned(),
+            hourly_measurement: format!("{measurement}_hourly"),
             zone: aqi.zone(),
             tables: aqi.tables,
             default_interval_secs: aqi.default_interval_secs,
@@ -75,11 +78,11 @@ impl Derived {
         if n == 0 {
             return None;
         }
-        let measurement = format!("{}_hourly", self.measurement);
+        let measurement = &self.hourly_measurement;
         let mut line = String::with_capacity(160);
         encode_ref_into(
             &PointRef {
-                measurement: &measurement,
+                measurement,
                 tags: &[("site", &h.site)],
                 fields: &fields[..n],
                 ts_ms: h.hour.0,

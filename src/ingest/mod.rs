@@ -23,6 +23,7 @@ use crate::decode::json;
 use crate::metrics::Metrics;
 use crate::model::Reading;
 use crate::reject::{excerpt, RejectReason, Rejection};
+use crate::sink::tail::{News, TailBatch, TAIL_MAX_BATCH};
 use crate::source::topic::{self, SiteFilter};
 use crate::source::{Acker, Message, Origin, Settled};
 use crate::store::{on_blocking_thread, RejectRecord, Writer};
@@ -140,6 +141,13 @@ struct Prepared {
     accepted: Vec<bool>,
 }
 
+/// The sink's tail borrows a committed batch's readings where they are.
+impl AsRef<[Reading]> for Prepared {
+    fn as_ref(&self) -> &[Reading] {
+        &self.readings
+    }
+}
+
 impl Ingest {
     /// Runs until `messages` closes (every source has stopped sending), then returns
     /// after the last commit and after the last tokens have been handed back through
@@ -149,7 +157,7 @@ impl Ingest {
         mut self,
         mut messages: mpsc::Receiver<Message>,
         ackers: Vec<Acker>,
-        sink_nudge: Option<mpsc::Sender<()>>,
+        sink_news: Option<mpsc::Sender<News>>,
     ) -> Result<(), IngestError> {
         let mut log = RejectLog::default();
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
@@ -167,6 +175,7 @@ impl Ingest {
             let prepared = Arc::new(prepared);
             // A failed commit is retried with backoff, never acknowledged: an ack
             // without a commit is a lost reading.
+            let appended;
             loop {
                 let p = Arc::clone(&prepared);
                 let (s, r) = on_blocking_thread(self.store, move |w| {
@@ -176,6 +185,7 @@ impl Ingest {
                 self.store = s;
                 match r {
                     Ok(committed) => {
+                        appended = committed.appended;
                         let out = committed.outcome;
                         self.publish_alerts(&committed.hours);
                         Metrics::add(&self.metrics.readings_stored, out.stored);
@@ -203,8 +213,16 @@ impl Ingest {
                 }
             }
             drop(batch);
-            if let Some(n) = &sink_nudge {
-                let _ = n.try_send(());
+            if let Some(n) = &sink_news {
+                // Never waits: a full channel means the sink is busy, and whatever does
+                // not reach it in memory it reads from the outbox.
+                let tail = appended
+                    .filter(|a| a.count > 0 && prepared.readings.len() <= TAIL_MAX_BATCH)
+                    .map(|appended| TailBatch {
+                        appended,
+                        readings: Arc::clone(&prepared) as Arc<dyn AsRef<[Reading]> + Send + Sync>,
+                    });
+                let _ = n.try_send(News { tail });
             }
         }
         Ok(())

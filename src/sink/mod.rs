@@ -5,3 +5,4 @@ pub mod influx;
 pub mod line_protocol;
 pub mod policy;
 pub mod schema;
+pub mod tail;

@@ -298,6 +298,20 @@ pub struct CommitOutcome {
 pub struct Committed {
     pub outcome: CommitOutcome,
     pub hours: Vec<crate::aqi::daily::SiteHour>,
+    /// Where the new readings went in the outbox, when that is known exactly (SQLite),
+    /// for the sink's in-memory tail (`sink::tail`).
+    pub appended: Option<Appended>,
+}
+
+/// The readings a commit inserted and their seqs: the `i`-th reading given to the
+/// commit is new when `inserted[i]`, and the new ones have seqs `first_seq`,
+/// `first_seq + 1`, … in that order.
+#[derive(Debug, Clone, Default)]
+pub struct Appended {
+    pub first_seq: i64,
+    /// New readings (the `true`s of `inserted`).
+    pub count: usize,
+    pub inserted: Vec<bool>,
 }
 
 /// A handle on the store: one connection, for the roles that read, refresh the day
@@ -593,8 +607,24 @@ impl Store {
             });
         }
         let mut hours = hourly::Batch::default();
+        // SQLite: one writer, and AUTOINCREMENT gives the rows of the batch increasing
+        // seqs in insertion order; when the seqs it used are exactly as many as the rows
+        // it inserted (always, unless the newest rows were ever deleted), the new rows
+        // are `before + 1 ..= after` in batch order.
+        let max_seq = |tx: &Db| -> Result<i64, StoreError> {
+            let mut m = 0;
+            tx.each("SELECT coalesce(max(seq), 0) FROM readings", p![], |r| {
+                m = r.i64(0)?;
+                Ok(())
+            })?;
+            Ok(m)
+        };
+        let before = match engine {
+            Engine::Sqlite => Some(max_seq(&tx)?),
+            Engine::Postgres => None,
+        };
         let new = readings::insert(&tx, &order, writer, now)?;
-        for (r, new) in order.iter().zip(new) {
+        for (r, &new) in order.iter().zip(&new) {
             if new {
                 out.stored += 1;
                 hours.add(r);
@@ -616,6 +646,14 @@ impl Store {
                 ],
             )?;
         }
+        let appended = match before {
+            Some(before) if max_seq(&tx)? - before == out.stored as i64 => Some(Appended {
+                first_seq: before + 1,
+                count: out.stored as usize,
+                inserted: new,
+            }),
+            _ => None,
+        };
         tx.commit()?;
         if registered.is_some() {
             *pg_writer = registered;
@@ -623,6 +661,7 @@ impl Store {
         Ok(Committed {
             outcome: out,
             hours: touched,
+            appended,
         })
     }
 

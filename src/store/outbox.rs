@@ -339,9 +339,24 @@ impl Store {
                 tx.exec(sql, p![sink, *w, *seq])?;
             }
         }
-        for seq in derived {
-            tx.exec("DELETE FROM derived_outbox WHERE seq = ?1", p![*seq])?;
+        // The lines done, as runs of consecutive seqs (a commit's lines are one run):
+        // one statement per run instead of per line. Exact: a run names every seq in
+        // it.
+        let mut seqs = derived.to_vec();
+        seqs.sort_unstable();
+        seqs.dedup();
+        let mut delete = tx.prepare("DELETE FROM derived_outbox WHERE seq BETWEEN ?1 AND ?2")?;
+        let mut rest = &seqs[..];
+        while let Some(&first) = rest.first() {
+            let run = rest
+                .iter()
+                .enumerate()
+                .take_while(|(i, s)| **s == first + *i as i64)
+                .count();
+            delete.exec(p![first, rest[run - 1]])?;
+            rest = &rest[run..];
         }
+        drop(delete);
         tx.commit()
     }
 

@@ -32,8 +32,19 @@ pub(super) fn insert(
 /// readings instead of per reading. 64 × 9 parameters is far below SQLite's limit.
 const INSERT_CHUNK: usize = 64;
 
+/// SQLite's readings INSERT for one row or for [`INSERT_CHUNK`] rows, built once.
+fn insert_sql(rows: usize) -> &'static str {
+    static ONE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    static CHUNK: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    match rows {
+        1 => ONE.get_or_init(|| build_insert_sql(1)),
+        INSERT_CHUNK => CHUNK.get_or_init(|| build_insert_sql(INSERT_CHUNK)),
+        _ => unreachable!("readings go in one at a time or {INSERT_CHUNK} at a time"),
+    }
+}
+
 /// SQLite's readings INSERT for `rows` rows.
-fn insert_sql(rows: usize) -> String {
+fn build_insert_sql(rows: usize) -> String {
     const WIDTH: usize = 9;
     let mut sql = String::from(
         "INSERT INTO readings
@@ -83,7 +94,7 @@ fn insert_chunked<'r>(
     };
     let conn = tx.sqlite_conn().expect("the SQLite path");
     let mut new = Vec::with_capacity(readings.len());
-    let mut one = tx.prepare(&insert_sql(1))?;
+    let mut one = tx.prepare(insert_sql(1))?;
     let mut many = None;
     let mut last_seq = tx.prepare("SELECT coalesce(max(seq), 0) FROM readings")?;
     let mut buf = Vec::with_capacity(INSERT_CHUNK * 9);
@@ -91,7 +102,7 @@ fn insert_chunked<'r>(
         if chunk.len() == INSERT_CHUNK {
             let many = match &mut many {
                 Some(m) => m,
-                None => many.insert(tx.prepare(&insert_sql(INSERT_CHUNK))?),
+                None => many.insert(tx.prepare(insert_sql(INSERT_CHUNK))?),
             };
             buf.clear();
             chunk.iter().for_each(|r| params(r, &mut buf));
