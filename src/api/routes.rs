@@ -12,9 +12,11 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::ApiError;
+use super::memo::Served;
 use super::ApiState;
 use crate::aqi::daily::site_value;
 use crate::aqi::index::TableSet;
+use crate::metrics::Metrics;
 use crate::model::{Pollutant, SiteId, UnixMillis};
 use crate::report::{self, build, day_json, Spec, DAY_API_CSV_COLUMNS};
 use crate::source::topic::{site_of, SiteFilter};
@@ -281,12 +283,23 @@ pub(super) async fn targets(State(st): State<ApiState>) -> Json<Value> {
     ))
 }
 
-/// `GET /api/v1/targets/{name}?as_of=`: the target report.
+/// What tells target reports apart in the memo ([`super::memo`]): the target (its
+/// config is fixed for the service's life), the day it is as of, and the two table
+/// sets compared, if any.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(super) struct ReportKey {
+    target: String,
+    as_of: NaiveDate,
+    tables: Option<(TableSet, TableSet)>,
+}
+
+/// `GET /api/v1/targets/{name}?as_of=`: the target report, as computed by this request
+/// or by another within `api.report_max_staleness_ms` (see [`super::memo`]).
 pub(super) async fn target(
     State(st): State<ApiState>,
     Path(name): Path<String>,
     Query(q): Query<Q>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let t = st
         .inner
         .cfg
@@ -295,41 +308,79 @@ pub(super) async fn target(
         .find(|t| t.name == name)
         .cloned()
         .ok_or_else(|| ApiError::not_found("name", format!("no target named {name:?}")))?;
+    let now = st.inner.clock.now();
     let zone = st.inner.cfg.aqi.zone();
-    let as_of = date("as_of", &q.as_of)?.unwrap_or_else(|| zone.date_of(st.inner.clock.now()));
+    let as_of = date("as_of", &q.as_of)?.unwrap_or_else(|| zone.date_of(now));
     let pair = q
         .tables
         .as_deref()
         .map(TableSet::pair)
         .transpose()
         .map_err(|e| ApiError::bad("tables", e))?;
-    let v = st
-        .with_store(move |s, cfg| {
-            let under = |tables: Option<TableSet>| {
-                let mut t = t.clone();
-                t.tables = tables.or(t.tables);
-                let spec = Spec {
-                    from: t.from,
-                    to: t.to,
-                    as_of,
-                    site: None,
-                    target: Some(t),
-                };
-                build(s, &cfg.aqi, spec).map_err(ApiError::internal)
-            };
-            match pair {
-                // The same period under both sets, day by day.
-                Some((a, b)) => Ok(crate::report::Compared {
-                    a: under(Some(a))?,
-                    b: under(Some(b))?,
-                }
-                .to_json()),
-                // The calendar's colours are in every day already.
-                None => Ok(under(None)?.to_json()),
-            }
+    let key = ReportKey {
+        target: name,
+        as_of,
+        tables: pair,
+    };
+    let computing = st.clone();
+    let (body, served) = st
+        .inner
+        .reports
+        .get(key, now, move || async move {
+            computing
+                .with_store(move |s, cfg| {
+                    let v = target_json(s, cfg, &t, as_of, pair)?;
+                    // Serialized once here, off the async workers: every request it
+                    // serves gets the same bytes.
+                    serde_json::to_vec(&v)
+                        .map(bytes::Bytes::from)
+                        .map_err(ApiError::internal)
+                })
+                .await
         })
-        .await?;
-    Ok(Json(v))
+        .await;
+    let m = &st.inner.metrics;
+    Metrics::add(
+        match served {
+            Served::Computed => &m.api_report_computations,
+            Served::Shared => &m.api_report_shared,
+        },
+        1,
+    );
+    Ok(([(header::CONTENT_TYPE, "application/json")], body?).into_response())
+}
+
+/// Target `t`'s report as of `as_of` as JSON, computed from the store: under its own
+/// tables, or day by day under both sets of `pair`.
+fn target_json(
+    s: &crate::store::Store,
+    cfg: &super::ApiContext,
+    t: &crate::aqi::target::TargetConfig,
+    as_of: NaiveDate,
+    pair: Option<(TableSet, TableSet)>,
+) -> Result<Value, ApiError> {
+    let under = |tables: Option<TableSet>| {
+        let mut t = t.clone();
+        t.tables = tables.or(t.tables);
+        let spec = Spec {
+            from: t.from,
+            to: t.to,
+            as_of,
+            site: None,
+            target: Some(t),
+        };
+        build(s, &cfg.aqi, spec).map_err(ApiError::internal)
+    };
+    match pair {
+        // The same period under both sets, day by day.
+        Some((a, b)) => Ok(crate::report::Compared {
+            a: under(Some(a))?,
+            b: under(Some(b))?,
+        }
+        .to_json()),
+        // The calendar's colours are in every day already.
+        None => Ok(under(None)?.to_json()),
+    }
 }
 
 /// `GET /api/v1/bulletin/{date}?format=csv`: 每天通报督察情况 — the district's day,
