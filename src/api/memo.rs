@@ -17,6 +17,12 @@
 //! one computation. The computation runs in its own task: a leader whose client goes
 //! away does not leave the others without an answer.
 //!
+//! **Refresh ahead.** A request served an answer older than half the bound starts the
+//! next computation in the background (one at a time per key); the requests after it
+//! get the older answer while it is within the bound, then the new one. Under steady
+//! demand no request waits for a computation unless one takes longer than half the
+//! bound.
+//!
 //! **Bounded.** At most [`CAPACITY`] keys; expired entries go first, then the oldest.
 //! A failed computation is shared with the requests that were waiting for it and then
 //! forgotten, so the next request tries again.
@@ -50,20 +56,38 @@ pub(super) enum Served {
     Computed,
     /// Another request's computation, finished or in flight, within the bound.
     Shared,
+    /// Shared, and this request started the refresh ahead in the background.
+    Refreshing,
 }
 
 /// The result a computation hands to everyone waiting for it (`None` until then).
 type Slot<V> = Option<Result<V, ApiError>>;
 
-/// One key's latest computation.
-struct Entry<V> {
-    /// The request time at which the computation started; its read snapshot is no
-    /// older.
+/// One computation of a key.
+struct Flight<V> {
+    /// The request time at which it started; its read snapshot is no older.
     started: UnixMillis,
     /// Which computation this is, so that a failed one removes only itself.
     id: u64,
     /// Receives the result once the computation ends.
     result: watch::Receiver<Slot<V>>,
+}
+
+impl<V> Flight<V> {
+    /// Finished. (A failed flight is taken out of the memo before its result is sent,
+    /// so a finished flight found in the memo has an answer.)
+    fn done(&self) -> bool {
+        self.result.borrow().is_some()
+    }
+}
+
+/// One key's computations.
+struct Entry<V> {
+    /// The latest, finished or in flight.
+    latest: Flight<V>,
+    /// The one before it, finished, kept while `latest` is a refresh in flight: it
+    /// serves requests within the bound meanwhile.
+    previous: Option<Flight<V>>,
 }
 
 /// The memo; see the module doc. Shared by the API's handlers behind an `Arc`.
@@ -74,11 +98,11 @@ pub(super) struct Memo<K, V> {
     /// The entries, at most [`CAPACITY`]. A std mutex: held only to look up or insert,
     /// never across an await.
     entries: Mutex<HashMap<K, Entry<V>>>,
-    /// Computations started (exported as a metric; tests count them).
+    /// Computations started (the API counts them in its metrics; tests here too).
     computations: AtomicU64,
     /// Requests answered by another request's computation.
     shared: AtomicU64,
-    /// The next [`Entry::id`].
+    /// The next [`Flight::id`].
     next_id: AtomicU64,
 }
 
@@ -97,7 +121,7 @@ where
         }
     }
 
-    /// Computations started so far (the API counts them in its metrics).
+    /// Computations started so far.
     #[cfg(test)]
     fn computations(&self) -> u64 {
         self.computations.load(Ordering::SeqCst)
@@ -136,7 +160,15 @@ where
         (result, served)
     }
 
-    /// Under the lock: the receiver of a computation within the bound, or of a new one
+    /// How long before `now` `f` started. (A clock set back makes it negative: the
+    /// answer is then newer than the request, which the bound allows.)
+    fn age(now: UnixMillis, f: &Flight<V>) -> i64 {
+        now.0.saturating_sub(f.started.0)
+    }
+
+    /// Under the lock: the receiver of an answer within the bound — finished (then,
+    /// past half the bound, a refresh is started in the background so that the
+    /// requests after it need not wait for one) or in flight — or of a new computation
     /// spawned here.
     fn join_or_start<F, Fut>(
         self: &Arc<Self>,
@@ -148,56 +180,99 @@ where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<V, ApiError>> + Send + 'static,
     {
+        let bound = self.max_staleness_ms;
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(e) = entries.get(&key) {
-            // (A clock set back makes the difference negative: the answer is then
-            // newer than the request, which the bound allows.)
-            if now.0.saturating_sub(e.started.0) <= self.max_staleness_ms {
+        if let Some(e) = entries.get_mut(&key) {
+            let rx = if e.latest.done() {
+                (Self::age(now, &e.latest) <= bound).then(|| e.latest.result.clone())
+            } else {
+                // A refresh in flight: the answer before it while that is within the
+                // bound, else the refresh's.
+                e.previous
+                    .as_ref()
+                    .filter(|p| Self::age(now, p) <= bound)
+                    .or((Self::age(now, &e.latest) <= bound).then_some(&e.latest))
+                    .map(|f| f.result.clone())
+            };
+            if let Some(rx) = rx {
                 self.shared.fetch_add(1, Ordering::SeqCst);
-                return (e.result.clone(), Served::Shared);
+                if e.latest.done() && Self::age(now, &e.latest) > bound / 2 {
+                    let next = self.spawn(key.clone(), now, compute);
+                    e.previous = Some(std::mem::replace(&mut e.latest, next));
+                    return (rx, Served::Refreshing);
+                }
+                return (rx, Served::Shared);
             }
         }
         self.make_room(&mut entries, now);
-        let (tx, rx) = watch::channel(None);
-        let id = self.next_id.fetch_add(1, Ordering::SeqCst);
+        let latest = self.spawn(key.clone(), now, compute);
+        let rx = latest.result.clone();
         entries.insert(
-            key.clone(),
+            key,
             Entry {
-                started: now,
-                id,
-                result: rx.clone(),
+                latest,
+                previous: None,
             },
         );
+        (rx, Served::Computed)
+    }
+
+    /// Starts `compute` in a task of its own: the requests waiting for it must get
+    /// their answer even if the request that started it is cancelled (its client went
+    /// away), and a background refresh has nobody waiting.
+    fn spawn<F, Fut>(self: &Arc<Self>, key: K, now: UnixMillis, compute: F) -> Flight<V>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<V, ApiError>> + Send + 'static,
+    {
         self.computations.fetch_add(1, Ordering::SeqCst);
+        let id = self.next_id.fetch_add(1, Ordering::SeqCst);
+        let (tx, rx) = watch::channel(None);
         let fut = compute();
         let memo = Arc::clone(self);
-        // Its own task: the requests waiting for it must get their answer even if the
-        // request that started it is cancelled (its client went away).
         tokio::spawn(async move {
             let result = fut.await;
             if result.is_err() {
-                // Not kept: the next request tries again. Removed before the result is
-                // sent, so no later request joins a failure.
-                let mut entries = memo.entries.lock().unwrap_or_else(PoisonError::into_inner);
-                if entries.get(&key).is_some_and(|e| e.id == id) {
-                    entries.remove(&key);
-                }
+                memo.forget(&key, id);
             }
             // Nobody waiting any more is fine.
             let _ = tx.send(Some(result));
         });
-        (rx, Served::Computed)
+        Flight {
+            started: now,
+            id,
+            result: rx,
+        }
     }
 
-    /// Frees a place for one more entry: drops every entry past the bound (no request
-    /// can be served from it any more; whoever waits for it holds its receiver), then,
-    /// while still full, the oldest.
+    /// Takes failed computation `id` out of `key`'s entry (the answer before it, if
+    /// any, stays): not kept, so the next request tries again. Called before the
+    /// failure is sent, so no later request joins it.
+    fn forget(&self, key: &K, id: u64) {
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(e) = entries.get_mut(key) else {
+            return;
+        };
+        if e.latest.id != id {
+            return;
+        }
+        match e.previous.take() {
+            Some(p) => e.latest = p,
+            None => {
+                entries.remove(key);
+            }
+        }
+    }
+
+    /// Frees a place for one more entry: drops every entry whose latest computation
+    /// is past the bound (no request can be served from it any more; whoever waits
+    /// for it holds its receiver), then, while still full, the oldest.
     fn make_room(&self, entries: &mut HashMap<K, Entry<V>>, now: UnixMillis) {
-        entries.retain(|_, e| now.0.saturating_sub(e.started.0) <= self.max_staleness_ms);
+        entries.retain(|_, e| Self::age(now, &e.latest) <= self.max_staleness_ms);
         while entries.len() >= CAPACITY {
             let Some(oldest) = entries
                 .iter()
-                .min_by_key(|(_, e)| (e.started, e.id))
+                .min_by_key(|(_, e)| (e.latest.started, e.latest.id))
                 .map(|(k, _)| k.clone())
             else {
                 break;
@@ -219,25 +294,30 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::AtomicU32;
 
     fn t(ms: i64) -> UnixMillis {
         UnixMillis(ms)
     }
 
+    /// A computation's future, boxed so that gated and ready ones have one type.
+    type Gated = std::pin::Pin<Box<dyn Future<Output = Result<u32, ApiError>> + Send>>;
+    /// A computation, boxed so that one closure can be handed either kind.
+    type Compute = Box<dyn FnOnce() -> Gated + Send>;
+
     /// A computation that answers `v` once `gate` is opened.
-    fn gated(
-        gate: &watch::Receiver<bool>,
-        v: u32,
-    ) -> impl FnOnce() -> std::pin::Pin<Box<dyn Future<Output = Result<u32, ApiError>> + Send>>
-    {
+    fn gated(gate: &watch::Receiver<bool>, v: u32) -> Compute {
         let mut gate = gate.clone();
-        move || {
+        Box::new(move || {
             Box::pin(async move {
                 gate.wait_for(|open| *open).await.unwrap();
                 Ok(v)
-            })
-        }
+            }) as Gated
+        })
+    }
+
+    /// A computation that answers `v` at once, boxed like [`gated`]'s.
+    fn gated_ready(v: u32) -> Compute {
+        Box::new(move || Box::pin(std::future::ready(Ok(v))) as Gated)
     }
 
     #[tokio::test(flavor = "current_thread")]
@@ -275,29 +355,41 @@ mod tests {
     }
 
     #[tokio::test(flavor = "current_thread")]
-    async fn an_answer_is_served_within_the_bound_and_recomputed_after_it() {
+    async fn an_answer_is_never_served_past_the_bound_and_is_refreshed_ahead() {
         let memo: Arc<Memo<&str, u32>> = Arc::new(Memo::new(1_000));
-        let calls = Arc::new(AtomicU32::new(0));
-        let ask = |now: i64| {
-            let (memo, calls) = (Arc::clone(&memo), Arc::clone(&calls));
+        let ask = |now: i64, compute: Compute| {
+            let memo = Arc::clone(&memo);
             async move {
-                let (r, s) = memo
-                    .get("report", t(now), move || async move {
-                        // The "data" as of this computation: how many computations ran.
-                        Ok(calls.fetch_add(1, Ordering::SeqCst) + 1)
-                    })
-                    .await;
-                (r.ok(), s)
+                let (r, s) = memo.get("report", t(now), compute).await;
+                (r.unwrap(), s)
             }
         };
-        assert_eq!(ask(0).await, (Some(1), Served::Computed));
-        // Within the bound (inclusive): the same answer, no new computation.
-        assert_eq!(ask(999).await, (Some(1), Served::Shared));
-        assert_eq!(ask(1_000).await, (Some(1), Served::Shared));
-        // One millisecond past it: computed afresh, and that is what is served next.
-        assert_eq!(ask(1_001).await, (Some(2), Served::Computed));
-        assert_eq!(ask(1_500).await, (Some(2), Served::Shared));
+        assert_eq!(ask(0, gated_ready(1)).await, (1, Served::Computed));
+        // Up to half the bound: the answer, nothing else.
+        assert_eq!(ask(500, gated_ready(9)).await, (1, Served::Shared));
+        assert_eq!(memo.computations(), 1);
+        // Past half the bound: still that answer, and the next computation starts in
+        // the background (held at its gate here).
+        let (open, gate) = watch::channel(false);
+        assert_eq!(ask(501, gated(&gate, 2)).await, (1, Served::Refreshing));
         assert_eq!(memo.computations(), 2);
+        // While it runs, the old answer serves up to the bound (inclusive), and no
+        // second refresh starts.
+        assert_eq!(ask(1_000, gated_ready(9)).await, (1, Served::Shared));
+        assert_eq!(memo.computations(), 2);
+        // Past the bound the old answer is never served: the request waits for the
+        // refresh (started at 501, within the bound).
+        let waiting = tokio::spawn(ask(1_001, gated_ready(9)));
+        while memo.shared() < 4 {
+            tokio::task::yield_now().await;
+        }
+        open.send(true).unwrap();
+        assert_eq!(waiting.await.unwrap(), (2, Served::Shared));
+        assert_eq!(memo.computations(), 2);
+        // Long after (no request for more than the bound): computed afresh and waited
+        // for.
+        assert_eq!(ask(2_502, gated_ready(3)).await, (3, Served::Computed));
+        assert_eq!((memo.computations(), memo.shared()), (3, 4));
     }
 
     #[tokio::test(flavor = "current_thread")]

@@ -340,13 +340,12 @@ pub(super) async fn target(
         })
         .await;
     let m = &st.inner.metrics;
-    Metrics::add(
-        match served {
-            Served::Computed => &m.api_report_computations,
-            Served::Shared => &m.api_report_shared,
-        },
-        1,
-    );
+    if served != Served::Shared {
+        Metrics::add(&m.api_report_computations, 1);
+    }
+    if served != Served::Computed {
+        Metrics::add(&m.api_report_shared, 1);
+    }
     Ok(([(header::CONTENT_TYPE, "application/json")], body?).into_response())
 }
 
