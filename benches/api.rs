@@ -46,6 +46,9 @@ fn percentiles(mut v: Vec<Duration>) -> (f64, f64, f64) {
 /// and p99 in ms, and requests per second over all of them.
 fn load(base: &str, path: &str, clients: usize, pace: Option<Duration>) -> (f64, f64, f64) {
     let url = format!("{base}{path}");
+    // Warmed first (one request, not counted): each round measures the steady state,
+    // not the first computation after the previous round left the memo to expire.
+    assert_eq!(http("GET", &url, "").unwrap().0, 200);
     let t0 = Instant::now();
     let until = t0 + Duration::from_secs(LOAD_SECS);
     let threads: Vec<_> = (0..clients)
