@@ -15,12 +15,14 @@
 //!    day's bulletin (`/api/v1/bulletin/{date}`), [`REQUESTS`] times each, one at a
 //!    time. Printed: p50 and max latency, body size, peak RSS after each.
 //! 3. **array uploads**: a second service process on a fresh store takes `ARRAY_READINGS`
-//!    readings in arrays of [`ARRAY_PER_MESSAGE`] (a device's backlog upload), published
-//!    at QoS 1 from one connection. Printed: readings/s committed and acknowledged, peak
-//!    RSS.
+//!    readings in arrays of [`ARRAY_PER_MESSAGE`] (devices' backlog uploads), published
+//!    at QoS 1 from 4 connections with 200 in flight each (up to 800 messages, 80 000
+//!    readings, waiting for one commit). Printed: readings/s committed and
+//!    acknowledged, peak RSS.
 //!
 //! Environment variables reach the service unchanged, so allocator experiments are
-//! `MALLOC_ARENA_MAX=2 cargo bench --bench scale`.
+//! `MALLOC_ARENA_MAX=2 cargo bench --bench scale`; `AQ_SCALE_BIN=PATH` runs another
+//! build of the service (e.g. a copy of an earlier one, for before/after in one run).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -73,15 +75,34 @@ fn start(d: &Path) -> (Proc, u16, u16) {
         d.join("data/aq-ingest.db").display().to_string(),
     );
     set(&mut cfg, "log", "stats_interval_secs", 0);
+    // No registry: every site is an unregistered one, accepted (the shipped default).
+    std::fs::write(d.join("sites.toml"), "").unwrap();
+    set(
+        &mut cfg,
+        "sites",
+        "file",
+        d.join("sites.toml").display().to_string(),
+    );
     std::fs::write(d.join("aq.toml"), toml::to_string(&cfg).unwrap()).unwrap();
     let svc = spawn_logged(
-        Command::new(env!("CARGO_BIN_EXE_aq-ingest"))
-            .current_dir(d)
-            .args(["--config", "aq.toml"])
-            .env_remove("RUST_LOG"),
+        Command::new(
+            std::env::var_os("AQ_SCALE_BIN")
+                .unwrap_or_else(|| env!("CARGO_BIN_EXE_aq-ingest").into()),
+        )
+        .current_dir(d)
+        .args(["--config", "aq.toml"])
+        .env_remove("RUST_LOG"),
         d.join("service.log"),
     );
+    let pid = svc.pid();
     wait_until("the MQTT and API ports", Duration::from_secs(30), || {
+        assert!(
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s
+                .rsplit_once(')')
+                .is_some_and(|(_, r)| !r.trim_start().starts_with('Z'))),
+            "the service exited; its log:\n{}",
+            svc.log_text()
+        );
         port_open(mqtt_port) && port_open(api_port)
     });
     (svc, mqtt_port, api_port)
@@ -140,7 +161,8 @@ fn main() {
     let minutes = nums.get(1).copied().unwrap_or(30);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let arena = std::env::var("MALLOC_ARENA_MAX").map_or("unset".into(), |v| v);
-    println!("Memory at scale: the release binary on the shipped defaults (embedded broker, power-loss durability, API on); MALLOC_ARENA_MAX {arena}");
+    let bin = std::env::var("AQ_SCALE_BIN").unwrap_or_else(|_| "this build's".into());
+    println!("Memory at scale: {bin} release binary on the shipped defaults (embedded broker, power-loss durability, API on); MALLOC_ARENA_MAX {arena}");
 
     // 1. Ingest: SITES × MINUTES single-reading messages, the last MINUTES minutes.
     let dir = tempfile::tempdir().unwrap();
@@ -212,7 +234,7 @@ fn main() {
         })
         .collect();
     let t0 = Instant::now();
-    rt.block_on(publish_all(mqtt_port, msgs));
+    publish(&rt, mqtt_port, msgs);
     let took = t0.elapsed().as_secs_f64();
     let stored = count(
         &db(&dir.path().join("data")),
@@ -220,7 +242,7 @@ fn main() {
     );
     assert_eq!(stored as usize, ARRAY_READINGS, "readings stored");
     println!(
-        "  array uploads: {ARRAY_READINGS} readings in {messages} messages of {ARRAY_PER_MESSAGE} from one connection, committed and acknowledged in {took:.1} s ({:.0} readings/s); peak RSS {:.1} MiB",
+        "  array uploads: {ARRAY_READINGS} readings in {messages} messages of {ARRAY_PER_MESSAGE} from {PUBLISHERS} connections, committed and acknowledged in {took:.1} s ({:.0} readings/s); peak RSS {:.1} MiB",
         ARRAY_READINGS as f64 / took,
         peak_rss_mib(svc.pid())
     );
