@@ -125,11 +125,13 @@ pub(super) fn sites(
             }
         })
         .collect();
-    if csv {
-        let lines = rows.iter().map(serde_json::to_value);
-        return csv_response(lines, SITE_CSV_COLUMNS);
-    }
-    json_response(&rows, rows.len())
+    let page = if csv {
+        csv_response(rows.iter().map(serde_json::to_value), SITE_CSV_COLUMNS)
+    } else {
+        json_response(&rows, rows.len())
+    };
+    release_cache(s);
+    page
 }
 
 /// The bulletin of a day. Fields in sorted order (see the module doc).
@@ -244,7 +246,7 @@ pub(super) fn bulletin(
         })
         .collect();
     // Stable: sites of equal PM10 stay in the store's order.
-    sites.sort_by(|a, b| b.pm10.unwrap_or(0).cmp(&a.pm10.unwrap_or(0)));
+    sites.sort_by_key(|s| std::cmp::Reverse(s.pm10.unwrap_or(0)));
     let offline: Vec<String> = s
         .sites()
         .map_err(ApiError::internal)?
@@ -272,10 +274,23 @@ pub(super) fn bulletin(
         sites,
         tables: tables.name(),
     };
-    if csv {
-        return csv_response(bulletin_rows(&b), BULLETIN_CSV_COLUMNS);
+    let page = if csv {
+        csv_response(bulletin_rows(&b), BULLETIN_CSV_COLUMNS)
+    } else {
+        json_response(&b, b.sites.len() + b.offline.len())
+    };
+    release_cache(s);
+    page
+}
+
+/// Empties the read connection's page cache after a whole-fleet page: it read
+/// through every site's pages, which no other request needs next, and each of the
+/// API's connections would otherwise keep its cache full of them (up to
+/// `READER_CACHE_KIB` each, all at once). The pages stay in the OS's file cache.
+fn release_cache(s: &Store) {
+    if let Err(e) = s.shrink_memory() {
+        tracing::warn!(error = %e, "api: could not empty a read connection's page cache");
     }
-    json_response(&b, b.sites.len() + b.offline.len())
 }
 
 /// Whether hour `h`'s valid PM10 mean is above the alert level.
