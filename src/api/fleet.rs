@@ -227,26 +227,7 @@ pub(super) fn bulletin(
     for (topic, n) in &rejects {
         *rejected.entry(site_of(&cfg.filters, topic)).or_default() += n;
     }
-    // One pass over the day's hours (not one per site: 10 000 sites × their hours).
-    let mut reporting: BTreeSet<&str> = BTreeSet::new();
-    let mut over: HashMap<&str, Vec<String>> = HashMap::new();
-    for h in &hours {
-        reporting.insert(h.site.as_str());
-        if over_alert(cfg, h, alert) {
-            over.entry(h.site.as_str())
-                .or_default()
-                .push(h.hour.to_string());
-        }
-    }
-    let mut sites: Vec<BulletinSite<'_>> = days
-        .iter()
-        .map(|(_, site, sd)| {
-            let over = over.remove(site.as_str()).unwrap_or_default();
-            bulletin_site((d, tables), site, sd, over, &limits, &rejected)
-        })
-        .collect();
-    // Stable: sites of equal PM10 stay in the store's order.
-    sites.sort_by_key(|s| std::cmp::Reverse(s.pm10.unwrap_or(0)));
+    let (sites, reporting) = reporting_sites(cfg, (d, tables), &days, &hours, &limits, &rejected);
     let offline: Vec<String> = s
         .sites()
         .map_err(ApiError::internal)?
@@ -291,6 +272,39 @@ fn release_cache(s: &Store) {
     if let Err(e) = s.shrink_memory() {
         tracing::warn!(error = %e, "api: could not empty a read connection's page cache");
     }
+}
+
+/// The rows of the sites that reported on day `d`, ranked by PM10, and the set of
+/// them (from the day's `hours`).
+fn reporting_sites<'a>(
+    cfg: &ApiContext,
+    (d, tables): (NaiveDate, TableSet),
+    days: &'a [(NaiveDate, String, SiteDay)],
+    hours: &'a [SiteHour],
+    limits: &Limits,
+    rejected: &BTreeMap<Option<&str>, i64>,
+) -> (Vec<BulletinSite<'a>>, BTreeSet<&'a str>) {
+    // One pass over the day's hours (not one per site: 10 000 sites × their hours).
+    let mut reporting: BTreeSet<&str> = BTreeSet::new();
+    let mut over: HashMap<&str, Vec<String>> = HashMap::new();
+    for h in hours {
+        reporting.insert(h.site.as_str());
+        if over_alert(cfg, h, limits.pm10_hourly_alert) {
+            over.entry(h.site.as_str())
+                .or_default()
+                .push(h.hour.to_string());
+        }
+    }
+    let mut sites: Vec<BulletinSite<'_>> = days
+        .iter()
+        .map(|(_, site, sd)| {
+            let over = over.remove(site.as_str()).unwrap_or_default();
+            bulletin_site((d, tables), site, sd, over, limits, rejected)
+        })
+        .collect();
+    // Stable: sites of equal PM10 stay in the store's order.
+    sites.sort_by_key(|s| std::cmp::Reverse(s.pm10.unwrap_or(0)));
+    (sites, reporting)
 }
 
 /// Whether hour `h`'s valid PM10 mean is above the alert level.
