@@ -4,6 +4,7 @@
 //! error type every route answers with.
 
 pub mod error;
+mod fleet;
 mod health;
 mod memo;
 mod openapi;
