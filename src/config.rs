@@ -231,6 +231,9 @@ impl Config {
         if self.ingest.max_batch_messages == 0 {
             p.push("ingest.max_batch_messages must be positive".into());
         }
+        if self.ingest.max_batch_readings == 0 {
+            p.push("ingest.max_batch_readings must be positive".into());
+        }
         if let Some(i) = &self.influx {
             p.extend(i.problems());
         }

@@ -300,6 +300,10 @@ metric_set! {
         "Publishes refused because the client may not write that site (never stored).";
     device_refused: AtomicU64, Counter, "aq_device_refused_total",
         "Device connections refused or closed for a protocol error, bad credentials or the connection cap.";
+    api_report_computations: AtomicU64, Counter, "aq_api_report_computations_total",
+        "Target reports the API computed from the store.";
+    api_report_shared: AtomicU64, Counter, "aq_api_report_shared_total",
+        "Target report requests answered by another request's computation (in flight, or within api.report_max_staleness_ms).";
 }
 
 /// A family's non-zero series as `label=count` pairs, for the log line.

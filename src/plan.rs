@@ -255,6 +255,7 @@ fn ingest_settings(
         },
         max_payload_bytes: cfg.mqtt.max_payload_bytes,
         max_batch_messages: cfg.ingest.max_batch_messages,
+        max_batch_readings: cfg.ingest.max_batch_readings,
         batch_gap: Duration::from_millis(cfg.ingest.batch_gap_ms),
         max_batch_delay: Duration::from_millis(cfg.ingest.max_batch_delay_ms),
         hj212: Hj212Rules {

@@ -124,13 +124,29 @@ pub fn day_json(d: &DayValue) -> Value {
 /// Flat JSON objects as CSV, `cols` in order: null is an empty cell, a string is written
 /// as it is (quoted when it holds a comma, quote or line break), anything else as JSON.
 pub fn csv(rows: &[Value], cols: &[&str]) -> String {
-    let mut s = cols.join(",");
-    s.push('\n');
+    let mut s = csv_header(cols);
     for r in rows {
-        let cells: Vec<String> = cols.iter().map(|c| csv_cell(&r[*c])).collect();
-        let _ = writeln!(s, "{}", cells.join(","));
+        csv_row(&mut s, r, cols);
     }
     s
+}
+
+/// The header line of [`csv`].
+pub fn csv_header(cols: &[&str]) -> String {
+    let mut s = cols.join(",");
+    s.push('\n');
+    s
+}
+
+/// One line of [`csv`], appended to `out`: for tables written a row at a time.
+pub fn csv_row(out: &mut String, r: &Value, cols: &[&str]) {
+    for (i, c) in cols.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&csv_cell(&r[*c]));
+    }
+    out.push('\n');
 }
 
 fn csv_cell(v: &Value) -> String {

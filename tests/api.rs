@@ -506,3 +506,163 @@ async fn the_bulletin_follows_the_tables_in_force_on_its_date_unless_pinned() {
     a.stop().await;
     b.stop().await;
 }
+
+/// 24 hourly means for `site` on local day 2016-08-`day`.
+fn hour_readings(site: &str, day: u32, pm25: f64, pm10: f64) -> Vec<aq_ingest::model::Reading> {
+    use aq_ingest::model::{Flag, MicrogramsPerCubicMetre, Period, Reading, SiteId, UnixMillis};
+    let date = chrono::NaiveDate::from_ymd_opt(2016, 8, day).unwrap();
+    let start = aq_ingest::aqi::zone::Zone::BEIJING.start_of(date).0;
+    (0..24)
+        .map(|h| Reading {
+            site: SiteId::parse(site).unwrap(),
+            device: None,
+            ts: UnixMillis(start + h * 3_600_000),
+            period: Period::Hour,
+            flag: Flag::Normal,
+            pm25: Some(MicrogramsPerCubicMetre::new(pm25).unwrap()),
+            pm10: Some(MicrogramsPerCubicMetre::new(pm10).unwrap()),
+            interval_secs: None,
+        })
+        .collect()
+}
+
+/// The target report served from the API's memo is exactly a fresh computation's: the
+/// same as `report::build` on the store as it was when the serving computation ran,
+/// never older than `api.report_max_staleness_ms` (the clock is the service's, pinned
+/// and moved here), and recomputed — with the new data — in time for the bound.
+/// Concurrent requests cost one computation (counted by the service's own counters,
+/// not timed).
+fn the_report_memo_serves_fresh_answers_within_its_bound(store: aq_ingest::store::StoreConfig) {
+    use aq_ingest::clock::ManualClock;
+    use aq_ingest::model::UnixMillis;
+    use aq_ingest::report::{build, Spec};
+    use aq_ingest::store::{Maintainer, Store, Writer};
+
+    let cfg = Config::parse(
+        "[api]\nlisten = \"127.0.0.1:0\"\ntoken_env = \"AQ_TEST_NO_TOKEN\"\n[[target]]\nname = \"2016H2\"\nfrom = \"2016-07-01\"\nto = \"2016-12-31\"\ngood_days = 100\n",
+        "test",
+    )
+    .unwrap();
+    let ctx = aq_ingest::plan::Plan::resolve(cfg, "test")
+        .unwrap()
+        .api
+        .unwrap();
+    let bound = i64::try_from(ctx.api.report_max_staleness_ms).unwrap();
+    assert_eq!(bound, 1_000, "the shipped default");
+    let mut writer = Writer::open(&store, None).unwrap();
+    let mut commit = |r: Vec<aq_ingest::model::Reading>| {
+        writer.commit_batch_durable(&r, &[], UnixMillis(0)).unwrap();
+    };
+    // 1 and 2 August clean at two sites; the daily cache refreshed as the service does.
+    for day in [1, 2] {
+        commit(hour_readings("a", day, 20.0, 40.0));
+        commit(hour_readings("b", day, 25.0, 45.0));
+    }
+    Maintainer::open(&store)
+        .unwrap()
+        .refresh_daily(&ctx.aqi)
+        .unwrap();
+
+    let t0 = 1_470_000_000_000;
+    let clock = Arc::new(ManualClock::new(UnixMillis(t0)));
+    let metrics = Arc::new(Metrics::default());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let app = aq_ingest::api::router(
+        ctx.clone(),
+        Arc::new(Default::default()),
+        (0..2)
+            .map(|_| Store::open_reader(&store).unwrap())
+            .collect(),
+        Arc::clone(&metrics),
+        Arc::clone(&clock) as Arc<dyn aq_ingest::clock::Clock>,
+    );
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind(("127.0.0.1", 0)))
+        .unwrap();
+    let url = format!(
+        "http://{}/api/v1/targets/2016H2?as_of=2016-08-03",
+        listener.local_addr().unwrap()
+    );
+    rt.spawn(aq_ingest::api::serve(listener, app, std::future::pending()));
+    let get = |url: &str| -> Value {
+        let (s, b) = http("GET", url, "").unwrap();
+        assert_eq!(s, 200, "{b}");
+        serde_json::from_str(&b).unwrap()
+    };
+    let fresh = || {
+        let t = ctx.target[0].clone();
+        let spec = Spec {
+            from: t.from,
+            to: t.to,
+            as_of: chrono::NaiveDate::from_ymd_opt(2016, 8, 3).unwrap(),
+            site: None,
+            target: Some(t),
+        };
+        build(&Store::open_reader(&store).unwrap(), &ctx.aqi, spec)
+            .unwrap()
+            .to_json()
+    };
+    let counts = || {
+        (
+            Metrics::get(&metrics.api_report_computations),
+            Metrics::get(&metrics.api_report_shared),
+        )
+    };
+
+    let first = get(&url);
+    assert_eq!(first, fresh());
+    assert_eq!(first["counts"]["good"], 2, "{first}");
+    assert_eq!(counts(), (1, 0));
+
+    // New data that changes the report: 3 August, heavily polluted at both sites
+    // (touched since the refresh: the report recomputes it from its hours).
+    commit(hour_readings("a", 3, 150.0, 300.0));
+    commit(hour_readings("b", 3, 160.0, 320.0));
+    let after = fresh();
+    assert_ne!(after, first, "the new day must change the report");
+    assert_eq!(after["counts"]["polluted"], 1, "{after}");
+
+    // Within the bound (inclusive), the answer of the computation that started at t0:
+    // the store as it was then, exactly. Being past half the bound, this request also
+    // starts the next computation in the background (refresh ahead).
+    clock.set(UnixMillis(t0 + bound));
+    assert_eq!(get(&url), first);
+    assert_eq!(counts(), (2, 1));
+    // Past the bound the t0 answer is never served: this request gets the refresh's
+    // (finished, or waited for), which has the new day.
+    clock.set(UnixMillis(t0 + bound + 1));
+    assert_eq!(get(&url), after);
+    assert_eq!(counts(), (2, 2));
+
+    // Eight concurrent clients past the bound again: one computation between them,
+    // every one the fresh report.
+    clock.set(UnixMillis(t0 + 3 * bound));
+    let bodies: Vec<Value> = std::thread::scope(|s| {
+        let clients: Vec<_> = (0..8).map(|_| s.spawn(|| get(&url))).collect();
+        clients.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+    for b in &bodies {
+        assert_eq!(*b, after);
+    }
+    assert_eq!(counts(), (3, 9));
+    // Another key (the two table sets compared) is its own computation.
+    get(&format!("{url}&tables=HJ%20633-2012,HJ%20633-2026"));
+    assert_eq!(counts(), (4, 9));
+}
+
+#[test]
+fn the_report_memo_serves_fresh_answers_within_its_bound_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    the_report_memo_serves_fresh_answers_within_its_bound(aq_ingest::store::StoreConfig {
+        path: dir.path().join("aq.db"),
+        ..Default::default()
+    });
+}
+
+#[test]
+fn the_report_memo_serves_fresh_answers_within_its_bound_on_postgresql() {
+    let pg = common::pg::Postgres::start();
+    the_report_memo_serves_fresh_answers_within_its_bound(aq_ingest::store::StoreConfig::postgres(
+        &pg.url(),
+    ));
+}

@@ -226,3 +226,141 @@ async fn broker_restart_with_persistence_loses_nothing() {
         broker.log_text()
     );
 }
+
+/// Captured log lines, for a test to wait on an event it cannot otherwise observe.
+#[derive(Clone, Default)]
+struct LogBuffer(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// An array larger than `ingest.max_batch_readings` is committed in slices, and its
+/// message is acknowledged only once every slice has committed: with the second of
+/// three slices failing (an injected fault) the first is in the store and no token has
+/// come back; once the fault is gone, all of it is stored and then both messages are
+/// acknowledged, once.
+#[tokio::test(flavor = "current_thread")]
+async fn an_array_larger_than_a_commit_is_acknowledged_after_its_last_slice() {
+    use aq_ingest::clock::SystemClock;
+    use aq_ingest::config::Config;
+    use aq_ingest::ingest::Ingest;
+    use aq_ingest::model::UnixMillis;
+    use aq_ingest::plan::Plan;
+    use aq_ingest::source::{AckToken, Acker, Message, Origin};
+    use aq_ingest::store::Writer;
+
+    // The ingest task runs on this thread (current-thread runtime), so its events reach
+    // this subscriber.
+    let logs = LogBuffer::default();
+    let sink = logs.clone();
+    let _log = tracing::subscriber::set_default(
+        tracing_subscriber::fmt()
+            .with_writer(move || sink.clone())
+            .with_ansi(false)
+            .finish(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[store]\npath = \"{}\"\n[ingest]\nmax_batch_readings = 7\n",
+        dir.path().join("aq.db").display()
+    );
+    let plan = Plan::resolve(Config::parse(&text, "test").unwrap(), "test").unwrap();
+    assert_eq!(plan.ingest.max_batch_readings, 7);
+    let writer = Writer::open(&plan.store, None).unwrap();
+    let base = base_ts_ms();
+    // Message 0: 10 readings (slice 1 and the start of slice 2); message 1: 10 more
+    // (the rest of slice 2, and slice 3). Slice 2 holds the poisoned reading.
+    let array = |from: usize| {
+        let items: Vec<String> = (from..from + 10)
+            .map(|i| {
+                format!(
+                    r#"{{"ts":{},"pm25":10,"pm10":20,"interval_secs":60}}"#,
+                    base + i as i64 * 60_000
+                )
+            })
+            .collect();
+        format!("[{}]", items.join(","))
+    };
+    let poisoned = base + 12 * 60_000;
+    let c = db(dir.path());
+    c.execute_batch(&format!(
+        "CREATE TRIGGER poison BEFORE INSERT ON readings WHEN NEW.ts_ms = {poisoned}
+         BEGIN SELECT RAISE(ABORT, 'injected fault'); END"
+    ))
+    .unwrap();
+
+    let metrics = Arc::new(Metrics::default());
+    let ingest = Ingest {
+        settings: plan.ingest.clone(),
+        store: writer,
+        clock: Arc::new(SystemClock),
+        metrics: Arc::clone(&metrics),
+        registry: Arc::clone(&plan.registry),
+        alerts: None,
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    let (acker, mut acks) = Acker::channel();
+    // Both messages are queued before the stage runs: one batch.
+    for k in 0..2 {
+        tx.try_send(Message {
+            origin: Origin::Topic("aq/big/readings".into()),
+            payload: array(k * 10).into_bytes().into(),
+            received: UnixMillis(chrono::Utc::now().timestamp_millis()),
+            ack: AckToken {
+                source: 0,
+                id: k as u64,
+            },
+        })
+        .unwrap();
+    }
+    let stage = tokio::spawn(ingest.run(rx, vec![acker], None));
+
+    wait_for(
+        "the second slice's commit to fail",
+        Duration::from_secs(30),
+        || String::from_utf8_lossy(&logs.0.lock().unwrap()).contains("store commit failed"),
+    )
+    .await;
+    let count = |c: &rusqlite::Connection| -> i64 {
+        c.query_row("SELECT count(*) FROM readings", [], |r| r.get(0))
+            .unwrap()
+    };
+    assert_eq!(
+        count(&c),
+        7,
+        "the first slice is committed, the second is not"
+    );
+    assert!(
+        acks.try_recv().is_err(),
+        "a message was acknowledged before all its readings were committed"
+    );
+
+    c.execute_batch("DROP TRIGGER poison").unwrap();
+    let settled = tokio::time::timeout(Duration::from_secs(60), acks.recv())
+        .await
+        .expect("acknowledged once the fault is gone")
+        .unwrap();
+    assert_eq!(
+        count(&c),
+        20,
+        "every reading is stored when the tokens come back"
+    );
+    let ids: Vec<(u64, bool)> = settled.iter().map(|s| (s.id, s.accepted)).collect();
+    assert_eq!(ids, vec![(0, true), (1, true)]);
+    assert_eq!(
+        Metrics::get(&metrics.store_commits),
+        3,
+        "slices of 7, 7 and 6"
+    );
+    assert_eq!(Metrics::get(&metrics.readings_stored), 20);
+    drop(tx);
+    stage.await.unwrap().unwrap();
+    assert!(acks.recv().await.is_none(), "no token comes back twice");
+}

@@ -6,8 +6,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
-/// An API error.
-#[derive(Debug)]
+/// An API error. `Clone`: one failed computation answers every request that waited
+/// for it ([`super::memo`]).
+#[derive(Debug, Clone)]
 pub struct ApiError {
     pub status: StatusCode,
     /// Stable, machine-readable: `bad_parameter`, `range_too_large`, `not_found`,

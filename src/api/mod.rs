@@ -4,10 +4,13 @@
 //! error type every route answers with.
 
 pub mod error;
+mod fleet;
 mod health;
+mod memo;
 mod openapi;
 mod routes;
 
+pub use memo::DEFAULT_MAX_STALENESS_MS;
 pub use openapi::PATHS;
 
 use std::net::SocketAddr;
@@ -59,6 +62,11 @@ pub struct ApiConfig {
     /// Per-request time limit.
     #[serde(default = "default_request_timeout_secs")]
     pub request_timeout_secs: u64,
+    /// A target report may be served from another request's computation that started
+    /// at most this long before the request arrived (ms): concurrent requests share one
+    /// computation, and its answer serves for this long. 0: every request computes.
+    #[serde(default = "default_report_max_staleness_ms")]
+    pub report_max_staleness_ms: u64,
 }
 
 fn default_true() -> bool {
@@ -85,6 +93,9 @@ fn default_max_raw_days() -> i64 {
 }
 fn default_request_timeout_secs() -> u64 {
     10
+}
+fn default_report_max_staleness_ms() -> u64 {
+    DEFAULT_MAX_STALENESS_MS
 }
 
 impl Default for ApiConfig {
@@ -121,6 +132,9 @@ struct Inner {
     registry: Arc<Registry>,
     metrics: Arc<Metrics>,
     clock: Arc<dyn Clock>,
+    /// Target reports computed lately, shared by concurrent and closely following
+    /// requests within `api.report_max_staleness_ms`.
+    reports: Arc<memo::Memo<routes::ReportKey, bytes::Bytes>>,
 }
 
 /// Read connections shared by the requests: each query takes one on a blocking thread.
@@ -234,9 +248,11 @@ pub fn router(
     clock: Arc<dyn Clock>,
 ) -> Router {
     assert!(!stores.is_empty(), "the API needs a store connection");
+    let reports = Arc::new(memo::Memo::new(cfg.api.report_max_staleness_ms));
     let state = ApiState {
         inner: Arc::new(Inner {
             stores: Arc::new(Pool::new(stores)),
+            reports,
             cfg,
             registry,
             metrics,

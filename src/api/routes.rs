@@ -1,8 +1,6 @@
 //! The analyst routes: sites, series, district daily values, targets, bulletin. JSON by
 //! default; CSV with `?format=csv` or `Accept: text/csv` where a table is natural.
 
-use std::collections::BTreeMap;
-
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
@@ -12,12 +10,13 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::ApiError;
+use super::fleet;
+use super::memo::Served;
 use super::ApiState;
-use crate::aqi::daily::site_value;
 use crate::aqi::index::TableSet;
-use crate::model::{Pollutant, SiteId, UnixMillis};
+use crate::metrics::Metrics;
+use crate::model::SiteId;
 use crate::report::{self, build, day_json, Spec, DAY_API_CSV_COLUMNS};
-use crate::source::topic::{site_of, SiteFilter};
 
 /// Common query parameters.
 #[derive(Debug, Deserialize, Default)]
@@ -87,60 +86,9 @@ pub(super) async fn sites(
 ) -> Result<Response, ApiError> {
     let now = st.inner.clock.now();
     let registry = std::sync::Arc::clone(&st.inner.registry);
-    let rows = st
-        .with_store(move |s, cfg| {
-            let offline_ms = (cfg.api.offline_after_secs as i64) * 1000;
-            let seen: std::collections::BTreeMap<String, (i64, i64)> = s
-                .site_activity()
-                .map_err(ApiError::internal)?
-                .into_iter()
-                .map(|(site, ts, rx)| (site, (ts, rx)))
-                .collect();
-            // Registered sites (seen or not) and sites seen but not registered.
-            let mut ids: Vec<String> = registry.sites().map(|x| x.id.clone()).collect();
-            ids.extend(seen.keys().cloned());
-            ids.sort();
-            ids.dedup();
-            Ok(ids
-                .into_iter()
-                .map(|id| {
-                    let reg = registry.get(&id);
-                    let act = seen.get(&id);
-                    let online = act.is_some_and(|(_, rx)| now.0 - rx <= offline_ms);
-                    json!({
-                        "id": id,
-                        "name": reg.and_then(|r| r.name.clone()),
-                        "location": reg.and_then(|r| r.location.clone()),
-                        "latitude": reg.and_then(|r| r.latitude),
-                        "longitude": reg.and_then(|r| r.longitude),
-                        "registered": reg.is_some(),
-                        "counts_for_district": !cfg.aqi.district_exclude.contains(&id),
-                        "interval_secs": reg.and_then(|r| r.interval_secs),
-                        "last_reading": act.map(|a| UnixMillis(a.0).to_string()),
-                        "last_received": act.map(|a| UnixMillis(a.1).to_string()),
-                        "status": if online { "online" } else { "offline" },
-                    })
-                })
-                .collect::<Vec<_>>())
-        })
-        .await?;
-    Ok(table(
-        rows,
-        &[
-            "id",
-            "name",
-            "location",
-            "latitude",
-            "longitude",
-            "registered",
-            "counts_for_district",
-            "interval_secs",
-            "last_reading",
-            "last_received",
-            "status",
-        ],
-        wants_csv(&q, &headers),
-    ))
+    let csv = wants_csv(&q, &headers);
+    st.with_store(move |s, cfg| fleet::sites(s, cfg, &registry, now, csv))
+        .await
 }
 
 /// `GET /api/v1/sites/{id}/series?from=&to=&resolution=raw|hour|day`.
@@ -281,12 +229,23 @@ pub(super) async fn targets(State(st): State<ApiState>) -> Json<Value> {
     ))
 }
 
-/// `GET /api/v1/targets/{name}?as_of=`: the target report.
+/// What tells target reports apart in the memo ([`super::memo`]): the target (its
+/// config is fixed for the service's life), the day it is as of, and the two table
+/// sets compared, if any.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(super) struct ReportKey {
+    target: String,
+    as_of: NaiveDate,
+    tables: Option<(TableSet, TableSet)>,
+}
+
+/// `GET /api/v1/targets/{name}?as_of=`: the target report, as computed by this request
+/// or by another within `api.report_max_staleness_ms` (see [`super::memo`]).
 pub(super) async fn target(
     State(st): State<ApiState>,
     Path(name): Path<String>,
     Query(q): Query<Q>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let t = st
         .inner
         .cfg
@@ -295,47 +254,83 @@ pub(super) async fn target(
         .find(|t| t.name == name)
         .cloned()
         .ok_or_else(|| ApiError::not_found("name", format!("no target named {name:?}")))?;
+    let now = st.inner.clock.now();
     let zone = st.inner.cfg.aqi.zone();
-    let as_of = date("as_of", &q.as_of)?.unwrap_or_else(|| zone.date_of(st.inner.clock.now()));
+    let as_of = date("as_of", &q.as_of)?.unwrap_or_else(|| zone.date_of(now));
     let pair = q
         .tables
         .as_deref()
         .map(TableSet::pair)
         .transpose()
         .map_err(|e| ApiError::bad("tables", e))?;
-    let v = st
-        .with_store(move |s, cfg| {
-            let under = |tables: Option<TableSet>| {
-                let mut t = t.clone();
-                t.tables = tables.or(t.tables);
-                let spec = Spec {
-                    from: t.from,
-                    to: t.to,
-                    as_of,
-                    site: None,
-                    target: Some(t),
-                };
-                build(s, &cfg.aqi, spec).map_err(ApiError::internal)
-            };
-            match pair {
-                // The same period under both sets, day by day.
-                Some((a, b)) => Ok(crate::report::Compared {
-                    a: under(Some(a))?,
-                    b: under(Some(b))?,
-                }
-                .to_json()),
-                // The calendar's colours are in every day already.
-                None => Ok(under(None)?.to_json()),
-            }
+    let key = ReportKey {
+        target: name,
+        as_of,
+        tables: pair,
+    };
+    let computing = st.clone();
+    let (body, served) = st
+        .inner
+        .reports
+        .get(key, now, move || async move {
+            computing
+                .with_store(move |s, cfg| {
+                    let v = target_json(s, cfg, &t, as_of, pair)?;
+                    // Serialized once here, off the async workers: every request it
+                    // serves gets the same bytes.
+                    serde_json::to_vec(&v)
+                        .map(bytes::Bytes::from)
+                        .map_err(ApiError::internal)
+                })
+                .await
         })
-        .await?;
-    Ok(Json(v))
+        .await;
+    let m = &st.inner.metrics;
+    if served != Served::Shared {
+        Metrics::add(&m.api_report_computations, 1);
+    }
+    if served != Served::Computed {
+        Metrics::add(&m.api_report_shared, 1);
+    }
+    Ok(([(header::CONTENT_TYPE, "application/json")], body?).into_response())
+}
+
+/// Target `t`'s report as of `as_of` as JSON, computed from the store: under its own
+/// tables, or day by day under both sets of `pair`.
+fn target_json(
+    s: &crate::store::Store,
+    cfg: &super::ApiContext,
+    t: &crate::aqi::target::TargetConfig,
+    as_of: NaiveDate,
+    pair: Option<(TableSet, TableSet)>,
+) -> Result<Value, ApiError> {
+    let under = |tables: Option<TableSet>| {
+        let mut t = t.clone();
+        t.tables = tables.or(t.tables);
+        let spec = Spec {
+            from: t.from,
+            to: t.to,
+            as_of,
+            site: None,
+            target: Some(t),
+        };
+        build(s, &cfg.aqi, spec).map_err(ApiError::internal)
+    };
+    match pair {
+        // The same period under both sets, day by day.
+        Some((a, b)) => Ok(crate::report::Compared {
+            a: under(Some(a))?,
+            b: under(Some(b))?,
+        }
+        .to_json()),
+        // The calendar's colours are in every day already.
+        None => Ok(under(None)?.to_json()),
+    }
 }
 
 /// `GET /api/v1/bulletin/{date}?format=csv`: 每天通报督察情况 — the district's day,
-/// sites ranked by PM10 with their exceedances, sites offline, rejected readings. As
-/// CSV: the site table ([`BULLETIN_CSV_COLUMNS`]), one row per site that reported and
-/// per site offline that day.
+/// sites ranked by PM10 with their exceedances, sites offline, rejected readings (see
+/// [`fleet::bulletin`]).
 pub(super) async fn bulletin(
     State(st): State<ApiState>,
     Path(day): Path<String>,
@@ -343,162 +338,7 @@ pub(super) async fn bulletin(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let d = date("date", &Some(day))?.expect("given");
-    let v = st
-        .with_store(move |s, cfg| bulletin_json(s, cfg, d))
-        .await?;
-    if !wants_csv(&q, &headers) {
-        return Ok(Json(v).into_response());
-    }
-    Ok(table(bulletin_rows(&v), BULLETIN_CSV_COLUMNS, true))
-}
-
-/// The bulletin's site table as CSV columns.
-const BULLETIN_CSV_COLUMNS: &[&str] = &[
-    "date",
-    "site",
-    "status",
-    "pm10",
-    "pm25",
-    "aqi",
-    "category",
-    "category_zh",
-    "pm10_exceeds_daily_limit",
-    "pm25_exceeds_daily_limit",
-    "hours_over_pm10_alert",
-    "rejected",
-];
-
-/// The bulletin's sites as flat rows: those that reported (ranked by PM10, the alert
-/// hours counted), then those offline that day.
-fn bulletin_rows(b: &Value) -> Vec<Value> {
-    let date = &b["date"];
-    let mut rows: Vec<Value> = b["sites"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|s| {
-            let mut r = s.clone();
-            r["date"] = date.clone();
-            r["status"] = json!("reporting");
-            r["hours_over_pm10_alert"] =
-                json!(s["hours_over_pm10_alert"].as_array().map_or(0, Vec::len));
-            r
-        })
-        .collect();
-    for site in b["offline"].as_array().into_iter().flatten() {
-        rows.push(json!({"date": date, "site": site, "status": "offline"}));
-    }
-    rows
-}
-
-/// The bulletin of day `d` as JSON.
-fn bulletin_json(
-    s: &mut crate::store::Store,
-    cfg: &super::ApiContext,
-    d: NaiveDate,
-) -> Result<Value, ApiError> {
-    let zone = cfg.aqi.zone();
-    let (t0, t1) = (zone.start_of(d), zone.start_of(d + Duration::days(1)));
-    let r = build(
-        s,
-        &cfg.aqi,
-        Spec {
-            from: d,
-            to: d,
-            as_of: d,
-            site: None,
-            target: None,
-        },
-    )
-    .map_err(ApiError::internal)?;
-    let days = s
-        .daily_fresh(zone, cfg.aqi.default_interval_secs, d, d, None)
-        .map_err(ApiError::internal)?;
-    let hours = s.hours(t0, t1, None).map_err(ApiError::internal)?;
-    let alert = cfg.api.hourly_alert_pm10_ug;
-    // The day's tables: in force on it, unless aqi.tables pins a set (the same
-    // choice build() made for the district's day). Exceeding = an IAQI above 100
-    // in them.
-    let tables = cfg.aqi.tables.on(d);
-    let limit_pm10 = tables.limit_at_iaqi_100(Pollutant::Pm10);
-    let limit_pm25 = tables.limit_at_iaqi_100(Pollutant::Pm25);
-    // Refusals received that day, per site: the site is the topic's site level
-    // (a payload too broken to name one still came in on a site's topic).
-    let rejects = s.rejects_by_topic(t0, t1).map_err(ApiError::internal)?;
-    let filters: Vec<SiteFilter> = cfg.filters.clone();
-    let mut rejected: BTreeMap<Option<&str>, i64> = BTreeMap::new();
-    for (topic, n) in &rejects {
-        *rejected.entry(site_of(&filters, topic)).or_default() += n;
-    }
-    let limits = (limit_pm10, limit_pm25, alert);
-    let mut sites: Vec<Value> = days
-        .iter()
-        .map(|(_, site, sd)| bulletin_site(cfg, (d, tables), site, sd, &hours, limits, &rejected))
-        .collect();
-    sites.sort_by(|a, b| {
-        b["pm10"]
-            .as_u64()
-            .unwrap_or(0)
-            .cmp(&a["pm10"].as_u64().unwrap_or(0))
-    });
-    let reporting: std::collections::BTreeSet<&str> =
-        hours.iter().map(|h| h.site.as_str()).collect();
-    let offline: Vec<String> = s
-        .sites()
-        .map_err(ApiError::internal)?
-        .into_iter()
-        .filter(|x| !reporting.contains(x.as_str()))
-        .collect();
-    let mut by_site: Vec<(Option<&str>, i64)> = rejected.into_iter().collect();
-    by_site.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-    Ok(json!({
-        "date": d.to_string(),
-        "district": r.days.first().map(day_json),
-        "sites": sites,
-        "offline": offline,
-        "rejects_by_site": by_site.into_iter().map(|(site, n)| json!({"site": site, "count": n})).collect::<Vec<_>>(),
-        "rejects": rejects.iter().map(|(topic, n)| json!({"topic": topic, "count": n})).collect::<Vec<_>>(),
-        "limits": {"pm10_daily": limit_pm10, "pm25_daily": limit_pm25, "pm10_hourly_alert": alert},
-        "tables": tables.name(),
-    }))
-}
-
-/// One reporting site's row of the bulletin: its day, exceedances of the daily
-/// `limits` (PM10, PM2.5) and the hours over the hourly PM10 alert level.
-fn bulletin_site(
-    cfg: &super::ApiContext,
-    (d, tables): (NaiveDate, crate::aqi::index::TableSet),
-    site: &str,
-    sd: &crate::aqi::daily::SiteDay,
-    hours: &[crate::aqi::daily::SiteHour],
-    (limit_pm10, limit_pm25, alert): (u32, u32, f64),
-    rejected: &BTreeMap<Option<&str>, i64>,
-) -> Value {
-    let v = site_value(d, Some(sd), tables);
-    let over: Vec<String> = hours
-        .iter()
-        .filter(|h| h.site == site)
-        .filter(|h| {
-            h.pm10
-                .valid_mean(cfg.aqi.default_interval_secs)
-                .is_some_and(|m| m.as_ug() > alert)
-        })
-        .map(|h| h.hour.to_string())
-        .collect();
-    json!({
-        "site": site,
-        "pm10": v.pm10_ug,
-        "pm25": v.pm25_ug,
-        "aqi": v.aqi.as_ref().map(|a| a.value),
-        "category": v.aqi.as_ref().map(|a| a.category.en()),
-        "category_zh": v.aqi.as_ref().map(|a| a.category.zh()),
-        "color": v.aqi.as_ref().map(|a| {
-            let (r, g, b) = a.category.rgb();
-            format!("#{r:02x}{g:02x}{b:02x}")
-        }),
-        "pm10_exceeds_daily_limit": v.pm10_ug.is_some_and(|c| c > limit_pm10),
-        "pm25_exceeds_daily_limit": v.pm25_ug.is_some_and(|c| c > limit_pm25),
-        "hours_over_pm10_alert": over,
-        "rejected": rejected.get(&Some(site)).copied().unwrap_or(0),
-    })
+    let csv = wants_csv(&q, &headers);
+    st.with_store(move |s, cfg| fleet::bulletin(s, cfg, d, csv))
+        .await
 }

@@ -13,7 +13,7 @@ use crate::model::Pollutant;
 
 /// Which breakpoint tables. A named choice: HJ 633-2026 moved the 良 upper bound to
 /// PM2.5 60 / PM10 120, so the table set must never be a silent default.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize, Default)]
 pub enum TableSet {
     /// HJ 633-2012 (the tables in force for the 2016 targets, and for every date before
     /// 2026-03-01).

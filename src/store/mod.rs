@@ -607,16 +607,21 @@ impl Store {
             });
         }
         let mut hours = hourly::Batch::default();
-        // SQLite: one writer, and AUTOINCREMENT gives the rows of the batch increasing
-        // seqs in insertion order; when the seqs it used are exactly as many as the rows
-        // it inserted (always, unless the newest rows were ever deleted), the new rows
-        // are `before + 1 ..= after` in batch order.
+        // SQLite: one writer, and AUTOINCREMENT gives the rows of the batch seqs above
+        // the last one it ever handed out (`sqlite_sequence`), increasing in insertion
+        // order. A row skipped as a duplicate uses up a seq too, so only when the seqs
+        // used are exactly as many as the rows inserted (a commit without duplicates)
+        // are the new rows `before + 1 ..= after` in batch order.
         let max_seq = |tx: &Db| -> Result<i64, StoreError> {
             let mut m = 0;
-            tx.each("SELECT coalesce(max(seq), 0) FROM readings", p![], |r| {
-                m = r.i64(0)?;
-                Ok(())
-            })?;
+            tx.each(
+                "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'readings'), 0)",
+                p![],
+                |r| {
+                    m = r.i64(0)?;
+                    Ok(())
+                },
+            )?;
             Ok(m)
         };
         let before = match engine {
