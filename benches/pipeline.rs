@@ -25,7 +25,7 @@
 //! with (c), the peer: a hand-written Python bridge (`benches/bridge/bridge.py`:
 //! paho-mqtt + influxdb-client, 5 000-point batches, no durability) on the same stream
 //! into the same VictoriaMetrics, with its CPU and peak RSS. Environment knobs for experiments:
-//! `AQ_BENCH_PUBLISHERS=P` (publisher connections, default 20), `AQ_BENCH_ARRAY=100` (instead: N readings in arrays of 100 per message, committed
+//! `AQ_BENCH_BIN=PATH` (measure another build of the service), `AQ_BENCH_PUBLISHERS=P` (publisher connections, default 20), `AQ_BENCH_ARRAY=100` (instead: N readings in arrays of 100 per message, committed
 //! readings/s), `AQ_BENCH_PERF=FILE` (profile the service with perf), `AQ_BENCH_NO_SINK=1`,
 //! `AQ_BENCH_DURABILITY=process_crash`, `AQ_BENCH_SINK_EXTRA="derived = false"` (more
 //! `[influx]` settings).
@@ -305,6 +305,12 @@ fn python_bridge(pinned: bool, port: u16, vm: &str, n: usize, publish: &dyn Fn()
     }
 }
 
+/// The service binary: this build's, or `AQ_BENCH_BIN` (another build, to compare two
+/// in the same conditions).
+fn service_bin() -> String {
+    std::env::var("AQ_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_aq-ingest").to_owned())
+}
+
 fn spawn_service(pinned: bool, dir: &Path, cfg: &Path, run: usize) -> Proc {
     let log = dir.join(format!("aq-{run}.log"));
     let mut cmd = match std::env::var("AQ_BENCH_PERF") {
@@ -313,10 +319,10 @@ fn spawn_service(pinned: bool, dir: &Path, cfg: &Path, run: usize) -> Proc {
             c.args(["record", "-F", "1999", "-g", "-o"])
                 .arg(format!("{out}.{run}"))
                 .arg("--")
-                .arg(env!("CARGO_BIN_EXE_aq-ingest"));
+                .arg(service_bin());
             c
         }
-        Err(_) => on_core1(pinned, env!("CARGO_BIN_EXE_aq-ingest")),
+        Err(_) => on_core1(pinned, &service_bin()),
     };
     spawn_logged(cmd.arg("--config").arg(cfg).env("RUST_LOG", "info"), log)
 }

@@ -109,6 +109,9 @@ impl Tail {
         let mut next = cursor_seq + 1;
         let mut given = 0;
         for b in &self.batches {
+            if b.last_seq() < next {
+                continue; // given at an earlier look (the sink staged it)
+            }
             if b.appended.first_seq > next {
                 break; // a gap: what follows comes from the outbox next time
             }
