@@ -418,9 +418,7 @@ impl InfluxSink {
                     break;
                 }
             }
-            while let Ok(news) = nudges.try_recv() {
-                self.tail.take(news);
-            }
+            self.take_news(nudges);
             let rows = self.head().await?;
             let lines = rows.len() + self.staged.rows.len();
             if lines > waiting {
@@ -479,6 +477,13 @@ impl InfluxSink {
             info!("influx: outbox empty at shutdown");
         }
         Ok(())
+    }
+
+    /// Keeps what the commits since the last look handed over (see `sink::tail`).
+    fn take_news(&mut self, nudges: &mut mpsc::Receiver<News>) {
+        while let Ok(news) = nudges.try_recv() {
+            self.tail.take(news);
+        }
     }
 
     async fn with_store<T: Send + 'static>(
