@@ -197,14 +197,7 @@ fn main() {
         .build()
         .unwrap();
     let metrics = Arc::new(Metrics::default());
-    let ingest = Ingest {
-        settings: plan.ingest.clone(),
-        store: writer,
-        clock: Arc::new(SystemClock),
-        metrics: Arc::clone(&metrics),
-        registry: Arc::clone(&plan.registry),
-        alerts: None,
-    };
+    let ingest = plan.ingest_stage(writer, Arc::new(SystemClock), Arc::clone(&metrics), None);
     let messages = n / per_message;
     // The same readings per commit whatever the payload shape.
     let batch = (BATCH / per_message).min(messages).max(1);

@@ -244,18 +244,15 @@ fn main() {
             .env_remove("RUST_LOG"),
         d.join("service.log"),
     );
-    let pid = svc.pid();
-    wait_until("the HJ 212 and MQTT ports", Duration::from_secs(30), || {
-        assert!(
-            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s
-                .rsplit_once(')')
-                .is_some_and(|(_, r)| !r.trim_start().starts_with('Z'))),
-            "the service exited; its log:\n{}",
-            svc.log_text()
-        );
-        std::net::TcpStream::connect(("127.0.0.1", hj_port)).is_ok()
-            && std::net::TcpStream::connect(("127.0.0.1", mqtt_port)).is_ok()
-    });
+    wait_until_alive(
+        "the HJ 212 and MQTT ports",
+        &svc,
+        Duration::from_secs(30),
+        || {
+            std::net::TcpStream::connect(("127.0.0.1", hj_port)).is_ok()
+                && std::net::TcpStream::connect(("127.0.0.1", mqtt_port)).is_ok()
+        },
+    );
     let rt = tokio::runtime::Runtime::new().unwrap();
     let n = DEVICES * per_device;
     let base = base_ts_ms() - 10 * 86_400_000;

@@ -77,29 +77,6 @@ fn messages(n: usize, base: i64) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
-/// `n` readings as messages of `per` readings each (a device's batch upload): message
-/// k is site k % SITES's, its readings a minute apart after those of the site's
-/// earlier messages.
-fn array_messages(n: usize, per: usize, base: i64) -> Vec<(String, Vec<u8>)> {
-    (0..n / per)
-        .map(|k| {
-            let site = k % SITES;
-            let items: Vec<String> = (0..per)
-                .map(|i| {
-                    let minute = k / SITES * per + i;
-                    let (pm25, pm10) = reading_values(site, minute);
-                    let ts = base + minute as i64 * 60_000;
-                    format!(r#"{{"ts":{ts},"pm25":{pm25},"pm10":{pm10},"interval_secs":60}}"#)
-                })
-                .collect();
-            (
-                format!("aq/site-{site:03}/readings"),
-                format!("[{}]", items.join(",")).into_bytes(),
-            )
-        })
-        .collect()
-}
-
 fn proc_cpu_secs(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
     let f: Vec<&str> = stat
@@ -401,7 +378,9 @@ fn arrays(pinned: bool, n: usize, per: usize, rt: &tokio::runtime::Runtime) {
     wait_until("aq-ingest subscribed", Duration::from_secs(20), || {
         svc.log_text().contains("mqtt: subscribed")
     });
-    let msgs = array_messages(n, per, base_ts_ms() - 30 * 86_400_000);
+    let msgs = array_messages(n, per, SITES, base_ts_ms() - 30 * 86_400_000, |site| {
+        format!("aq/site-{site:03}/readings")
+    });
     let t0 = Instant::now();
     let publisher = rt.spawn(publish_from_many(broker.port, msgs));
     let m = measure(dir.path(), svc.pid(), broker.pid(), t0, n, true);

@@ -94,17 +94,12 @@ fn start(d: &Path) -> (Proc, u16, u16) {
         .env_remove("RUST_LOG"),
         d.join("service.log"),
     );
-    let pid = svc.pid();
-    wait_until("the MQTT and API ports", Duration::from_secs(30), || {
-        assert!(
-            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s
-                .rsplit_once(')')
-                .is_some_and(|(_, r)| !r.trim_start().starts_with('Z'))),
-            "the service exited; its log:\n{}",
-            svc.log_text()
-        );
-        port_open(mqtt_port) && port_open(api_port)
-    });
+    wait_until_alive(
+        "the MQTT and API ports",
+        &svc,
+        Duration::from_secs(30),
+        || port_open(mqtt_port) && port_open(api_port),
+    );
     (svc, mqtt_port, api_port)
 }
 
@@ -216,23 +211,13 @@ fn main() {
     let (svc, mqtt_port, _) = start(dir.path());
     let messages = ARRAY_READINGS / ARRAY_PER_MESSAGE;
     let base = now_min - ((messages / ARRAY_SITES + 1) * ARRAY_PER_MESSAGE) as i64 * 60_000;
-    let msgs: Vec<(String, Vec<u8>)> = (0..messages)
-        .map(|k| {
-            let site = k % ARRAY_SITES;
-            let items: Vec<String> = (0..ARRAY_PER_MESSAGE)
-                .map(|i| {
-                    let minute = k / ARRAY_SITES * ARRAY_PER_MESSAGE + i;
-                    let (pm25, pm10) = reading_values(site, minute);
-                    let ts = base + minute as i64 * 60_000;
-                    format!(r#"{{"ts":{ts},"pm25":{pm25},"pm10":{pm10},"interval_secs":60}}"#)
-                })
-                .collect();
-            (
-                format!("aq/a{site:04}/readings"),
-                format!("[{}]", items.join(",")).into_bytes(),
-            )
-        })
-        .collect();
+    let msgs = array_messages(
+        ARRAY_READINGS,
+        ARRAY_PER_MESSAGE,
+        ARRAY_SITES,
+        base,
+        |site| format!("aq/a{site:04}/readings"),
+    );
     let t0 = Instant::now();
     publish(&rt, mqtt_port, msgs);
     let took = t0.elapsed().as_secs_f64();

@@ -14,7 +14,6 @@ use crate::api;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::housekeeping::{AlertSlot, Housekeeping};
-use crate::ingest::Ingest;
 use crate::metrics::Metrics;
 use crate::plan::{Plan, EXAMPLE_PAYLOAD, EXAMPLE_SITE};
 use crate::sink::influx::InfluxSink;
@@ -91,14 +90,7 @@ pub async fn serve(
         }
         None => (None, None),
     };
-    let ingest = Ingest {
-        settings: plan.ingest.clone(),
-        store: writer,
-        clock: Arc::clone(&clock),
-        metrics: Arc::clone(&metrics),
-        registry: Arc::clone(&plan.registry),
-        alerts,
-    };
+    let ingest = plan.ingest_stage(writer, Arc::clone(&clock), Arc::clone(&metrics), alerts);
     stages.spawn("ingest", ingest.run(messages, ackers, nudge_tx));
     if let Some(sink) = sink {
         stages.spawn("influx sink", sink);

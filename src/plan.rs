@@ -23,7 +23,7 @@ use crate::broker::BrokerConfig;
 use crate::config::{Config, ConfigError, LogConfig};
 use crate::decode::hj212::CrcVariant;
 use crate::derived::Derived;
-use crate::ingest::{Hj212Rules, IngestSettings};
+use crate::ingest::{Hj212Rules, Ingest, IngestSettings};
 use crate::model::{UnixMillis, MS_PER_DAY};
 use crate::sink::influx::InfluxConfig;
 use crate::sites::Registry;
@@ -119,6 +119,24 @@ pub const EXAMPLE_PAYLOAD: &str = r#"{"ts":"2016-08-01T08:58:57+08:00","pm25":35
 pub const EXAMPLE_SITE: &str = "erqi-001";
 
 impl Plan {
+    /// The ingest stage as this plan configures it, committing through `store`.
+    pub fn ingest_stage(
+        &self,
+        store: crate::store::Writer,
+        clock: Arc<dyn crate::clock::Clock>,
+        metrics: Arc<crate::metrics::Metrics>,
+        alerts: Option<crate::alerts::Alerter>,
+    ) -> Ingest {
+        Ingest {
+            settings: self.ingest.clone(),
+            store,
+            clock,
+            metrics,
+            registry: Arc::clone(&self.registry),
+            alerts,
+        }
+    }
+
     /// Resolves a loaded config. `Config::load` has checked each section on its own;
     /// this adds what needs several sections or the filesystem (the registry), and
     /// reports every problem at once.

@@ -250,7 +250,6 @@ impl std::io::Write for LogBuffer {
 async fn an_array_larger_than_a_commit_is_acknowledged_after_its_last_slice() {
     use aq_ingest::clock::SystemClock;
     use aq_ingest::config::Config;
-    use aq_ingest::ingest::Ingest;
     use aq_ingest::model::UnixMillis;
     use aq_ingest::plan::Plan;
     use aq_ingest::source::{AckToken, Acker, Message, Origin};
@@ -297,14 +296,7 @@ async fn an_array_larger_than_a_commit_is_acknowledged_after_its_last_slice() {
     .unwrap();
 
     let metrics = Arc::new(Metrics::default());
-    let ingest = Ingest {
-        settings: plan.ingest.clone(),
-        store: writer,
-        clock: Arc::new(SystemClock),
-        metrics: Arc::clone(&metrics),
-        registry: Arc::clone(&plan.registry),
-        alerts: None,
-    };
+    let ingest = plan.ingest_stage(writer, Arc::new(SystemClock), Arc::clone(&metrics), None);
     let (tx, rx) = tokio::sync::mpsc::channel(8);
     let (acker, mut acks) = Acker::channel();
     // Both messages are queued before the stage runs: one batch.

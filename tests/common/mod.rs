@@ -66,6 +66,27 @@ pub async fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> b
     }
 }
 
+/// [`wait_until`] for a server process: fails at once, with its log, if it exited
+/// (a zombie) instead of waiting out the timeout.
+pub fn wait_until_alive(
+    what: &str,
+    svc: &Proc,
+    timeout: Duration,
+    mut ready: impl FnMut() -> bool,
+) {
+    let pid = svc.pid();
+    wait_until(what, timeout, || {
+        assert!(
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s
+                .rsplit_once(')')
+                .is_some_and(|(_, r)| !r.trim_start().starts_with('Z'))),
+            "the service exited; its log:\n{}",
+            svc.log_text()
+        );
+        ready()
+    });
+}
+
 pub fn port_open(port: u16) -> bool {
     TcpStream::connect(("127.0.0.1", port)).is_ok()
 }
@@ -445,6 +466,32 @@ pub fn reading_values(site: usize, i: usize) -> (f64, f64) {
     let pm10 = ((site * 37 + i * 11) % 4000) as f64 / 10.0 + 5.0;
     let pm25 = ((site * 13 + i * 7) % 2000) as f64 / 10.0;
     (pm25, pm10.max(pm25))
+}
+
+/// `n` readings as messages of `per` readings each (a device's batch upload) over
+/// `sites` sites: message k is site k % sites's (topic `topic(site)`), its readings a
+/// minute apart after those of the site's earlier messages.
+pub fn array_messages(
+    n: usize,
+    per: usize,
+    sites: usize,
+    base: i64,
+    topic: impl Fn(usize) -> String,
+) -> Vec<(String, Vec<u8>)> {
+    (0..n / per)
+        .map(|k| {
+            let site = k % sites;
+            let items: Vec<String> = (0..per)
+                .map(|i| {
+                    let minute = k / sites * per + i;
+                    let (pm25, pm10) = reading_values(site, minute);
+                    let ts = base + minute as i64 * 60_000;
+                    format!(r#"{{"ts":{ts},"pm25":{pm25},"pm10":{pm10},"interval_secs":60}}"#)
+                })
+                .collect();
+            (topic(site), format!("[{}]", items.join(",")).into_bytes())
+        })
+        .collect()
 }
 
 /// Asserts that the store holds exactly `sites × per_site` readings made by
