@@ -89,18 +89,6 @@ fn proc_cpu_secs(pid: u32) -> f64 {
     (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / 100.0
 }
 
-fn proc_peak_rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kb: f64 = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .unwrap()
-        .parse()
-        .unwrap();
-    kb / 1024.0
-}
-
 /// A command, on core 1 when pinned.
 fn on_core1(pinned: bool, program: &str) -> Command {
     if pinned {
@@ -385,7 +373,7 @@ fn arrays(pinned: bool, n: usize, per: usize, rt: &tokio::runtime::Runtime) {
     let publisher = rt.spawn(publish_from_many(broker.port, msgs));
     let m = measure(dir.path(), svc.pid(), broker.pid(), t0, n, true);
     rt.block_on(publisher).unwrap();
-    let rss = proc_peak_rss_mib(svc.pid());
+    let rss = peak_rss_mib(svc.pid());
     unsafe_sigterm(svc.pid());
     assert!(svc.wait().success());
     println!(
@@ -467,7 +455,7 @@ fn layout(pinned: bool, n: usize, rt: &tokio::runtime::Runtime) {
         svc.log_text().contains("mqtt: connected")
     });
     let backlog = measure(dir.path(), pid, mpid, Instant::now(), 2 * n, sink);
-    let rss = proc_peak_rss_mib(pid);
+    let rss = peak_rss_mib(pid);
     unsafe_sigterm(pid);
     assert!(svc.wait().success());
     let acked = counter(&svc.log_text(), "messages_acked");

@@ -43,18 +43,6 @@ const ARRAY_READINGS: usize = 300_000;
 /// Sites the array phase's messages come from (3 uploads each at the default size).
 const ARRAY_SITES: usize = 1000;
 
-fn peak_rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kb: f64 = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .unwrap()
-        .parse()
-        .unwrap();
-    kb / 1024.0
-}
-
 fn set(cfg: &mut toml::Table, table: &str, key: &str, value: impl Into<toml::Value>) {
     cfg.entry(table)
         .or_insert_with(|| toml::Value::Table(toml::Table::new()))
