@@ -41,14 +41,6 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
 const DEVICES: usize = 1000;
 const WINDOW: usize = 4;
 
-fn set(cfg: &mut toml::Table, table: &str, key: &str, value: impl Into<toml::Value>) {
-    cfg.entry(table)
-        .or_insert_with(|| toml::Value::Table(toml::Table::new()))
-        .as_table_mut()
-        .expect("a table")
-        .insert(key.to_owned(), value.into());
-}
-
 fn reading(site: usize, i: usize, base: i64) -> SimReading {
     let (pm25, pm10) = reading_values(site, i);
     SimReading {

@@ -276,6 +276,27 @@ fn service_bin() -> String {
     std::env::var("AQ_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_aq-ingest").to_owned())
 }
 
+/// Writes the service's config for a run: the broker, a store in `dir` with
+/// `durability`, no API, and `sink_cfg` (an `[influx]` section or nothing).
+fn write_service_config(
+    dir: &Path,
+    broker: &Mosquitto,
+    durability: &str,
+    sink_cfg: &str,
+) -> std::path::PathBuf {
+    let cfg = dir.join("aq.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[mqtt]\nurl = \"{}\"\nclient_id = \"bench-aq\"\n[store]\npath = \"{}\"\ndurability = \"{durability}\"\n[log]\nstats_interval_secs = 0\n[api]\nenabled = false\n{sink_cfg}",
+            broker.url(),
+            dir.join("aq.db").display(),
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
 fn spawn_service(pinned: bool, dir: &Path, cfg: &Path, run: usize) -> Proc {
     let log = dir.join(format!("aq-{run}.log"));
     let mut cmd = match std::env::var("AQ_BENCH_PERF") {
@@ -351,17 +372,8 @@ fn arrays(pinned: bool, n: usize, per: usize, rt: &tokio::runtime::Runtime) {
     let dir = tempfile::tempdir().unwrap();
     let broker = Mosquitto::start(dir.path());
     let vm = Victoria::start_on(dir.path(), pinned.then_some(1));
-    let cfg = dir.path().join("aq.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[mqtt]\nurl = \"{}\"\nclient_id = \"bench-aq\"\n[store]\npath = \"{}\"\n[log]\nstats_interval_secs = 0\n[api]\nenabled = false\n[influx]\nurl = \"{}\"\nbucket = \"aq\"\n",
-            broker.url(),
-            dir.path().join("aq.db").display(),
-            vm.url(),
-        ),
-    )
-    .unwrap();
+    let sink_cfg = format!("[influx]\nurl = \"{}\"\nbucket = \"aq\"\n", vm.url());
+    let cfg = write_service_config(dir.path(), &broker, "power_loss", &sink_cfg);
     let mut svc = spawn_service(pinned, dir.path(), &cfg, 0);
     wait_until("aq-ingest subscribed", Duration::from_secs(20), || {
         svc.log_text().contains("mqtt: subscribed")
@@ -426,16 +438,7 @@ fn layout(pinned: bool, n: usize, rt: &tokio::runtime::Runtime) {
         String::new()
     };
     let durability = std::env::var("AQ_BENCH_DURABILITY").unwrap_or_else(|_| "power_loss".into());
-    let cfg = dir.path().join("aq.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[mqtt]\nurl = \"{}\"\nclient_id = \"bench-aq\"\n[store]\npath = \"{}\"\ndurability = \"{durability}\"\n[log]\nstats_interval_secs = 0\n[api]\nenabled = false\n{sink_cfg}",
-            broker.url(),
-            dir.path().join("aq.db").display(),
-        ),
-    )
-    .unwrap();
+    let cfg = write_service_config(dir.path(), &broker, &durability, &sink_cfg);
     let mut svc = spawn_service(pinned, dir.path(), &cfg, 0);
     wait_until("aq-ingest subscribed", Duration::from_secs(20), || {
         svc.log_text().contains("mqtt: subscribed")

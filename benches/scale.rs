@@ -43,14 +43,6 @@ const ARRAY_READINGS: usize = 300_000;
 /// Sites the array phase's messages come from (3 uploads each at the default size).
 const ARRAY_SITES: usize = 1000;
 
-fn set(cfg: &mut toml::Table, table: &str, key: &str, value: impl Into<toml::Value>) {
-    cfg.entry(table)
-        .or_insert_with(|| toml::Value::Table(toml::Table::new()))
-        .as_table_mut()
-        .expect("a table")
-        .insert(key.to_owned(), value.into());
-}
-
 /// The release binary on the shipped defaults in `d`; returns it with its MQTT and API
 /// ports once both listen.
 fn start(d: &Path) -> (Proc, u16, u16) {

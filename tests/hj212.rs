@@ -43,15 +43,6 @@ struct Svc {
     runs: usize,
 }
 
-/// Sets `table.key = value`, creating the table.
-fn set(cfg: &mut toml::Table, table: &str, key: &str, value: impl Into<toml::Value>) {
-    cfg.entry(table)
-        .or_insert_with(|| toml::Value::Table(toml::Table::new()))
-        .as_table_mut()
-        .unwrap_or_else(|| panic!("[{table}] is not a table"))
-        .insert(key.to_owned(), value.into());
-}
-
 impl Svc {
     /// The shipped `config/default.toml` with the embedded broker and the API on free
     /// ports, the store and the registry in a fresh temporary directory, the HJ 212

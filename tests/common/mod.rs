@@ -776,6 +776,15 @@ pub fn make_pki(dir: &Path, clients: &[&str]) {
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
+/// Sets `table.key = value` in a parsed config, creating the table.
+pub fn set(cfg: &mut toml::Table, table: &str, key: &str, value: impl Into<toml::Value>) {
+    cfg.entry(table)
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+        .as_table_mut()
+        .unwrap_or_else(|| panic!("[{table}] is not a table"))
+        .insert(key.to_owned(), value.into());
+}
+
 /// The shipped `config/default.toml` with the embedded broker on `mqtt_port` and the API
 /// on `api_port` (tests never use the fixed defaults); fails if the shipped listeners
 /// moved, so that no test silently runs on them.
