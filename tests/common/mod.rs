@@ -20,13 +20,30 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
 pub const INSTALL: &str =
     "apt-get update && apt-get install -y mosquitto mosquitto-clients victoria-metrics influxdb openssl chromium";
 
-/// A port that was free a moment ago (the OS picks it; never a fixed port).
+/// Lowest port [`free_port`] hands out; everything it hands out lies below the kernel's
+/// ephemeral range (32768–60999 on Linux), so no outgoing connection and no `bind(0)`
+/// can take a port between the moment it is chosen and the moment its server binds it.
+const TEST_PORTS: std::ops::Range<u16> = 15_000..32_768;
+
+/// A port that was free a moment ago, chosen at random (never a fixed port) and never
+/// handed out twice in this process: asking the OS for port 0 twice can return the same
+/// port once the first probe is closed, which once gave the API and the embedded broker
+/// the same port in one test.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let port = fastrand::u16(TEST_PORTS);
+        if given.contains(&port) {
+            continue;
+        }
+        // One probe at a time: a listener still open would make the second probe fail.
+        let free = |host: &str| TcpListener::bind((host, port)).is_ok();
+        if free("127.0.0.1") && free("0.0.0.0") {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// Fails with installation advice when `bin` is not on PATH.
