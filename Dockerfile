@@ -2,6 +2,8 @@
 FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
+# SQLite's compile-time options (LIBSQLITE3_FLAGS).
+COPY .cargo .cargo
 COPY src src
 COPY config config
 RUN cargo build --release --locked --bin aq-ingest

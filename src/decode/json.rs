@@ -63,7 +63,7 @@ enum Payload {
 /// One array element: an object decoded, or what else it was.
 struct Element(Result<Observation, Rejection>);
 
-/// The keys a reading object may have, in [`Fields`] slot order.
+/// The keys a reading object may have; a key's position is its slot in [`Fields`].
 const KEYS: [&str; 8] = [
     "ts",
     "pm25",
@@ -74,17 +74,93 @@ const KEYS: [&str; 8] = [
     "period",
     "interval_secs",
 ];
+const TS: usize = 0;
+const PM25: usize = 1;
+const PM10: usize = 2;
+const UNIT: usize = 3;
+const FLAG: usize = 4;
+const DEVICE: usize = 5;
+const PERIOD: usize = 6;
+const INTERVAL: usize = 7;
 
-/// A reading object's known keys and their values.
+/// A known key's value as the decoder needs it: the scalars themselves (a string
+/// borrowed from the payload unless it had escapes), containers only as what they
+/// were. Building a `Value` here cost an allocation for every string value (the
+/// timestamp of every reading) and a drop; this costs neither.
 #[derive(Default)]
-struct Fields([Option<Value>; KEYS.len()]);
+enum Scalar<'de> {
+    /// JSON `null`, or the key was absent: the two mean the same for every field.
+    #[default]
+    Null,
+    Bool,
+    Number(serde_json::Number),
+    Str(std::borrow::Cow<'de, str>),
+    Array,
+    Object,
+}
 
-impl Fields {
-    fn get(&self, key: &str) -> Option<&Value> {
-        let i = KEYS.iter().position(|k| *k == key)?;
-        self.0[i].as_ref()
+impl Scalar<'_> {
+    /// "a number", "a string", … for a wrong-type rejection.
+    fn kind(&self) -> &'static str {
+        match self {
+            Scalar::Null => "null",
+            Scalar::Bool => "a boolean",
+            Scalar::Number(_) => "a number",
+            Scalar::Str(_) => "a string",
+            Scalar::Array => "an array",
+            Scalar::Object => "an object",
+        }
     }
 }
+
+impl<'de> Deserialize<'de> for Scalar<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Scalar<'de>, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Scalar<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Scalar<'de>, E> {
+                Ok(Scalar::Null)
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Scalar<'de>, E> {
+                Ok(Scalar::Bool)
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<Scalar<'de>, E> {
+                Ok(Scalar::Number(n.into()))
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<Scalar<'de>, E> {
+                Ok(Scalar::Number(n.into()))
+            }
+            fn visit_f64<E: de::Error>(self, n: f64) -> Result<Scalar<'de>, E> {
+                // The parser refuses what is out of range, so `n` is finite.
+                Ok(serde_json::Number::from_f64(n).map_or(Scalar::Null, Scalar::Number))
+            }
+            fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Scalar<'de>, E> {
+                Ok(Scalar::Str(s.into()))
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Scalar<'de>, E> {
+                Ok(Scalar::Str(s.to_owned().into()))
+            }
+            // Containers are walked as `Value`s (and dropped) so that the parser's
+            // nesting limit refuses a hostile depth as bad JSON.
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Scalar<'de>, A::Error> {
+                while seq.next_element::<Value>()?.is_some() {}
+                Ok(Scalar::Array)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Scalar<'de>, A::Error> {
+                while map.next_entry::<Value, Value>()?.is_some() {}
+                Ok(Scalar::Object)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A reading object's known keys and their values ([`Scalar::Null`] when absent).
+#[derive(Default)]
+struct Fields<'de>([Scalar<'de>; KEYS.len()]);
 
 /// A key of a reading object: its slot in [`Fields`], or None for one we ignore.
 struct Key(Option<usize>);
@@ -105,11 +181,11 @@ impl<'de> Deserialize<'de> for Key {
     }
 }
 
-fn read_fields<'de, A: MapAccess<'de>>(mut map: A) -> Result<Fields, A::Error> {
+fn read_fields<'de, A: MapAccess<'de>>(mut map: A) -> Result<Fields<'de>, A::Error> {
     let mut f = Fields::default();
     while let Some(Key(slot)) = map.next_key()? {
         match slot {
-            Some(i) => f.0[i] = Some(map.next_value()?),
+            Some(i) => f.0[i] = map.next_value()?,
             None => {
                 map.next_value::<Value>()?;
             }
@@ -203,52 +279,41 @@ fn not_object(kind: &str) -> Rejection {
     )
 }
 
-fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
-fn wrong_type(field: &str, expected: &str, v: &Value) -> Rejection {
+fn wrong_type(field: &str, expected: &str, got: &Scalar<'_>) -> Rejection {
     Rejection::new(
         RejectReason::WrongType,
-        format!("{field}: expected {expected}, got {}", type_name(v)),
+        format!("{field}: expected {expected}, got {}", got.kind()),
     )
 }
 
-fn decode_object(obj: &Fields) -> Result<Observation, Rejection> {
-    let ts = match obj.get("ts") {
-        None | Some(Value::Null) => {
+fn decode_object(Fields(obj): &Fields<'_>) -> Result<Observation, Rejection> {
+    let ts = match &obj[TS] {
+        Scalar::Null => {
             return Err(Rejection::new(RejectReason::MissingTimestamp, "no ts"));
         }
-        Some(v) => parse_ts(v)?,
+        v => parse_ts(v)?,
     };
-    let pm25 = concentration(obj, "pm25")?;
-    let pm10 = concentration(obj, "pm10")?;
+    let pm25 = concentration(&obj[PM25], KEYS[PM25])?;
+    let pm10 = concentration(&obj[PM10], KEYS[PM10])?;
     if pm25.is_none() && pm10.is_none() {
         return Err(Rejection::new(
             RejectReason::NoValue,
             "neither pm25 nor pm10",
         ));
     }
-    let unit = match obj.get("unit") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(ConcentrationUnit::parse(s).ok_or_else(|| {
+    let unit = match &obj[UNIT] {
+        Scalar::Null => None,
+        Scalar::Str(s) => Some(ConcentrationUnit::parse(s).ok_or_else(|| {
             Rejection::new(
                 RejectReason::UnknownUnit,
                 format!("unit {:?}: use ug/m3, mg/m3 or ng/m3", clip(s)),
             )
         })?),
-        Some(v) => return Err(wrong_type("unit", "a string", v)),
+        v => return Err(wrong_type("unit", "a string", v)),
     };
-    let flag = match obj.get("flag") {
-        None | Some(Value::Null) => Flag::Normal,
-        Some(Value::String(s)) => Flag::parse(s).ok_or_else(|| {
+    let flag = match &obj[FLAG] {
+        Scalar::Null => Flag::Normal,
+        Scalar::Str(s) => Flag::parse(s).ok_or_else(|| {
             Rejection::new(
                 RejectReason::BadFlag,
                 format!(
@@ -257,26 +322,26 @@ fn decode_object(obj: &Fields) -> Result<Observation, Rejection> {
                 ),
             )
         })?,
-        Some(v) => return Err(wrong_type("flag", "a string", v)),
+        v => return Err(wrong_type("flag", "a string", v)),
     };
-    let device = match obj.get("device") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(s.clone()),
-        Some(v) => return Err(wrong_type("device", "a string", v)),
+    let device = match &obj[DEVICE] {
+        Scalar::Null => None,
+        Scalar::Str(s) => Some(s.clone().into_owned()),
+        v => return Err(wrong_type("device", "a string", v)),
     };
-    let period = match obj.get("period") {
-        None | Some(Value::Null) => Period::Sample,
-        Some(Value::String(s)) => Period::parse(s).ok_or_else(|| {
+    let period = match &obj[PERIOD] {
+        Scalar::Null => Period::Sample,
+        Scalar::Str(s) => Period::parse(s).ok_or_else(|| {
             Rejection::new(
                 RejectReason::BadPeriod,
                 format!("period {:?}: use sample or hour", clip(s)),
             )
         })?,
-        Some(v) => return Err(wrong_type("period", "a string", v)),
+        v => return Err(wrong_type("period", "a string", v)),
     };
-    let interval_secs = match obj.get("interval_secs") {
-        None | Some(Value::Null) => None,
-        Some(Value::Number(n)) => match n.as_u64() {
+    let interval_secs = match &obj[INTERVAL] {
+        Scalar::Null => None,
+        Scalar::Number(n) => match n.as_u64() {
             Some(s @ 1..=86_400) => Some(s as u32),
             _ => {
                 return Err(Rejection::new(
@@ -285,7 +350,7 @@ fn decode_object(obj: &Fields) -> Result<Observation, Rejection> {
                 ))
             }
         },
-        Some(v) => return Err(wrong_type("interval_secs", "a number", v)),
+        v => return Err(wrong_type("interval_secs", "a number", v)),
     };
     Ok(Observation {
         ts,
@@ -307,11 +372,11 @@ fn clip(s: &str) -> &str {
     }
 }
 
-fn concentration(obj: &Fields, key: &str) -> Result<Option<f64>, Rejection> {
-    match obj.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => Ok(n.as_f64()),
-        Some(Value::String(s)) => {
+fn concentration(v: &Scalar<'_>, key: &str) -> Result<Option<f64>, Rejection> {
+    match v {
+        Scalar::Null => Ok(None),
+        Scalar::Number(n) => Ok(n.as_f64()),
+        Scalar::Str(s) => {
             // Devices that cannot print JSON numbers send NaN as a string. Name that
             // case: "not a number" helps the operator more than "wrong type".
             let t = s.trim().to_ascii_lowercase();
@@ -322,17 +387,17 @@ fn concentration(obj: &Fields, key: &str) -> Result<Option<f64>, Rejection> {
                     format!("{key} is {:?}", clip(s)),
                 ))
             } else {
-                Err(wrong_type(key, "a number", &Value::String(s.clone())))
+                Err(wrong_type(key, "a number", v))
             }
         }
-        Some(v) => Err(wrong_type(key, "a number", v)),
+        v => Err(wrong_type(key, "a number", v)),
     }
 }
 
-fn parse_ts(v: &Value) -> Result<UnixMillis, Rejection> {
+fn parse_ts(v: &Scalar<'_>) -> Result<UnixMillis, Rejection> {
     let bad = |detail: String| Rejection::new(RejectReason::BadTimestamp, detail);
     match v {
-        Value::String(s) => DateTime::parse_from_rfc3339(s)
+        Scalar::Str(s) => DateTime::parse_from_rfc3339(s)
             .map(|t| UnixMillis(t.timestamp_millis()))
             .map_err(|e| {
                 bad(format!(
@@ -340,7 +405,7 @@ fn parse_ts(v: &Value) -> Result<UnixMillis, Rejection> {
                     clip(s)
                 ))
             }),
-        Value::Number(n) => {
+        Scalar::Number(n) => {
             if let Some(i) = n.as_i64() {
                 if i < 0 {
                     return Err(bad(format!("ts {i} is before 1970")));
@@ -390,6 +455,24 @@ mod tests {
         assert_eq!(o.unit, Some(ConcentrationUnit::MilligramsPerCubicMetre));
         assert_eq!(o.device.as_deref(), Some("d1"));
         assert_eq!(o.interval_secs, Some(60));
+    }
+
+    #[test]
+    fn strings_with_escapes_decode_like_plain_ones() {
+        // Escaped strings are not borrowed from the payload: the owned path.
+        let o = one(
+            r#"{"ts":"2016-08-01T08:58:57\u002B08:00","pm25":1,"device":"d\"1","flag":"\u004E"}"#,
+        )
+        .unwrap();
+        assert_eq!(o.ts, UnixMillis(1_470_013_137_000));
+        assert_eq!(o.device.as_deref(), Some("d\"1"));
+        assert_eq!(o.flag, Flag::Normal);
+        let r = one(r#"{"ts":1470013137,"pm10":"\u004EaN"}"#).unwrap_err();
+        assert_eq!(r.reason, RejectReason::NotFinite);
+        let r = one(r#"{"ts":1470013137,"pm10":{"v":1}}"#).unwrap_err();
+        assert_eq!(r.detail, "pm10: expected a number, got an object");
+        let r = one(r#"{"ts":[1],"pm10":1}"#).unwrap_err();
+        assert_eq!(r.detail, "ts: expected a string or number, got an array");
     }
 
     #[test]

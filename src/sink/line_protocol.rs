@@ -144,7 +144,7 @@ pub fn encode_ref_into(p: &PointRef<'_>, out: &mut String) -> Result<(), LineErr
 /// number without `i` as a float) — at a fraction of `write!`'s cost: `ryu` gives the
 /// same shortest digits, as `80.0` or, outside about 1e-5..1e16, with an exponent,
 /// where `Display` takes over (concentrations never get there).
-fn push_float(f: f64, out: &mut String) {
+pub(super) fn push_float(f: f64, out: &mut String) {
     let mut buf = ryu::Buffer::new();
     let s = buf.format_finite(f);
     if s.contains('e') {
@@ -230,11 +230,21 @@ fn check_text(s: &str) -> Result<(), LineError> {
     Ok(())
 }
 
-fn check(p: &PointRef<'_>) -> Result<(), LineError> {
-    if p.measurement.is_empty() {
+/// Checks a measurement name as [`encode_into`] does.
+pub(super) fn check_measurement(m: &str) -> Result<(), LineError> {
+    if m.is_empty() {
         return Err(LineError::EmptyMeasurement);
     }
-    check_name(p.measurement)?;
+    check_name(m)
+}
+
+/// Appends a measurement name, escaped.
+pub(super) fn push_measurement(m: &str, out: &mut String) {
+    escape(m, Escape::Measurement, out);
+}
+
+fn check(p: &PointRef<'_>) -> Result<(), LineError> {
+    check_measurement(p.measurement)?;
     for (k, v) in p.tags {
         check_name(k)?;
         if v.is_empty() {

@@ -29,7 +29,7 @@ pub(super) fn insert(
 
 /// Readings per multi-row INSERT on SQLite: one statement execution (and, with
 /// AUTOINCREMENT, one read and one update of `sqlite_sequence`) per this many
-/// readings instead of per reading. 64 × 9 parameters is far below SQLite's limit.
+/// readings instead of per reading. 1 + 64 × 8 parameters is far below SQLite's limit.
 const INSERT_CHUNK: usize = 64;
 
 /// SQLite's readings INSERT for one row or for [`INSERT_CHUNK`] rows, built once.
@@ -43,24 +43,28 @@ fn insert_sql(rows: usize) -> &'static str {
     }
 }
 
-/// SQLite's readings INSERT for `rows` rows.
+/// SQLite's readings INSERT for `rows` rows. `?1` is the commit's receive time, bound
+/// once for every row; each row's own eight values follow.
+///
+/// `OR IGNORE` rather than `ON CONFLICT DO NOTHING`: both skip a reading whose identity
+/// is stored, but the upsert clause leaves the NOT NULL constraints able to abort the
+/// statement halfway, so SQLite keeps a statement journal of every page a multi-row
+/// insert touches in case it must undo the rows before. The values bound to the NOT
+/// NULL columns come from non-optional fields and are never NULL, so ignoring a NULL
+/// instead of aborting can never happen and changes nothing but the journal.
 fn build_insert_sql(rows: usize) -> String {
-    const WIDTH: usize = 9;
+    const WIDTH: usize = 8;
     let mut sql = String::from(
-        "INSERT INTO readings
+        "INSERT OR IGNORE INTO readings
          (site, ts_ms, period, device, flag, pm25, pm10, interval_secs, received_ms) VALUES ",
     );
     for row in 0..rows {
         sql.push_str(if row == 0 { "(" } else { ", (" });
         for c in 0..WIDTH {
-            if c > 0 {
-                sql.push_str(", ");
-            }
-            sql.push_str(&format!("?{}", row * WIDTH + c + 1));
+            sql.push_str(&format!("?{}, ", row * WIDTH + c + 2));
         }
-        sql.push(')');
+        sql.push_str("?1)");
     }
-    sql.push_str(" ON CONFLICT DO NOTHING");
     sql
 }
 
@@ -89,7 +93,6 @@ fn insert_chunked<'r>(
             r.pm25.map(|v| v.value()),
             r.pm10.map(|v| v.value()),
             r.interval_secs.map(i64::from),
-            now.0,
         ]);
     };
     let conn = tx.sqlite_conn().expect("the SQLite path");
@@ -97,7 +100,7 @@ fn insert_chunked<'r>(
     let mut one = tx.prepare(insert_sql(1))?;
     let mut many = None;
     let mut last_seq = tx.prepare("SELECT coalesce(max(seq), 0) FROM readings")?;
-    let mut buf = Vec::with_capacity(INSERT_CHUNK * 9);
+    let mut buf = Vec::with_capacity(1 + INSERT_CHUNK * 8);
     for chunk in readings.chunks(INSERT_CHUNK) {
         if chunk.len() == INSERT_CHUNK {
             let many = match &mut many {
@@ -105,6 +108,7 @@ fn insert_chunked<'r>(
                 None => many.insert(tx.prepare(insert_sql(INSERT_CHUNK))?),
             };
             buf.clear();
+            buf.push(Param::Int(now.0));
             chunk.iter().for_each(|r| params(r, &mut buf));
             let mut before = 0;
             last_seq.each(p![], |r| {
@@ -122,6 +126,7 @@ fn insert_chunked<'r>(
         }
         for r in chunk {
             buf.clear();
+            buf.push(Param::Int(now.0));
             params(r, &mut buf);
             new.push(one.exec(&buf)? > 0);
         }
