@@ -141,19 +141,69 @@ pub fn encode_ref_into(p: &PointRef<'_>, out: &mut String) -> Result<(), LineErr
 
 /// Appends a finite float as `Display` prints it — the shortest text that parses back
 /// to the same value, never with an exponent, `80` for 80.0 (line protocol reads a
-/// number without `i` as a float) — at a fraction of `write!`'s cost: `ryu` gives the
-/// same shortest digits, as `80.0` or, outside about 1e-5..1e16, with an exponent,
-/// where `Display` takes over (concentrations never get there).
+/// number without `i` as a float) — at a fraction of `write!`'s cost.
+///
+/// Devices send concentrations with a few decimals (35.2, 80.15), so first
+/// [`push_short_decimal`]; otherwise, below [`RYU_BELOW`], `ryu` gives the same
+/// shortest digits, as `80.0` or, under about 1e-5, with an exponent, where `Display`
+/// takes over (concentrations never get there).
 pub(super) fn push_float(f: f64, out: &mut String) {
+    if push_short_decimal(f, out) {
+        return;
+    }
     let mut buf = ryu::Buffer::new();
     let s = buf.format_finite(f);
-    if s.contains('e') {
+    if s.contains('e') || f.abs() >= RYU_BELOW {
         use std::fmt::Write as _;
         let _ = write!(out, "{f}");
     } else {
         out.push_str(s.strip_suffix(".0").unwrap_or(s));
     }
 }
+
+/// Appends `f` when it is exactly the double nearest some `m / 10^d` with at most
+/// [`SHORT_DECIMALS`] decimals and a small `m`; false (nothing appended) otherwise.
+///
+/// Why this is `Display`'s text: `m as f64 / 10^d` is the correctly rounded quotient,
+/// the same double a parser gives for the decimal text of `m / 10^d`; so when it equals
+/// `f` that text reads back as `f`. Trying d = 0, 1, 2, … in turn finds the fewest
+/// decimals that do, and with so few digits no other text of that length can (two
+/// such decimals are 10^-d apart, far more than a double's spacing below 2^40), so
+/// it is the shortest round-tripping text `Display` prints.
+fn push_short_decimal(f: f64, out: &mut String) -> bool {
+    const SCALE: [f64; SHORT_DECIMALS + 1] = [1.0, 10.0, 100.0, 1000.0];
+    // Below 2^40 / 1000 every m·10^(3-d) fits exactly and the spacing argument holds.
+    // (-0.0 is in that range but prints as "-0".)
+    if !(0.0..1e9).contains(&f) || f.is_sign_negative() {
+        return false;
+    }
+    for (d, scale) in SCALE.iter().enumerate() {
+        let m = (f * scale).round();
+        if m / scale != f {
+            continue;
+        }
+        let m = m as u64;
+        let p = 10u64.pow(d as u32);
+        let mut buf = itoa::Buffer::new();
+        out.push_str(buf.format(m / p));
+        if d > 0 {
+            out.push('.');
+            let frac = buf.format(m % p + p);
+            out.push_str(&frac[1..]);
+        }
+        return true;
+    }
+    false
+}
+
+/// Where `ryu` and `Display` part: from about 1e9 up, a value whose shortest text
+/// needs 17 digits can sit exactly halfway between two candidates, and the two break
+/// the tie differently (…4.8125 → ryu …4.812, `Display` …4.813). Below 2^27 a double's
+/// exact decimal expansion is far longer than 17 digits, so no such tie exists.
+const RYU_BELOW: f64 = 1e8;
+
+/// The most decimals [`push_short_decimal`] writes.
+const SHORT_DECIMALS: usize = 3;
 
 /// Encodes one point as a line with its trailing newline.
 pub fn encode(p: &Point) -> Result<String, LineError> {
@@ -360,7 +410,28 @@ mod tests {
     #[test]
     fn floats_print_as_display_prints_them() {
         for f in [
-            0.0, -0.0, 80.0, 35.5, 0.1, 1e-5, 1.5e-7, 1e15, 1e16, 1.7e308, 5e-324,
+            0.0,
+            -0.0,
+            80.0,
+            35.5,
+            0.1,
+            1e-5,
+            1.5e-7,
+            1e15,
+            1e16,
+            1.7e308,
+            5e-324,
+            0.05,
+            0.005,
+            35.2,
+            80.15,
+            999.999,
+            1e9,
+            999_999_999.999,
+            0.1 + 0.2,
+            35.199999999999996,
+            20_232_703_586_014.813,
+            659_739_402.816_406_3,
         ] {
             let mut s = String::new();
             push_float(f, &mut s);
@@ -372,8 +443,16 @@ mod tests {
         /// The fast float text is `Display`'s, byte for byte, over every bit pattern
         /// of a finite f64 (and over the values devices send).
         #[test]
-        fn float_text_is_display_text(bits in any::<u64>(), ug in 0.0f64..20_000.0) {
-            for f in [f64::from_bits(bits), ug] {
+        fn float_text_is_display_text(
+            bits in any::<u64>(),
+            ug in 0.0f64..20_000.0,
+            m in 0u64..2_000_000_000_000,
+            d in 0i32..6,
+            big in 1e7f64..1e17,
+        ) {
+            // Also every decimal with up to five places (the short path and past it).
+            let decimal: f64 = format!("{m}e-{d}").parse().unwrap();
+            for f in [f64::from_bits(bits), ug, decimal, decimal * 1000.0 / 1000.0, big] {
                 if f.is_finite() {
                     let mut s = String::new();
                     push_float(f, &mut s);
