@@ -24,7 +24,9 @@
 //! messages per commit and aq-ingest's peak RSS — and for the live stream one table
 //! with (c), the peer: a hand-written Python bridge (`benches/bridge/bridge.py`:
 //! paho-mqtt + influxdb-client, 5 000-point batches, no durability) on the same stream
-//! into the same VictoriaMetrics, with its CPU and peak RSS. Environment knobs for experiments:
+//! into the same VictoriaMetrics, with its CPU and peak RSS; and (d) aq-ingest as shipped,
+//! the publishers connected to its embedded broker instead of mosquitto (the one-command
+//! default). Environment knobs for experiments:
 //! `AQ_BENCH_BIN=PATH` (measure another build of the service), `AQ_BENCH_PUBLISHERS=P` (publisher connections, default 20), `AQ_BENCH_ARRAY=100` (instead: N readings in arrays of 100 per message, committed
 //! readings/s), `AQ_BENCH_PERF=FILE` (profile the service with perf), `AQ_BENCH_NO_SINK=1`,
 //! `AQ_BENCH_DURABILITY=process_crash`, `AQ_BENCH_SINK_EXTRA="derived = false"` (more
@@ -397,6 +399,46 @@ fn arrays(pinned: bool, n: usize, per: usize, rt: &tokio::runtime::Runtime) {
     );
 }
 
+/// (d) aq-ingest as shipped by default: the publishers connect to its embedded broker
+/// (no mosquitto in the path; PUBACK after the commit). The same stream, live; time
+/// from the first publish until everything is committed and in VictoriaMetrics.
+/// Returns that time, the service's CPU seconds and its peak RSS.
+fn embedded(
+    pinned: bool,
+    msgs: Vec<(String, Vec<u8>)>,
+    sink_cfg: &str,
+    durability: &str,
+    rt: &tokio::runtime::Runtime,
+) -> (Duration, f64, f64) {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let cfg = dir.path().join("aq.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[broker]\nembedded = true\nlisten = \"127.0.0.1:{port}\"\n[store]\npath = \"{}\"\ndurability = \"{durability}\"\n[log]\nstats_interval_secs = 0\n[api]\nenabled = false\n{sink_cfg}",
+            dir.path().join("aq.db").display(),
+        ),
+    )
+    .unwrap();
+    let mut svc = spawn_service(pinned, dir.path(), &cfg, 0);
+    wait_until(
+        "the embedded broker listening",
+        Duration::from_secs(20),
+        || svc.log_text().contains("devices can connect"),
+    );
+    let n = msgs.len();
+    let t0 = Instant::now();
+    let publisher = rt.spawn(publish_from_many(port, msgs));
+    let pid = svc.pid();
+    let m = measure(dir.path(), pid, pid, t0, n, !sink_cfg.is_empty());
+    rt.block_on(publisher).unwrap();
+    let rss = peak_rss_mib(pid);
+    unsafe_sigterm(pid);
+    assert!(svc.wait().success());
+    (m.forwarded, m.cpu_secs, rss)
+}
+
 fn layout(pinned: bool, n: usize, rt: &tokio::runtime::Runtime) {
     let dir = tempfile::tempdir().unwrap();
     let broker = Mosquitto::start(dir.path());
@@ -463,6 +505,15 @@ fn layout(pinned: bool, n: usize, rt: &tokio::runtime::Runtime) {
     assert!(svc.wait().success());
     let acked = counter(&svc.log_text(), "messages_acked");
     let backlog_commits = counter(&svc.log_text(), "store_commits");
+
+    // (d) the default deployment: devices straight to aq-ingest's embedded broker.
+    let (embedded_took, embedded_cpu, embedded_rss) = embedded(
+        pinned,
+        messages(n, base + 4 * 86_400_000),
+        &sink_cfg,
+        &durability,
+        rt,
+    );
 
     let per100k = |cpu: f64| cpu * 100_000.0 / n as f64;
     println!(
@@ -548,7 +599,18 @@ fn layout(pinned: bool, n: usize, rt: &tokio::runtime::Runtime) {
         per100k(bridge.cpu_secs),
         bridge.rss_mib
     );
-    println!("    aq-ingest / Python bridge: {:.2}×\n", b / c);
+    let d = rate(n, embedded_took);
+    println!(
+        "    | aq-ingest, embedded broker (the default; devices publish to it, no mosquitto) | {d:.0} | {:.2} | {:.2} | {:.2} | {embedded_rss:.0} MiB |",
+        d / a,
+        d / a2,
+        per100k(embedded_cpu)
+    );
+    println!(
+        "    aq-ingest / Python bridge: {:.2}×; with the embedded broker: {:.2}×\n",
+        b / c,
+        d / c
+    );
 }
 
 fn main() {
