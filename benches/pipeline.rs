@@ -315,6 +315,18 @@ fn spawn_service(pinned: bool, dir: &Path, cfg: &Path, run: usize) -> Proc {
     spawn_logged(cmd.arg("--config").arg(cfg).env("RUST_LOG", "info"), log)
 }
 
+/// Stops the service with SIGTERM and checks it exited cleanly — unless it runs under
+/// `perf record` (`AQ_BENCH_PERF`), whose own exit status after SIGTERM is not the
+/// service's.
+fn stop(svc: &mut Proc) {
+    unsafe_sigterm(svc.pid());
+    let status = svc.wait();
+    assert!(
+        status.success() || std::env::var_os("AQ_BENCH_PERF").is_some(),
+        "aq-ingest exited with {status}"
+    );
+}
+
 /// What one aq-ingest run took. (The child is `taskset`'s exec, so its pid is the
 /// service's own.)
 struct Measured {
@@ -388,8 +400,7 @@ fn arrays(pinned: bool, n: usize, per: usize, rt: &tokio::runtime::Runtime) {
     let m = measure(dir.path(), svc.pid(), broker.pid(), t0, n, true);
     rt.block_on(publisher).unwrap();
     let rss = peak_rss_mib(svc.pid());
-    unsafe_sigterm(svc.pid());
-    assert!(svc.wait().success());
+    stop(&mut svc);
     println!(
         "{} layout, {n} readings in arrays of {per} (power-loss durability, VictoriaMetrics):\n  committed {:.0} readings/s, forwarded {:.0} readings/s; aq-ingest CPU {:.2} s/100k readings, peak RSS {rss:.1} MiB\n",
         if pinned { "pinned" } else { "shared" },
@@ -434,8 +445,7 @@ fn embedded(
     let m = measure(dir.path(), pid, pid, t0, n, !sink_cfg.is_empty());
     rt.block_on(publisher).unwrap();
     let rss = peak_rss_mib(pid);
-    unsafe_sigterm(pid);
-    assert!(svc.wait().success());
+    stop(&mut svc);
     (m.forwarded, m.cpu_secs, rss)
 }
 
@@ -489,8 +499,7 @@ fn layout(pinned: bool, n: usize, rt: &tokio::runtime::Runtime) {
     let publisher = rt.spawn(publish_from_many(port, messages(n, base + 2 * 86_400_000)));
     let live = measure(dir.path(), svc.pid(), mpid, t0, n, sink);
     rt.block_on(publisher).unwrap();
-    unsafe_sigterm(svc.pid());
-    assert!(svc.wait().success());
+    stop(&mut svc);
     let live_commits = counter(&svc.log_text(), "store_commits");
 
     rt.block_on(publish_from_many(port, messages(n, base + 3 * 86_400_000)));
@@ -501,8 +510,7 @@ fn layout(pinned: bool, n: usize, rt: &tokio::runtime::Runtime) {
     });
     let backlog = measure(dir.path(), pid, mpid, Instant::now(), 2 * n, sink);
     let rss = peak_rss_mib(pid);
-    unsafe_sigterm(pid);
-    assert!(svc.wait().success());
+    stop(&mut svc);
     let acked = counter(&svc.log_text(), "messages_acked");
     let backlog_commits = counter(&svc.log_text(), "store_commits");
 
