@@ -28,7 +28,8 @@
 //! the publishers connected to its embedded broker instead of mosquitto (the one-command
 //! default). Environment knobs for experiments:
 //! `AQ_BENCH_BIN=PATH` (measure another build of the service), `AQ_BENCH_PUBLISHERS=P` (publisher connections, default 20), `AQ_BENCH_ARRAY=100` (instead: N readings in arrays of 100 per message, committed
-//! readings/s), `AQ_BENCH_PERF=FILE` (profile the service with perf), `AQ_BENCH_NO_SINK=1`,
+//! readings/s), `AQ_BENCH_PERF=FILE` (profile the service with perf: FILE.0 live, .1 backlog, .2 embedded;
+//! CPU and RSS are then perf's, not the service's), `AQ_BENCH_NO_SINK=1`,
 //! `AQ_BENCH_DURABILITY=process_crash`, `AQ_BENCH_SINK_EXTRA="derived = false"` (more
 //! `[influx]` settings).
 
@@ -432,7 +433,8 @@ fn embedded(
         ),
     )
     .unwrap();
-    let mut svc = spawn_service(pinned, dir.path(), &cfg, 0);
+    // Run 2 (the mosquitto runs are 0, live, and 1, backlog): `AQ_BENCH_PERF`'s FILE.2.
+    let mut svc = spawn_service(pinned, dir.path(), &cfg, 2);
     wait_until(
         "the embedded broker listening",
         Duration::from_secs(20),
