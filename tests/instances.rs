@@ -9,10 +9,10 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::Duration;
 
+use common::instance::Instance;
 use common::pg::Postgres;
 use common::*;
 
@@ -43,111 +43,23 @@ fn stream(from: usize, to: usize, base: i64) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
-struct Instance {
-    name: String,
-    api: u16,
-    config: PathBuf,
-    proc: Option<Proc>,
-    runs: usize,
-    dir: PathBuf,
+/// An instance subscribed to `broker` (in the shared group when `share`), storing with
+/// `store`, writing to `vm`; started and subscribed.
+fn instance(dir: &Path, name: &str, store: &str, share: bool, broker: &str, vm: &str) -> Instance {
+    let share = if share { "share_group = \"aq\"\n" } else { "" };
+    let config = format!(
+        "[mqtt]\nurl = \"{broker}\"\nclient_id = \"{name}\"\n{share}reconnect_min_ms = 50\nreconnect_max_secs = 1\n\
+         {store}\n[log]\nstats_interval_secs = 0\n\
+         [influx]\nurl = \"{vm}\"\nbucket = \"aq\"\nflush_interval_secs = 0.2\nretry_min_ms = 20\nretry_max_secs = 1\nderived = false\n"
+    );
+    Instance::new(dir, name, &config, "mqtt: subscribed")
 }
 
-impl Instance {
-    fn new(dir: &Path, name: &str, store: &str, share: bool, broker: &str, vm: &str) -> Self {
-        let config = dir.join(format!("{name}.toml"));
-        let share = if share { "share_group = \"aq\"\n" } else { "" };
-        let api = free_port();
-        std::fs::write(
-            &config,
-            format!(
-                "[mqtt]\nurl = \"{broker}\"\nclient_id = \"{name}\"\n{share}reconnect_min_ms = 50\nreconnect_max_secs = 1\n\
-                 {store}\n[log]\nstats_interval_secs = 0\n[api]\nlisten = \"127.0.0.1:{}\"\n\
-                 [influx]\nurl = \"{vm}\"\nbucket = \"aq\"\nflush_interval_secs = 0.2\nretry_min_ms = 20\nretry_max_secs = 1\nderived = false\n",
-                api
-            ),
-        )
-        .unwrap();
-        let mut i = Instance {
-            name: name.into(),
-            api,
-            config,
-            proc: None,
-            runs: 0,
-            dir: dir.to_owned(),
-        };
-        i.start();
-        i
-    }
-
-    fn start(&mut self) {
-        let log = self.dir.join(format!("{}-{}.log", self.name, self.runs));
-        self.runs += 1;
-        let p = spawn_logged(
-            Command::new(env!("CARGO_BIN_EXE_aq-ingest"))
-                .arg("--config")
-                .arg(&self.config)
-                .arg("serve")
-                .env("RUST_LOG", "info"),
-            log,
-        );
-        let subscribed = || p.log_text().contains("mqtt: subscribed");
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while !subscribed() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{} did not subscribe within 30 s; its log:\n{}",
-                self.name,
-                p.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        self.proc = Some(p);
-    }
-
-    fn log(&self) -> String {
-        self.proc.as_ref().map(Proc::log_text).unwrap_or_default()
-    }
-
-    fn runs_influx_writer(&self) -> bool {
-        self.log()
-            .lines()
-            .any(|l| l.contains("this instance now runs the role") && l.contains("influx writer"))
-    }
-
-    /// `GET /readyz`: its status and body.
-    fn ready(&self) -> (u16, String) {
-        http("GET", &format!("http://127.0.0.1:{}/readyz", self.api), "")
-            .unwrap_or((0, String::new()))
-    }
-
-    /// A counter or gauge from `/metrics`.
-    fn metric(&self, name: &str) -> u64 {
-        let (_, body) = http("GET", &format!("http://127.0.0.1:{}/metrics", self.api), "")
-            .unwrap_or((0, String::new()));
-        body.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-            .unwrap_or(0)
-    }
-
-    fn kill(&mut self) {
-        self.proc.take().unwrap().kill();
-    }
-
-    fn report(&self, from: &str, to: &str) -> serde_json::Value {
-        let out = Command::new(env!("CARGO_BIN_EXE_aq-ingest"))
-            .arg("--config")
-            .arg(&self.config)
-            .args(["report", "--from", from, "--to", to, "--format", "json"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{} report: {}",
-            self.name,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
-    }
+/// Whether `i` holds the InfluxDB writer's role.
+fn runs_influx_writer(i: &Instance) -> bool {
+    i.log()
+        .lines()
+        .any(|l| l.contains("this instance now runs the role") && l.contains("influx writer"))
 }
 
 // Long because it is one scenario: start, publish with two kills, then every check.
@@ -165,7 +77,7 @@ async fn three_instances_one_killed_store_every_reading_once_and_report_as_one()
     // The reference: one instance on SQLite with a plain subscription (every message).
     // Its InfluxDB sink is VictoriaMetrics too; the PostgreSQL instances' points are
     // the same points.
-    let reference = Instance::new(
+    let reference = instance(
         dir.path(),
         "ref",
         &lite_store,
@@ -175,7 +87,7 @@ async fn three_instances_one_killed_store_every_reading_once_and_report_as_one()
     );
     let mut inst: Vec<Instance> = (0..3)
         .map(|n| {
-            Instance::new(
+            instance(
                 dir.path(),
                 &format!("aq-{n}"),
                 &pg_store,
@@ -188,7 +100,7 @@ async fn three_instances_one_killed_store_every_reading_once_and_report_as_one()
     wait_until(
         "an instance to take the influx writer role",
         Duration::from_secs(20),
-        || inst.iter().any(Instance::runs_influx_writer),
+        || inst.iter().any(runs_influx_writer),
     );
 
     let base = week_start();
@@ -215,7 +127,7 @@ async fn three_instances_one_killed_store_every_reading_once_and_report_as_one()
     assert!(count(&pg) < total, "the first kill must fall mid-stream");
     let victim = inst
         .iter()
-        .position(|i| !i.runs_influx_writer())
+        .position(|i| !runs_influx_writer(i))
         .expect("two instances do not run the writer");
     inst[victim].kill();
     inst[victim].start();
@@ -227,7 +139,7 @@ async fn three_instances_one_killed_store_every_reading_once_and_report_as_one()
         || count(&pg) >= total / 2,
     );
     assert!(count(&pg) < total, "the second kill must fall mid-stream");
-    let writer = inst.iter().position(Instance::runs_influx_writer).unwrap();
+    let writer = inst.iter().position(runs_influx_writer).unwrap();
     inst[writer].kill();
     inst[writer].start();
     wait_until(
@@ -236,8 +148,8 @@ async fn three_instances_one_killed_store_every_reading_once_and_report_as_one()
         || {
             inst.iter()
                 .enumerate()
-                .any(|(n, i)| n != writer && i.runs_influx_writer())
-                || inst[writer].runs_influx_writer()
+                .any(|(n, i)| n != writer && runs_influx_writer(i))
+                || runs_influx_writer(&inst[writer])
         },
     );
     publisher.await.unwrap();
@@ -334,7 +246,7 @@ async fn postgres_stopped_for_a_minute_under_load_loses_nothing_and_acks_nothing
     let broker = Mosquitto::start(dir.path());
     let vm = Victoria::start(dir.path());
     let store = format!("[store]\nbackend = \"postgres\"\nurl = \"{}\"", pg.url());
-    let inst = Instance::new(
+    let inst = instance(
         dir.path(),
         "aq-solo",
         &store,

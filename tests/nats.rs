@@ -16,12 +16,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::instance::Instance;
 use common::nats::{publish_failover, DeviceReport, NatsCluster};
 use common::pg::Postgres;
 use common::*;
@@ -58,96 +58,11 @@ fn device_stream(d: usize, base: i64) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
-/// One aq-ingest process with a `[nats]` source.
-struct Instance {
-    name: String,
-    config: PathBuf,
-    api: u16,
-    proc: Option<Proc>,
-    runs: usize,
-    dir: PathBuf,
-}
-
-impl Instance {
-    fn new(dir: &Path, name: &str, store: &str, nats: &str) -> Self {
-        let config = dir.join(format!("{name}.toml"));
-        let api = free_port();
-        std::fs::write(
-            &config,
-            format!("{nats}\n{store}\n[log]\nstats_interval_secs = 0\n[api]\nlisten = \"127.0.0.1:{api}\"\n"),
-        )
-        .unwrap();
-        let mut i = Instance {
-            name: name.into(),
-            config,
-            api,
-            proc: None,
-            runs: 0,
-            dir: dir.to_owned(),
-        };
-        i.start();
-        i
-    }
-
-    /// Starts the binary and waits until its durable consumer exists.
-    fn start(&mut self) {
-        let log = self.dir.join(format!("{}-{}.log", self.name, self.runs));
-        self.runs += 1;
-        let p = spawn_logged(
-            Command::new(env!("CARGO_BIN_EXE_aq-ingest"))
-                .arg("--config")
-                .arg(&self.config)
-                .arg("serve")
-                .env("RUST_LOG", "info"),
-            log,
-        );
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !p.log_text().contains("nats: consumer ready") {
-            assert!(
-                Instant::now() < deadline,
-                "{} did not create its consumer within 60 s; its log:\n{}",
-                self.name,
-                p.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        self.proc = Some(p);
-    }
-
-    fn kill(&mut self) {
-        self.proc.take().unwrap().kill();
-    }
-
-    fn log(&self) -> String {
-        self.proc.as_ref().map(Proc::log_text).unwrap_or_default()
-    }
-
-    /// A counter or gauge from `/metrics`.
-    fn metric(&self, name: &str) -> u64 {
-        let (s, body) = http("GET", &format!("http://127.0.0.1:{}/metrics", self.api), "")
-            .unwrap_or((0, String::new()));
-        assert_eq!(s, 200, "{}: /metrics: {body}", self.name);
-        body.lines()
-            .find_map(|l| l.strip_prefix(&format!("{name} ")))
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .unwrap_or_else(|| panic!("{name} not in /metrics")) as u64
-    }
-
-    fn report(&self, from: &str, to: &str) -> serde_json::Value {
-        let out = Command::new(env!("CARGO_BIN_EXE_aq-ingest"))
-            .arg("--config")
-            .arg(&self.config)
-            .args(["report", "--from", from, "--to", to, "--format", "json"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{} report: {}",
-            self.name,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
-    }
+/// One aq-ingest process with a `[nats]` source, started and its durable consumer
+/// created.
+fn instance(dir: &Path, name: &str, store: &str, nats: &str) -> Instance {
+    let config = format!("{nats}\n{store}\n[log]\nstats_interval_secs = 0\n");
+    Instance::new(dir, name, &config, "nats: consumer ready")
 }
 
 /// The `[nats]` section for `durable` on `cluster`.
@@ -188,7 +103,7 @@ async fn three_nodes_three_instances_one_of_each_killed_every_acknowledged_readi
         ref_db.display()
     );
     // Consumers first: the stream keeps only what some consumer is interested in.
-    let reference = Instance::new(
+    let reference = instance(
         dir.path(),
         "ref",
         &lite,
@@ -213,7 +128,7 @@ async fn three_nodes_three_instances_one_of_each_killed_every_acknowledged_readi
             } else {
                 nats_section(&cluster, "aq-ingest", ack_wait)
             };
-            Instance::new(dir.path(), &format!("aq-{n}"), &pg_store(&pg), &nats)
+            instance(dir.path(), &format!("aq-{n}"), &pg_store(&pg), &nats)
         })
         .collect();
 
@@ -396,7 +311,7 @@ async fn a_slow_commit_makes_a_bounded_counted_redelivery_storm_and_no_duplicate
     );
     let inst: Vec<Instance> = (0..2)
         .map(|n| {
-            Instance::new(
+            instance(
                 dir.path(),
                 &format!("aq-{n}"),
                 &pg_store(&pg),
@@ -527,7 +442,7 @@ async fn readings_published_before_the_consumer_exists_are_acknowledged_and_drop
     assert_eq!(early.acked, 10);
     assert_eq!(stream_messages(&cluster).await, 0, "kept with no consumer");
 
-    let inst = Instance::new(
+    let inst = instance(
         dir.path(),
         "aq-0",
         &pg_store(&pg),

@@ -278,6 +278,7 @@ fn http_get(url: &str) -> Option<(u16, String)> {
     httpc::request("GET", url, "")
 }
 
+pub mod instance;
 pub mod nats;
 pub mod pg;
 pub mod store;
