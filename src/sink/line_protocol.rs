@@ -144,16 +144,27 @@ pub fn encode_ref_into(p: &PointRef<'_>, out: &mut String) -> Result<(), LineErr
 /// number without `i` as a float) — at a fraction of `write!`'s cost.
 ///
 /// Devices send concentrations with a few decimals (35.2, 80.15), so first
-/// [`push_short_decimal`]; otherwise, below [`RYU_BELOW`], `ryu` gives the same
-/// shortest digits, as `80.0` or, under about 1e-5, with an exponent, where `Display`
-/// takes over (concentrations never get there).
+/// [`push_short_decimal`]; otherwise `ryu`'s text when it has no exponent and cannot be
+/// one side of a tie (below), else `Display` itself.
+///
+/// Why `ryu`'s text is then `Display`'s: both print the shortest digits that read back
+/// as `f`, the closest to `f` of those, and break a tie between two equally close ones
+/// differently (ryu to even, `Display` up: 2048.00006103515625 → …562 and …563). There
+/// is no tie when the shortest text has at most 15 significant digits (every decimal
+/// of 15 digits survives the trip through a double and back, `f64::DIGITS`, so no
+/// other text of that length reads back as `f`), nor when `f`'s exact value has more
+/// than 18 significant digits (the midpoint of two texts of n ≤ 17 digits has n + 1),
+/// which [`TIE_FREE_FRACTION_BITS`] ensures. Means of concentrations (35.258333333333333)
+/// are of the second kind.
 pub(super) fn push_float(f: f64, out: &mut String) {
     if push_short_decimal(f, out) {
         return;
     }
     let mut buf = ryu::Buffer::new();
     let s = buf.format_finite(f);
-    if s.contains('e') || f.abs() >= RYU_BELOW {
+    let tie_free =
+        significant_digits(s) <= UNIQUE_DIGITS || exact_fraction_bits(f) >= TIE_FREE_FRACTION_BITS;
+    if s.contains('e') || !tie_free {
         use std::fmt::Write as _;
         let _ = write!(out, "{f}");
     } else {
@@ -161,19 +172,54 @@ pub(super) fn push_float(f: f64, out: &mut String) {
     }
 }
 
+/// The most significant digits a decimal can have and still be the only one of its
+/// length that reads back as its double.
+const UNIQUE_DIGITS: usize = f64::DIGITS as usize;
+
+/// Binary digits after the point in `f`'s exact value (its decimal expansion has as
+/// many digits after the point, the last a 5). At least this many make a plain-text
+/// value (≥ about 1e-5, at most 5 zeros after the point) at least 19 significant digits.
+const TIE_FREE_FRACTION_BITS: u32 = 24;
+
+/// See [`TIE_FREE_FRACTION_BITS`]: for a finite `f`, the exponent of the lowest set bit
+/// of its mantissa, negated (0 for an integer).
+fn exact_fraction_bits(f: f64) -> u32 {
+    let bits = f.to_bits();
+    let biased = ((bits >> 52) & 0x7ff) as i32;
+    let fraction = bits & ((1 << 52) - 1);
+    let (mantissa, exp) = if biased == 0 {
+        (fraction, -1074)
+    } else {
+        (fraction | (1 << 52), biased - 1075)
+    };
+    if mantissa == 0 {
+        return 0;
+    }
+    (-(exp + mantissa.trailing_zeros() as i32)).max(0) as u32
+}
+
+/// Significant digits of a plain decimal text (`-0.00120` → 3: leading zeros, the sign
+/// and the point do not count).
+fn significant_digits(s: &str) -> usize {
+    s.bytes()
+        .filter(u8::is_ascii_digit)
+        .skip_while(|b| *b == b'0')
+        .count()
+}
+
 /// Appends `f` when it is exactly the double nearest some `m / 10^d` with at most
-/// [`SHORT_DECIMALS`] decimals and a small `m`; false (nothing appended) otherwise.
+/// [`SHORT_DECIMALS`] decimals and `f` below 10^9; false (nothing appended) otherwise.
 ///
 /// Why this is `Display`'s text: `m as f64 / 10^d` is the correctly rounded quotient,
 /// the same double a parser gives for the decimal text of `m / 10^d`; so when it equals
 /// `f` that text reads back as `f`. Trying d = 0, 1, 2, … in turn finds the fewest
-/// decimals that do, and with so few digits no other text of that length can (two
-/// such decimals are 10^-d apart, far more than a double's spacing below 2^40), so
-/// it is the shortest round-tripping text `Display` prints.
+/// decimals that do; and with at most 12 significant digits that text is the only one
+/// of its length reading back as `f` (see [`push_float`]), so it is the shortest
+/// round-tripping text `Display` prints.
 fn push_short_decimal(f: f64, out: &mut String) -> bool {
     const SCALE: [f64; SHORT_DECIMALS + 1] = [1.0, 10.0, 100.0, 1000.0];
-    // Below 2^40 / 1000 every m·10^(3-d) fits exactly and the spacing argument holds.
-    // (-0.0 is in that range but prints as "-0".)
+    // Below 10^9 every m < 10^12 is exact in a double. (-0.0 is in that range but
+    // prints as "-0".)
     if !(0.0..1e9).contains(&f) || f.is_sign_negative() {
         return false;
     }
@@ -195,12 +241,6 @@ fn push_short_decimal(f: f64, out: &mut String) -> bool {
     }
     false
 }
-
-/// Where `ryu` and `Display` part: from about 1e9 up, a value whose shortest text
-/// needs 17 digits can sit exactly halfway between two candidates, and the two break
-/// the tie differently (…4.8125 → ryu …4.812, `Display` …4.813). Below 2^27 a double's
-/// exact decimal expansion is far longer than 17 digits, so no such tie exists.
-const RYU_BELOW: f64 = 1e8;
 
 /// The most decimals [`push_short_decimal`] writes.
 const SHORT_DECIMALS: usize = 3;
@@ -408,7 +448,33 @@ mod tests {
     }
 
     #[test]
+    fn exact_fraction_bits_counts_binary_places() {
+        assert_eq!(exact_fraction_bits(0.0), 0);
+        assert_eq!(exact_fraction_bits(80.0), 0);
+        assert_eq!(exact_fraction_bits(0.5), 1);
+        assert_eq!(exact_fraction_bits(-2.75), 2);
+        assert_eq!(
+            exact_fraction_bits(f64::from_bits(0x40a0_0000_0800_0000)),
+            14
+        ); // 2048 + 2^-14
+        assert_eq!(exact_fraction_bits(0.1), 55);
+        assert_eq!(exact_fraction_bits(5e-324), 1074);
+    }
+
+    #[test]
     fn floats_print_as_display_prints_them() {
+        // Exact ties between two shortest texts, where ryu rounds to even and `Display`
+        // up: 2048 + 2^-14, 16384 + 2^-13, 2^26 + 2^-9.
+        let ties = [
+            0x40a0_0000_0800_0000,
+            0x40d0_0000_0200_0000,
+            0x4190_0000_0002_0000,
+        ];
+        for f in ties.map(f64::from_bits) {
+            let mut s = String::new();
+            push_float(f, &mut s);
+            assert_eq!(s, format!("{f}"));
+        }
         for f in [
             0.0,
             -0.0,
@@ -440,8 +506,11 @@ mod tests {
     }
 
     proptest! {
-        /// The fast float text is `Display`'s, byte for byte, over every bit pattern
-        /// of a finite f64 (and over the values devices send).
+        /// The fast float text is `Display`'s, byte for byte: over random bit patterns
+        /// of a finite f64, the values devices send, decimals with up to five places,
+        /// and doubles with short binary mantissas (2^e · (1 + k/2^s)), whose exact
+        /// values can sit halfway between two shortest texts — where ryu and `Display`
+        /// break the tie differently.
         #[test]
         fn float_text_is_display_text(
             bits in any::<u64>(),
@@ -449,10 +518,11 @@ mod tests {
             m in 0u64..2_000_000_000_000,
             d in 0i32..6,
             big in 1e7f64..1e17,
+            (e, k, s) in (-40i32..60, any::<u32>(), 1i32..33),
         ) {
-            // Also every decimal with up to five places (the short path and past it).
             let decimal: f64 = format!("{m}e-{d}").parse().unwrap();
-            for f in [f64::from_bits(bits), ug, decimal, decimal * 1000.0 / 1000.0, big] {
+            let dyadic = (1.0 + f64::from(k % (1 << s.min(31))) / 2f64.powi(s)) * 2f64.powi(e);
+            for f in [f64::from_bits(bits), ug, decimal, decimal * 1000.0 / 1000.0, big, dyadic] {
                 if f.is_finite() {
                     let mut s = String::new();
                     push_float(f, &mut s);
