@@ -192,30 +192,7 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let (mqtt_port, api_port, hj_port) = (free_port(), free_port(), free_port());
-    let shipped =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/default.toml"))
-            .unwrap();
-    let mut cfg: toml::Table = shipped.parse().unwrap();
-    set(
-        &mut cfg,
-        "broker",
-        "listen",
-        format!("127.0.0.1:{mqtt_port}"),
-    );
-    set(&mut cfg, "api", "listen", format!("127.0.0.1:{api_port}"));
-    set(
-        &mut cfg,
-        "store",
-        "path",
-        d.join("data/aq-ingest.db").display().to_string(),
-    );
-    set(&mut cfg, "log", "stats_interval_secs", 0);
-    set(
-        &mut cfg,
-        "sites",
-        "file",
-        d.join("sites.toml").display().to_string(),
-    );
+    let mut cfg = shipped_config_in(d, mqtt_port, api_port);
     set(&mut cfg, "hj212", "listen", format!("127.0.0.1:{hj_port}"));
     std::fs::write(d.join("aq.toml"), toml::to_string(&cfg).unwrap()).unwrap();
     let registry: String = (0..DEVICES)

@@ -279,11 +279,12 @@ fn service_bin() -> String {
     std::env::var("AQ_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_aq-ingest").to_owned())
 }
 
-/// Writes the service's config for a run: the broker, a store in `dir` with
-/// `durability`, no API, and `sink_cfg` (an `[influx]` section or nothing).
+/// Writes the service's config for a run: `source` (the `[mqtt]` or `[broker]`
+/// section), a store in `dir` with `durability`, no API, and `sink_cfg` (an `[influx]`
+/// section or nothing).
 fn write_service_config(
     dir: &Path,
-    broker: &Mosquitto,
+    source: &str,
     durability: &str,
     sink_cfg: &str,
 ) -> std::path::PathBuf {
@@ -291,13 +292,20 @@ fn write_service_config(
     std::fs::write(
         &cfg,
         format!(
-            "[mqtt]\nurl = \"{}\"\nclient_id = \"bench-aq\"\n[store]\npath = \"{}\"\ndurability = \"{durability}\"\n[log]\nstats_interval_secs = 0\n[api]\nenabled = false\n{sink_cfg}",
-            broker.url(),
+            "{source}[store]\npath = \"{}\"\ndurability = \"{durability}\"\n[log]\nstats_interval_secs = 0\n[api]\nenabled = false\n{sink_cfg}",
             dir.join("aq.db").display(),
         ),
     )
     .unwrap();
     cfg
+}
+
+/// The `[mqtt]` section of a run through `broker`.
+fn via(broker: &Mosquitto) -> String {
+    format!(
+        "[mqtt]\nurl = \"{}\"\nclient_id = \"bench-aq\"\n",
+        broker.url()
+    )
 }
 
 fn spawn_service(pinned: bool, dir: &Path, cfg: &Path, run: usize) -> Proc {
@@ -388,7 +396,7 @@ fn arrays(pinned: bool, n: usize, per: usize, rt: &tokio::runtime::Runtime) {
     let broker = Mosquitto::start(dir.path());
     let vm = Victoria::start_on(dir.path(), pinned.then_some(1));
     let sink_cfg = format!("[influx]\nurl = \"{}\"\nbucket = \"aq\"\n", vm.url());
-    let cfg = write_service_config(dir.path(), &broker, "power_loss", &sink_cfg);
+    let cfg = write_service_config(dir.path(), &via(&broker), "power_loss", &sink_cfg);
     let mut svc = spawn_service(pinned, dir.path(), &cfg, 0);
     wait_until("aq-ingest subscribed", Duration::from_secs(20), || {
         svc.log_text().contains("mqtt: subscribed")
@@ -424,15 +432,8 @@ fn embedded(
 ) -> (Duration, f64, f64) {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let cfg = dir.path().join("aq.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[broker]\nembedded = true\nlisten = \"127.0.0.1:{port}\"\n[store]\npath = \"{}\"\ndurability = \"{durability}\"\n[log]\nstats_interval_secs = 0\n[api]\nenabled = false\n{sink_cfg}",
-            dir.path().join("aq.db").display(),
-        ),
-    )
-    .unwrap();
+    let broker = format!("[broker]\nembedded = true\nlisten = \"127.0.0.1:{port}\"\n");
+    let cfg = write_service_config(dir.path(), &broker, durability, sink_cfg);
     // Run 2 (the mosquitto runs are 0, live, and 1, backlog): `AQ_BENCH_PERF`'s FILE.2.
     let mut svc = spawn_service(pinned, dir.path(), &cfg, 2);
     wait_until(
@@ -492,7 +493,7 @@ fn layout(pinned: bool, n: usize, rt: &tokio::runtime::Runtime) {
         String::new()
     };
     let durability = std::env::var("AQ_BENCH_DURABILITY").unwrap_or_else(|_| "power_loss".into());
-    let cfg = write_service_config(dir.path(), &broker, &durability, &sink_cfg);
+    let cfg = write_service_config(dir.path(), &via(&broker), &durability, &sink_cfg);
     let mut svc = spawn_service(pinned, dir.path(), &cfg, 0);
     wait_until("aq-ingest subscribed", Duration::from_secs(20), || {
         svc.log_text().contains("mqtt: subscribed")

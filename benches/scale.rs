@@ -47,22 +47,9 @@ const ARRAY_SITES: usize = 1000;
 /// ports once both listen.
 fn start(d: &Path) -> (Proc, u16, u16) {
     let (mqtt_port, api_port) = (free_port(), free_port());
-    let mut cfg: toml::Table = shipped_config(mqtt_port, api_port).parse().unwrap();
-    set(
-        &mut cfg,
-        "store",
-        "path",
-        d.join("data/aq-ingest.db").display().to_string(),
-    );
-    set(&mut cfg, "log", "stats_interval_secs", 0);
+    let cfg = shipped_config_in(d, mqtt_port, api_port);
     // No registry: every site is an unregistered one, accepted (the shipped default).
     std::fs::write(d.join("sites.toml"), "").unwrap();
-    set(
-        &mut cfg,
-        "sites",
-        "file",
-        d.join("sites.toml").display().to_string(),
-    );
     std::fs::write(d.join("aq.toml"), toml::to_string(&cfg).unwrap()).unwrap();
     let svc = spawn_logged(
         Command::new(

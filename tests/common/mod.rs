@@ -803,6 +803,18 @@ pub fn set(cfg: &mut toml::Table, table: &str, key: &str, value: impl Into<toml:
         .insert(key.to_owned(), value.into());
 }
 
+/// [`shipped_config`] as a table, for a service whose files live in `d`: the store at
+/// `d/data/aq-ingest.db`, the site registry at `d/sites.toml`, no periodic stats line.
+pub fn shipped_config_in(d: &Path, mqtt_port: u16, api_port: u16) -> toml::Table {
+    let mut cfg: toml::Table = shipped_config(mqtt_port, api_port).parse().unwrap();
+    let store = d.join("data/aq-ingest.db").display().to_string();
+    set(&mut cfg, "store", "path", store);
+    set(&mut cfg, "log", "stats_interval_secs", 0);
+    let sites = d.join("sites.toml").display().to_string();
+    set(&mut cfg, "sites", "file", sites);
+    cfg
+}
+
 /// The shipped `config/default.toml` with the embedded broker on `mqtt_port` and the API
 /// on `api_port` (tests never use the fixed defaults); fails if the shipped listeners
 /// moved, so that no test silently runs on them.
