@@ -5,7 +5,8 @@
 //! It drives the real ingest stage (`Ingest::run`: decode, validate, the SQLite commit
 //! with power-loss durability, the hourly aggregates and derived lines, the tokens
 //! handed back after the commit) with N single-reading JSON messages over 238 sites,
-//! `BATCH` queued at a time (a commit of `BATCH` messages, as a busy live stream gets),
+//! 1 000 queued at a time (a commit of 1 000 messages, as a busy live stream gets;
+//! `AQ_CPU_BATCH=K` for K),
 //! and after every `SINK_EVERY` batches does what the InfluxDB sink does with the
 //! outbox: the derived lines and the readings after its cursor, encoded as line
 //! protocol, gzipped, and the cursor moved in one commit — everything but the HTTP
@@ -30,8 +31,14 @@ use aq_ingest::source::{AckToken, Acker, Message, Origin};
 use aq_ingest::store::{Outbox, Writer};
 
 const SITES: usize = 238;
-/// Messages per commit.
-const BATCH: usize = 1000;
+/// Readings per commit (`AQ_CPU_BATCH` changes it: the per-commit part of the cost is
+/// what two sizes' counts differ by).
+fn batch_readings() -> usize {
+    std::env::var("AQ_CPU_BATCH")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000)
+}
 /// The sink reads the outbox after this many commits (~5 000 lines, its default batch).
 const SINK_EVERY: usize = 5;
 /// Readings per message with `--array`.
@@ -130,7 +137,7 @@ fn measured(
     batches: Vec<Vec<Message>>,
     outbox: &mut Outbox,
 ) -> usize {
-    let (tx, rx) = tokio::sync::mpsc::channel(BATCH);
+    let (tx, rx) = tokio::sync::mpsc::channel(batch_readings());
     let (acker, mut acks) = Acker::channel();
     let (news_tx, news) = tokio::sync::mpsc::channel(NEWS_SLOTS);
     let mut sink = Sink {
@@ -200,7 +207,7 @@ fn main() {
     let ingest = plan.ingest_stage(writer, Arc::new(SystemClock), Arc::clone(&metrics), None);
     let messages = n / per_message;
     // The same readings per commit whatever the payload shape.
-    let batch = (BATCH / per_message).min(messages).max(1);
+    let batch = (batch_readings() / per_message).min(messages).max(1);
     let received = UnixMillis(BASE_MS + 400 * 86_400_000);
     let mut all: Vec<Message> = (0..messages)
         .map(|k| Message {

@@ -92,6 +92,44 @@ fn proc_cpu_secs(pid: u32) -> f64 {
     (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / 100.0
 }
 
+/// The whole machine's CPU time (every process, every core) from `/proc/stat`: what a
+/// consumer costs the machine it shares with the broker, the publishers and
+/// VictoriaMetrics, beyond its own process.
+#[derive(Clone, Copy)]
+struct MachineCpu {
+    busy: f64,
+    total: f64,
+}
+
+impl MachineCpu {
+    fn now() -> MachineCpu {
+        let stat = std::fs::read_to_string("/proc/stat").unwrap();
+        let f: Vec<f64> = stat
+            .lines()
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .skip(1)
+            .take(8)
+            .map(|v| v.parse().unwrap())
+            .collect();
+        // user nice system idle iowait irq softirq steal, in ticks of 1/100 s.
+        let idle = f[3] + f[4];
+        let total: f64 = f.iter().sum();
+        MachineCpu {
+            busy: (total - idle) / 100.0,
+            total: total / 100.0,
+        }
+    }
+
+    /// Busy CPU seconds since `self`, and the busy share of all cores' time.
+    fn since(self) -> (f64, f64) {
+        let now = MachineCpu::now();
+        let busy = now.busy - self.busy;
+        (busy, busy / (now.total - self.total).max(1e-9))
+    }
+}
+
 /// A command, on core 1 when pinned.
 fn on_core1(pinned: bool, program: &str) -> Command {
     if pinned {
@@ -343,6 +381,8 @@ struct Measured {
     forwarded: Duration,
     cpu_secs: f64,
     broker_cpu_secs: f64,
+    /// The machine's busy CPU seconds and busy share over the same time.
+    machine: (f64, f64),
 }
 
 /// Waits (from `t0`) until `total` readings are stored, then until the sink's cursor
@@ -356,6 +396,7 @@ fn measure(
     sink: bool,
 ) -> Measured {
     let (cpu0, b0) = (proc_cpu_secs(pid), proc_cpu_secs(broker));
+    let machine = MachineCpu::now();
     let c = db(db_dir);
     // Cheap probes (index lookups, not table scans) so that polling does not steal
     // CPU from the service: with no duplicates in the stream, max(seq) is the count.
@@ -373,6 +414,7 @@ fn measure(
         forwarded: t0.elapsed(),
         cpu_secs: proc_cpu_secs(pid) - cpu0,
         broker_cpu_secs: proc_cpu_secs(broker) - b0,
+        machine: machine.since(),
     }
 }
 
@@ -429,7 +471,7 @@ fn embedded(
     sink_cfg: &str,
     durability: &str,
     rt: &tokio::runtime::Runtime,
-) -> (Duration, f64, f64) {
+) -> (Duration, f64, f64, (f64, f64)) {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let broker = format!("[broker]\nembedded = true\nlisten = \"127.0.0.1:{port}\"\n");
@@ -449,7 +491,7 @@ fn embedded(
     rt.block_on(publisher).unwrap();
     let rss = peak_rss_mib(pid);
     stop(&mut svc);
-    (m.forwarded, m.cpu_secs, rss)
+    (m.forwarded, m.cpu_secs, rss, m.machine)
 }
 
 fn layout(pinned: bool, n: usize, rt: &tokio::runtime::Runtime) {
@@ -460,19 +502,28 @@ fn layout(pinned: bool, n: usize, rt: &tokio::runtime::Runtime) {
     let port = broker.port;
     let mpid = broker.pid();
 
+    // The machine's CPU from the first publish until the consumer is done.
+    let start = std::cell::Cell::new(MachineCpu::now());
+    let publish_at = |ts: i64| {
+        start.set(MachineCpu::now());
+        rt.block_on(publish_from_many(port, messages(n, ts)))
+    };
+
     // (a) live: the bare subscriber connected while the stream is published.
     let m0 = proc_cpu_secs(mpid);
-    let publish = || rt.block_on(publish_from_many(port, messages(n, base)));
-    let live_bare = bare_sub(pinned, port, n, "live", Some(&publish));
+    let live_bare = bare_sub(pinned, port, n, "live", Some(&|| publish_at(base)));
+    let live_bare_machine = start.get().since();
     let live_bare_broker = proc_cpu_secs(mpid) - m0;
 
     // (a') live: mosquitto_sub -q 1, the bare subscriber.
-    let publish = || rt.block_on(publish_from_many(port, messages(n, base - 2 * 86_400_000)));
+    let publish = || publish_at(base - 2 * 86_400_000);
     let live_mosquitto_sub = mosquitto_sub(pinned, port, dir.path(), n, &publish);
+    let mosquitto_sub_machine = start.get().since();
 
     // (c) live: the Python bridge, on the same stream, into the same VictoriaMetrics.
-    let publish = || rt.block_on(publish_from_many(port, messages(n, base - 86_400_000)));
+    let publish = || publish_at(base - 86_400_000);
     let bridge = python_bridge(pinned, port, &vm.url(), n, &publish);
+    let bridge_machine = start.get().since();
 
     // (a) backlog: the same stream queued in a persistent session, drained at reconnect.
     bare_sub(pinned, port, 0, "session", Some(&|| {}));
@@ -518,7 +569,7 @@ fn layout(pinned: bool, n: usize, rt: &tokio::runtime::Runtime) {
     let backlog_commits = counter(&svc.log_text(), "store_commits");
 
     // (d) the default deployment: devices straight to aq-ingest's embedded broker.
-    let (embedded_took, embedded_cpu, embedded_rss) = embedded(
+    let (embedded_took, embedded_cpu, embedded_rss, embedded_machine) = embedded(
         pinned,
         messages(n, base + 4 * 86_400_000),
         &sink_cfg,
@@ -586,36 +637,43 @@ fn layout(pinned: bool, n: usize, rt: &tokio::runtime::Runtime) {
     );
     println!("  live, one table (time from the first publish to the last message handled):");
     println!(
-        "    | consumer | msg/s | × bare (rumqttc) | × mosquitto_sub | CPU-s / 100k | peak RSS |"
+        "    | consumer | msg/s | × bare (rumqttc) | × mosquitto_sub | CPU-s / 100k | peak RSS | machine CPU-s / 100k | machine busy |"
     );
-    println!("    |---|---:|---:|---:|---:|---:|");
+    println!("    |---|---:|---:|---:|---:|---:|---:|---:|");
+    let machine =
+        |(busy, share): (f64, f64)| format!("{:.2} | {:.0} %", per100k(busy), share * 100.0);
     println!(
-        "    | bare QoS 1 subscriber (rumqttc, discards) | {a:.0} | 1.00 | {:.2} | – | – |",
-        a / a2
+        "    | bare QoS 1 subscriber (rumqttc, discards) | {a:.0} | 1.00 | {:.2} | – | – | {} |",
+        a / a2,
+        machine(live_bare_machine)
     );
     println!(
-        "    | mosquitto_sub -q 1 (discards) | {a2:.0} | {:.2} | 1.00 | – | – |",
-        a2 / a
+        "    | mosquitto_sub -q 1 (discards) | {a2:.0} | {:.2} | 1.00 | – | – | {} |",
+        a2 / a,
+        machine(mosquitto_sub_machine)
     );
     println!(
-        "    | aq-ingest (committed, acked, in VictoriaMetrics) | {b:.0} | {:.2} | {:.2} | {:.2} | {rss:.0} MiB |",
+        "    | aq-ingest (committed, acked, in VictoriaMetrics) | {b:.0} | {:.2} | {:.2} | {:.2} | {rss:.0} MiB | {} |",
         b / a,
         b / a2,
-        per100k(live.cpu_secs)
+        per100k(live.cpu_secs),
+        machine(live.machine)
     );
     println!(
-        "    | Python bridge (paho-mqtt + influxdb-client, in VictoriaMetrics) | {c:.0} | {:.2} | {:.2} | {:.2} | {:.0} MiB |",
+        "    | Python bridge (paho-mqtt + influxdb-client, in VictoriaMetrics) | {c:.0} | {:.2} | {:.2} | {:.2} | {:.0} MiB | {} |",
         c / a,
         c / a2,
         per100k(bridge.cpu_secs),
-        bridge.rss_mib
+        bridge.rss_mib,
+        machine(bridge_machine)
     );
     let d = rate(n, embedded_took);
     println!(
-        "    | aq-ingest, embedded broker (the default; devices publish to it, no mosquitto) | {d:.0} | {:.2} | {:.2} | {:.2} | {embedded_rss:.0} MiB |",
+        "    | aq-ingest, embedded broker (the default; devices publish to it, no mosquitto) | {d:.0} | {:.2} | {:.2} | {:.2} | {embedded_rss:.0} MiB | {} |",
         d / a,
         d / a2,
-        per100k(embedded_cpu)
+        per100k(embedded_cpu),
+        machine(embedded_machine)
     );
     println!(
         "    aq-ingest / Python bridge: {:.2}×; with the embedded broker: {:.2}×\n",
