@@ -250,6 +250,8 @@ metric_set! {
         "Readings that were already stored (redeliveries, re-uploads).";
     store_commits: AtomicU64, Counter, "aq_store_commits_total",
         "Store transactions committed.";
+    store_commit_failures: AtomicU64, Counter, "aq_store_commit_failures_total",
+        "Store commits that failed and are retried (their messages stay unacknowledged).";
     lines_written: AtomicU64, Counter, "aq_lines_written_total",
         "Lines the sink wrote to InfluxDB.";
     lines_dead_lettered: AtomicU64, Counter, "aq_lines_dead_lettered_total",
