@@ -397,6 +397,33 @@ async fn a_bursts_tail_goes_at_once_and_a_trickle_waits_for_the_flush_interval()
     let sizes: Vec<usize> = seen.iter().map(|s| s.lines.len()).collect();
     assert_eq!(sizes, vec![100, 100, 3]);
 
+    // A burst that goes on: readings committed soon after a request of 1 000 are its
+    // tail too, and go once the outbox stops growing, not after the 10-minute flush
+    // interval (the end of a live stream: its last commits follow a large request).
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = filled_store(dir.path(), 1000);
+        let (url, seen) =
+            scripted_server(Arc::new(|_, _| Some((204, vec![], String::new())))).await;
+        let sink = run_sink(&url, "flush_interval_secs = 600.0", store.clone()).await;
+        sink.until("the burst written", |m| {
+            Metrics::get(&m.lines_written) == 1000
+        })
+        .await;
+        let more: Vec<Reading> = (1000..1003).map(reading).collect();
+        aq_ingest::store::Writer::open(&store, None)
+            .unwrap()
+            .commit_batch_durable(&more, &[], UnixMillis(0))
+            .unwrap();
+        sink.until("the burst's last readings written", |m| {
+            Metrics::get(&m.lines_written) == 1003
+        })
+        .await;
+        sink.stop().await;
+        let sizes: Vec<usize> = seen.lock().unwrap().iter().map(|s| s.lines.len()).collect();
+        assert_eq!(sizes, vec![1000, 3]);
+    }
+
     // A trickle: 3 readings wait for the flush interval to gather more.
     let (lines, seen, start) = drain(3, "flush_interval_secs = 1.5").await;
     assert!(

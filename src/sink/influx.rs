@@ -32,10 +32,11 @@ use crate::store::{
 /// This sink's name in the store's cursor table.
 pub const SINK_NAME: &str = "influx";
 
-/// A batch of at least `batch_max_lines / BURST_TAIL_SHARE` lines, or any batch after
-/// a full one, is a burst's tail: sent once the outbox has not grown for
-/// [`BURST_TAIL_LINGER`], without waiting for the flush interval (which exists to
-/// gather a trickle into one request, not to delay the end of a burst or a backlog).
+/// A batch of at least `batch_max_lines / BURST_TAIL_SHARE` lines, or any batch within
+/// a flush interval after a request that carried that many, is a burst's tail: sent
+/// once the outbox has not grown for [`BURST_TAIL_LINGER`], without waiting for the
+/// flush interval (which exists to gather a trickle into one request, not to delay the
+/// end of a burst or a backlog).
 const BURST_TAIL_SHARE: usize = 10;
 
 /// Bytes reserved for one reading's line: a reading with both values, a device and a
@@ -406,8 +407,8 @@ impl InfluxSink {
         let mut last_stats = Instant::now() - Duration::from_secs(3600);
         let mut shutdown_deadline: Option<Instant> = None;
         // Lines waiting at the last look, and when they last grew; whether the last
-        // request was a full batch (then what follows is a burst's tail).
-        let (mut waiting, mut grown_at, mut last_full) = (0, Instant::now(), false);
+        // request was a burst's (then what follows it soon is a burst's tail).
+        let (mut waiting, mut grown_at, mut last_burst) = (0, Instant::now(), false);
         loop {
             if last_stats.elapsed() >= Duration::from_secs(5) {
                 self.update_stats().await?;
@@ -428,8 +429,10 @@ impl InfluxSink {
             let full = lines >= self.max_lines;
             // The tail of a burst (or of a backlog) goes once the outbox has stopped
             // growing for a moment; a trickle of readings (small batches, the last
-            // request not full) still waits for the flush interval to fill a batch.
-            let burst_tail = last_full || lines * BURST_TAIL_SHARE >= self.max_lines;
+            // request small or long ago) still waits for the flush interval to fill a
+            // batch.
+            let in_burst = last_burst && last_send.elapsed() < flush_interval;
+            let burst_tail = in_burst || lines * BURST_TAIL_SHARE >= self.max_lines;
             let settled = burst_tail && grown_at.elapsed() >= BURST_TAIL_LINGER;
             if lines == 0 || (!full && !settled && open && last_send.elapsed() < flush_interval) {
                 if !open {
@@ -451,7 +454,7 @@ impl InfluxSink {
                 continue;
             }
             waiting = 0;
-            last_full = full;
+            last_burst = lines * BURST_TAIL_SHARE >= self.max_lines;
             last_send = Instant::now();
             let batch = self.take_batch(rows);
             let retry = self.deliver(batch).await?;
