@@ -31,7 +31,8 @@
 //! readings/s), `AQ_BENCH_PERF=FILE` (profile the service with perf: FILE.0 live, .1 backlog, .2 embedded;
 //! CPU and RSS are then perf's, not the service's), `AQ_BENCH_NO_SINK=1`,
 //! `AQ_BENCH_DURABILITY=process_crash`, `AQ_BENCH_SINK_EXTRA="derived = false"` (more
-//! `[influx]` settings).
+//! `[influx]` settings), `AQ_BENCH_ROUNDS=R` (the live rows R times in turn, with the
+//! medians of each round's ratios: one round on a shared machine is noise-prone).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -680,6 +681,145 @@ fn layout(pinned: bool, n: usize, rt: &tokio::runtime::Runtime) {
         b / c,
         d / c
     );
+
+    let rounds = rounds();
+    if rounds > 1 {
+        // The persistent sessions of the runs above would queue every later message.
+        forget_session(port, "bench-aq");
+        forget_session(port, "bench-bare");
+        let live = Live {
+            pinned,
+            n,
+            port,
+            mpid,
+            vm_url: vm.url(),
+            sink_cfg,
+            durability,
+            rt,
+        };
+        let mut all = vec![[a2, b, c, d]];
+        all.extend((1..rounds).map(|r| live.round(r)));
+        print_rounds(&all);
+    }
+}
+
+/// `AQ_BENCH_ROUNDS` (default 1): how many times the live rows are measured. On a
+/// shared machine one round's ratios move by ±30 % with what else runs; the medians
+/// of several interleaved rounds do not.
+fn rounds() -> usize {
+    std::env::var("AQ_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+        .clamp(1, 9)
+}
+
+/// Ends a persistent session on the broker (a clean-session connection under its id).
+fn forget_session(port: u16, client_id: &str) {
+    let ok = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-i", client_id])
+        .args(["-t", "bench/forget", "-m", "x"])
+        .status()
+        .expect("mosquitto_pub");
+    assert!(ok.success());
+}
+
+/// What the extra rounds of the live rows share.
+struct Live<'a> {
+    pinned: bool,
+    n: usize,
+    port: u16,
+    mpid: u32,
+    vm_url: String,
+    sink_cfg: String,
+    durability: String,
+    rt: &'a tokio::runtime::Runtime,
+}
+
+impl Live<'_> {
+    /// Round `r` (1 …) of `mosquitto_sub`, aq-ingest behind mosquitto (a fresh store and
+    /// session), the Python bridge and aq-ingest with its embedded broker, each on its
+    /// own stream of the same shape: their rates, msg/s, in that order.
+    fn round(&self, r: usize) -> [f64; 4] {
+        let (n, port, rt) = (self.n, self.port, self.rt);
+        let day = 86_400_000;
+        let b = base_ts_ms() - (33 + 8 * r as i64) * day;
+        let dir = tempfile::tempdir().unwrap();
+        let publish = || rt.block_on(publish_from_many(port, messages(n, b)));
+        let msub = mosquitto_sub(self.pinned, port, dir.path(), n, &publish);
+
+        let id = format!("bench-aq-{r}");
+        let source = format!("[mqtt]\nurl = \"mqtt://127.0.0.1:{port}\"\nclient_id = \"{id}\"\n");
+        let sink = !self.sink_cfg.is_empty();
+        let cfg = write_service_config(dir.path(), &source, &self.durability, &self.sink_cfg);
+        let mut svc = spawn_service(self.pinned, dir.path(), &cfg, 2 + r);
+        wait_until("aq-ingest subscribed", Duration::from_secs(20), || {
+            svc.log_text().contains("mqtt: subscribed")
+        });
+        let t0 = Instant::now();
+        let publisher = rt.spawn(publish_from_many(port, messages(n, b - day)));
+        let aq = measure(dir.path(), svc.pid(), self.mpid, t0, n, sink);
+        rt.block_on(publisher).unwrap();
+        stop(&mut svc);
+        forget_session(port, &id);
+
+        let publish = || rt.block_on(publish_from_many(port, messages(n, b - 2 * day)));
+        let bridge = python_bridge(self.pinned, port, &self.vm_url, n, &publish);
+        let (embedded, ..) = embedded(
+            self.pinned,
+            messages(n, b - 3 * day),
+            &self.sink_cfg,
+            &self.durability,
+            rt,
+        );
+        [msub, aq.forwarded, bridge.took, embedded].map(|d| rate(n, d))
+    }
+}
+
+/// The medians over the rounds: each consumer's rate, and each round's ratios (taken
+/// within the round, so that what the machine was doing then cancels out).
+fn print_rounds(all: &[[f64; 4]]) {
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        let k = v.len();
+        if k % 2 == 1 {
+            v[k / 2]
+        } else {
+            (v[k / 2 - 1] + v[k / 2]) / 2.0
+        }
+    };
+    let col = |i: usize| all.iter().map(|r| r[i]).collect::<Vec<_>>();
+    let ratio = |i: usize, j: usize| all.iter().map(|r| r[i] / r[j]).collect::<Vec<_>>();
+    let range = |v: &[f64]| {
+        let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = v.iter().copied().fold(0.0, f64::max);
+        format!("{lo:.2}–{hi:.2}")
+    };
+    println!(
+        "  live, {} rounds (the table above is round 1; each round runs the rows in turn), medians:",
+        all.len()
+    );
+    println!("    | consumer | msg/s | × mosquitto_sub (range) | × Python bridge (range) |");
+    println!("    |---|---:|---:|---:|");
+    for (name, i) in [
+        ("mosquitto_sub -q 1 (discards)", 0),
+        (
+            "aq-ingest behind mosquitto (committed, acked, in VictoriaMetrics)",
+            1,
+        ),
+        ("Python bridge (paho-mqtt + influxdb-client)", 2),
+        ("aq-ingest, embedded broker", 3),
+    ] {
+        println!(
+            "    | {name} | {:.0} | {:.2} ({}) | {:.2} ({}) |",
+            median(col(i)),
+            median(ratio(i, 0)),
+            range(&ratio(i, 0)),
+            median(ratio(i, 2)),
+            range(&ratio(i, 2)),
+        );
+    }
+    println!();
 }
 
 fn main() {

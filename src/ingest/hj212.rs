@@ -7,7 +7,7 @@
 //! or an MQTT message on an HJ 212 topic) may hold several frames; a frame that fails
 //! refuses the payload (no CN=9014 reply), the others' readings are still stored.
 
-use super::{Intake, Recorder};
+use super::{Ingest, Recorder};
 use crate::aqi::zone::Zone;
 use crate::decode::hj212::{check_envelope, parse_segment, to_observations, CrcVariant, Framer};
 use crate::metrics::Metrics;
@@ -40,7 +40,7 @@ impl Hj212Rules {
 
 /// Takes every frame of an HJ 212 payload; `Err` if any frame was refused.
 pub(super) fn take(
-    ingest: &Intake,
+    ingest: &Ingest,
     m: &Message,
     rec: &mut Recorder<'_>,
     readings: &mut Vec<Reading>,
@@ -80,7 +80,7 @@ pub(super) fn take(
 
 /// One whole frame (`##` to CRLF).
 fn take_frame(
-    ingest: &Intake,
+    ingest: &Ingest,
     bytes: &[u8],
     m: &Message,
     rec: &mut Recorder<'_>,
@@ -155,7 +155,7 @@ fn take_frame(
 }
 
 /// The registered device, or one made up per `[hj212] unknown_mn`.
-fn device(ingest: &Intake, mn: &str) -> Result<Hj212Device, Rejection> {
+fn device(ingest: &Ingest, mn: &str) -> Result<Hj212Device, Rejection> {
     if let Some(d) = ingest.registry.hj212_device(mn) {
         return Ok(d);
     }

@@ -30,12 +30,12 @@ use crate::backoff::Backoff;
 use crate::clock::Clock;
 use crate::decode::json;
 use crate::metrics::Metrics;
-use crate::model::{Reading, UnixMillis};
+use crate::model::Reading;
 use crate::reject::{excerpt, RejectReason, Rejection};
 use crate::sink::tail::{News, TailBatch, TAIL_MAX_BATCH};
 use crate::source::topic::{self, SiteFilter};
 use crate::source::{Acker, Message, Origin, Settled};
-use crate::store::{Committed, RejectRecord, StoreError, Writer};
+use crate::store::{on_blocking_thread, RejectRecord, Writer};
 use crate::validate::{self, Policy, DEFAULT_MAX_FUTURE_SECS};
 
 mod hj212;
@@ -177,325 +177,135 @@ impl Ingest {
     /// `ackers` (indexed by [`crate::source::AckToken::source`]; dropping them tells
     /// each source that no more will come).
     pub async fn run(
-        self,
+        mut self,
         mut messages: mpsc::Receiver<Message>,
         ackers: Vec<Acker>,
         sink_news: Option<mpsc::Sender<News>>,
     ) -> Result<(), IngestError> {
-        let Ingest {
-            settings,
-            store,
-            clock,
-            metrics,
-            registry,
-            alerts,
-        } = self;
-        let mut p = Pipeline {
-            intake: Intake {
-                settings,
-                clock,
-                metrics,
-                registry,
-            },
-            alerts,
-            ackers,
-            sink_news,
-            writer: Some(store),
-            job: None,
-            retry: None,
-            filling: None,
-            log: RejectLog::default(),
-            backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(10)),
-            open: true,
-        };
-        loop {
-            p.start_work(tokio::time::Instant::now());
-            if p.is_done() {
-                return Ok(());
-            }
-            let deadline = p.deadline();
-            tokio::select! {
-                joined = commit_done(&mut p.job) => {
-                    if !p.finish(joined?, messages.is_closed()).await {
+        let mut log = RejectLog::default();
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+        let max_readings = self.settings.max_batch_readings.max(1);
+        while let Some(first) = messages.recv().await {
+            let mut batch = collect(
+                first,
+                &mut messages,
+                self.settings.max_batch_messages,
+                self.settings.batch_gap,
+                self.settings.max_batch_delay,
+            )
+            .await;
+            let now = self.clock.now();
+            // Per message, in batch order: whether its payload was taken (see [`Settled`]).
+            let mut accepted = Vec::with_capacity(batch.len());
+            let mut slice = Slice::default();
+            for m in &mut batch {
+                accepted.push(self.take_recorded(m, &mut log, &mut slice));
+                // Decoded: from here on only its ack token is needed.
+                m.payload = Bytes::new();
+                while slice.readings.len() >= max_readings {
+                    let rest = slice.readings.split_off(max_readings);
+                    let full = std::mem::replace(
+                        &mut slice,
+                        Slice {
+                            readings: rest,
+                            rejects: Vec::new(),
+                        },
+                    );
+                    let done;
+                    (self, done) = self
+                        .commit(full, now, &messages, &mut backoff, &sink_news)
+                        .await?;
+                    if !done {
                         return Ok(());
                     }
                 }
-                m = messages.recv(), if p.open && p.can_take() => match m {
-                    Some(m) => {
-                        p.take(m);
-                        // Whatever else is queued joins the batch without a wake-up each.
-                        while p.can_take() {
-                            match messages.try_recv() {
-                                Ok(m) => p.take(m),
-                                Err(_) => break,
-                            }
-                        }
-                        if let Some(f) = &mut p.filling {
-                            f.last = tokio::time::Instant::now();
-                        }
-                    }
-                    None => p.open = false,
-                },
-                _ = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() => {}
             }
-        }
-    }
-}
-
-/// The commit running on the blocking thread: the writer comes back with its result.
-type CommitJob = tokio::task::JoinHandle<(Writer, Result<Committed, StoreError>)>;
-
-/// Waits for the running commit, if any (never resolves without one).
-async fn commit_done(
-    job: &mut Option<(CommitJob, Pending)>,
-) -> Result<(Writer, Result<Committed, StoreError>), IngestError> {
-    match job {
-        Some((handle, _)) => Ok(handle.await?),
-        None => std::future::pending().await,
-    }
-}
-
-/// What decoding needs: the stage without its writer, so that the next batch is
-/// decoded while the writer commits the one before.
-pub(crate) struct Intake {
-    settings: IngestSettings,
-    clock: Arc<dyn Clock>,
-    metrics: Arc<Metrics>,
-    registry: Arc<crate::sites::Registry>,
-}
-
-/// A batch being filled: its messages in receive order, whether each was taken, and
-/// its decoded readings not yet committed.
-struct Filling {
-    messages: Vec<Message>,
-    accepted: Vec<bool>,
-    slice: Slice,
-    /// The receive time its rows carry: when the batch opened.
-    now: UnixMillis,
-    opened: tokio::time::Instant,
-    /// When its last message arrived (the gap is counted from here).
-    last: tokio::time::Instant,
-}
-
-/// A slice given to the writer, and what follows its commit.
-struct Pending {
-    slice: Arc<Slice>,
-    now: UnixMillis,
-    /// On a batch's last slice: the batch's messages and verdicts, acknowledged after
-    /// it — after every slice of the batch is committed, never before.
-    settle: Option<(Vec<Message>, Vec<bool>)>,
-}
-
-/// The stage while it runs: one batch commits while the next one fills.
-///
-/// The writer commits one slice at a time. Meanwhile messages keep being taken and
-/// decoded into the next batch, which closes as a batch always has: while messages
-/// arrive less than `batch_gap` apart it grows, up to `max_batch_messages` or
-/// `max_batch_delay` after it opened. So when the broker's in-flight window is what
-/// holds the stream back, the window's messages after the committing batch are
-/// already decoded (and, the stream having paused, their batch closed) when the
-/// writer is free; with a free-flowing stream batches still grow as large as before.
-/// Memory holds at most the committing slice and the filling batch; a full batch or
-/// slice stops the taking until the writer is free (back-pressure to the source).
-struct Pipeline {
-    intake: Intake,
-    alerts: Option<Alerter>,
-    ackers: Vec<Acker>,
-    sink_news: Option<mpsc::Sender<News>>,
-    /// None while a commit (or its retry) has it.
-    writer: Option<Writer>,
-    job: Option<(CommitJob, Pending)>,
-    /// A failed commit waiting for its retry: nothing is committed before it.
-    retry: Option<(tokio::time::Instant, Pending)>,
-    filling: Option<Filling>,
-    log: RejectLog,
-    backoff: Backoff,
-    /// False once every source has stopped sending.
-    open: bool,
-}
-
-impl Pipeline {
-    fn max_readings(&self) -> usize {
-        self.intake.settings.max_batch_readings.max(1)
-    }
-
-    /// Whether another message may join the filling batch.
-    fn can_take(&self) -> bool {
-        self.filling.as_ref().is_none_or(|f| {
-            f.messages.len() < self.intake.settings.max_batch_messages.max(1)
-                && f.slice.readings.len() < self.max_readings()
-        })
-    }
-
-    /// Decodes a message into the filling batch (opening one).
-    fn take(&mut self, mut m: Message) {
-        let f = self.filling.get_or_insert_with(|| {
-            let at = tokio::time::Instant::now();
-            Filling {
-                messages: Vec::new(),
-                accepted: Vec::new(),
-                slice: Slice::default(),
-                now: self.intake.clock.now(),
-                opened: at,
-                last: at,
+            let done;
+            (self, done) = self
+                .commit(slice, now, &messages, &mut backoff, &sink_news)
+                .await?;
+            if !done {
+                return Ok(());
             }
-        });
-        f.accepted
-            .push(self.intake.take_recorded(&m, &mut self.log, &mut f.slice));
-        // Decoded: from here on only its ack token is needed.
-        m.payload = Bytes::new();
-        f.messages.push(m);
-    }
-
-    /// When the filling batch closes if nothing else arrives.
-    fn closes_at(&self, f: &Filling) -> tokio::time::Instant {
-        let s = &self.intake.settings;
-        (f.last + s.batch_gap).min(f.opened + s.max_batch_delay)
-    }
-
-    /// The next time to look again while the writer is free: the retry's, or the
-    /// filling batch's closing time.
-    fn deadline(&self) -> Option<tokio::time::Instant> {
-        // While a commit runs, its end is what to wait for.
-        self.writer.as_ref()?;
-        match (&self.retry, &self.filling) {
-            (Some((at, _)), _) => Some(*at),
-            (None, Some(f)) => Some(self.closes_at(f)),
-            (None, None) => None,
-        }
-    }
-
-    /// Gives the free writer its next slice, in order: a retry when due; a full slice
-    /// of the filling batch; the filling batch's last slice once the batch is closed.
-    fn start_work(&mut self, now: tokio::time::Instant) {
-        if self.writer.is_none() {
-            return;
-        }
-        if let Some((at, _)) = &self.retry {
-            if *at <= now {
-                let (_, pending) = self.retry.take().expect("checked");
-                self.start(pending);
-            }
-            return;
-        }
-        let max = self.max_readings();
-        let can_take = self.can_take();
-        let Some(f) = &self.filling else { return };
-        let closed = !self.open || !can_take || self.closes_at(f) <= now;
-        let Some(f) = &mut self.filling else { return };
-        if f.slice.readings.len() >= max {
-            let rest = f.slice.readings.split_off(max);
-            let full = std::mem::replace(
-                &mut f.slice,
-                Slice {
-                    readings: rest,
-                    rejects: Vec::new(),
-                },
-            );
-            let pending = Pending {
-                slice: Arc::new(full),
-                now: f.now,
-                settle: None,
-            };
-            self.start(pending);
-            return;
-        }
-        if closed {
-            let f = self.filling.take().expect("checked");
-            self.start(Pending {
-                slice: Arc::new(f.slice),
-                now: f.now,
-                settle: Some((f.messages, f.accepted)),
-            });
-        }
-    }
-
-    /// Starts committing `pending` with the (free) writer.
-    fn start(&mut self, pending: Pending) {
-        let mut w = self.writer.take().expect("the writer is free");
-        let slice = Arc::clone(&pending.slice);
-        let now = pending.now;
-        let handle = tokio::task::spawn_blocking(move || {
-            let r = w.commit_batch_watched(&slice.readings, &slice.rejects, now);
-            (w, r)
-        });
-        self.job = Some((handle, pending));
-    }
-
-    /// Nothing left: every source stopped, and everything taken is committed and
-    /// handed back.
-    fn is_done(&self) -> bool {
-        !self.open && self.filling.is_none() && self.job.is_none() && self.retry.is_none()
-    }
-
-    /// After a commit: its figures, alerts and news; its batch's tokens back to their
-    /// sources when it was the batch's last slice. A failed commit is never
-    /// acknowledged (an ack without a commit is a lost reading): it is retried with
-    /// backoff. `false`: the service is stopping and the store keeps failing — stop
-    /// without acknowledging (the broker redelivers at the next start).
-    async fn finish(
-        &mut self,
-        (writer, result): (Writer, Result<Committed, StoreError>),
-        sources_closed: bool,
-    ) -> bool {
-        self.writer = Some(writer);
-        let (_, pending) = self.job.take().expect("a commit was running");
-        match result {
-            Ok(committed) => {
-                self.backoff.reset();
-                self.committed(&pending.slice, committed);
-                if let Some((messages, accepted)) = pending.settle {
-                    let by = tokens_by_source(&messages, &accepted, self.ackers.len());
-                    for (source, ids) in by {
-                        if !self.ackers[source].committed(ids).await {
-                            // The source is gone (stopped): its broker or devices redeliver.
-                            warn!(source, "ingest: source gone; committed messages will be redelivered and ignored as duplicates");
-                        }
-                    }
+            // Every slice of the batch is committed: now, and only now, its messages
+            // are acknowledged.
+            for (source, ids) in tokens_by_source(&batch, &accepted, ackers.len()) {
+                if !ackers[source].committed(ids).await {
+                    // The source is gone (stopped): its broker or devices redeliver.
+                    warn!(source, "ingest: source gone; committed messages will be redelivered and ignored as duplicates");
                 }
-                true
             }
-            Err(e) => {
-                Metrics::add(&self.intake.metrics.store_commit_failures, 1);
-                let delay = self.backoff.next_delay();
-                error!(error = %e, readings = pending.slice.readings.len(), retry_in_ms = delay.as_millis() as u64, "store commit failed; messages stay unacknowledged and the commit is retried");
-                if sources_closed && delay >= Duration::from_secs(5) {
-                    return false;
+            drop(batch);
+        }
+        Ok(())
+    }
+
+    /// Commits one slice, retrying with backoff until it succeeds: a failed commit is
+    /// never acknowledged (an ack without a commit is a lost reading). `false`: the
+    /// service is stopping and the store keeps failing — stop without acknowledging
+    /// (the broker redelivers at the next start).
+    /// Takes the stage by value because the writer moves to a blocking thread and back.
+    async fn commit(
+        mut self,
+        slice: Slice,
+        now: crate::model::UnixMillis,
+        messages: &mpsc::Receiver<Message>,
+        backoff: &mut Backoff,
+        sink_news: &Option<mpsc::Sender<News>>,
+    ) -> Result<(Self, bool), IngestError> {
+        let slice = Arc::new(slice);
+        loop {
+            let p = Arc::clone(&slice);
+            let (s, r) = on_blocking_thread(self.store, move |w| {
+                w.commit_batch_watched(&p.readings, &p.rejects, now)
+            })
+            .await?;
+            self.store = s;
+            match r {
+                Ok(committed) => {
+                    let out = committed.outcome;
+                    self.publish_alerts(&committed.hours);
+                    Metrics::add(&self.metrics.readings_stored, out.stored);
+                    Metrics::add(&self.metrics.readings_duplicate, out.duplicates);
+                    Metrics::add(&self.metrics.store_commits, 1);
+                    backoff.reset();
+                    if let Some(n) = sink_news {
+                        // Never waits: a full channel means the sink is busy, and what
+                        // does not reach it in memory it reads from the outbox.
+                        let tail = committed
+                            .appended
+                            .filter(|a| a.count > 0 && slice.readings.len() <= TAIL_MAX_BATCH)
+                            .map(|appended| TailBatch {
+                                appended,
+                                readings: Arc::clone(&slice)
+                                    as Arc<dyn AsRef<[Reading]> + Send + Sync>,
+                            });
+                        let _ = n.try_send(News { tail });
+                    }
+                    return Ok((self, true));
                 }
-                self.retry = Some((tokio::time::Instant::now() + delay, pending));
-                true
+                Err(e) => {
+                    Metrics::add(&self.metrics.store_commit_failures, 1);
+                    let delay = backoff.next_delay();
+                    error!(error = %e, readings = slice.readings.len(), retry_in_ms = delay.as_millis() as u64, "store commit failed; messages stay unacknowledged and the commit is retried");
+                    if messages.is_closed() && delay >= Duration::from_secs(5) {
+                        return Ok((self, false));
+                    }
+                    tokio::time::sleep(delay).await;
+                }
             }
         }
     }
 
-    /// A slice committed: figures, alerts for the hours it changed, and its readings
-    /// to the sink's tail (never waiting: a full channel means the sink is busy, and
-    /// what does not reach it in memory it reads from the outbox).
-    fn committed(&mut self, slice: &Arc<Slice>, committed: Committed) {
-        let metrics = &self.intake.metrics;
-        let out = committed.outcome;
+    /// Publishes (retained, without waiting) the alerts these changed hours cause.
+    fn publish_alerts(&mut self, hours: &[crate::aqi::daily::SiteHour]) {
         if let Some(a) = &mut self.alerts {
-            let (ok, failed) = a.after_commit(&committed.hours);
-            Metrics::add(&metrics.alerts_published, ok);
-            Metrics::add(&metrics.alerts_failed, failed);
-        }
-        Metrics::add(&metrics.readings_stored, out.stored);
-        Metrics::add(&metrics.readings_duplicate, out.duplicates);
-        Metrics::add(&metrics.store_commits, 1);
-        if let Some(n) = &self.sink_news {
-            let tail = committed
-                .appended
-                .filter(|a| a.count > 0 && slice.readings.len() <= TAIL_MAX_BATCH)
-                .map(|appended| TailBatch {
-                    appended,
-                    readings: Arc::clone(slice) as Arc<dyn AsRef<[Reading]> + Send + Sync>,
-                });
-            let _ = n.try_send(News { tail });
+            let (ok, failed) = a.after_commit(hours);
+            Metrics::add(&self.metrics.alerts_published, ok);
+            Metrics::add(&self.metrics.alerts_failed, failed);
         }
     }
-}
 
-impl Intake {
     /// Decodes and validates one message into `slice`: its readings, and the
     /// rejections to record; whether its payload was taken (see [`Settled`]).
     fn take_recorded(&self, m: &Message, log: &mut RejectLog, slice: &mut Slice) -> bool {
@@ -609,4 +419,38 @@ fn tokens_by_source(
         .enumerate()
         .filter(|(_, ids)| !ids.is_empty())
         .collect()
+}
+
+/// Grows a batch from its first message: takes what is queued, then keeps waiting
+/// while messages arrive less than `batch_gap` apart, up to `max_batch_messages` or
+/// `max_batch_delay`. Each commit rewrites the current page of every site it touches,
+/// so a busy stream is far cheaper in a few large commits; a quiet one waits one gap.
+async fn collect(
+    first: Message,
+    messages: &mut mpsc::Receiver<Message>,
+    max_messages: usize,
+    gap: Duration,
+    max_delay: Duration,
+) -> Vec<Message> {
+    let deadline = tokio::time::Instant::now() + max_delay;
+    let mut batch = vec![first];
+    while batch.len() < max_messages {
+        match messages.try_recv() {
+            Ok(m) => {
+                batch.push(m);
+                continue;
+            }
+            Err(mpsc::error::TryRecvError::Disconnected) => break,
+            Err(mpsc::error::TryRecvError::Empty) => {}
+        }
+        let wait = gap.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+        if wait.is_zero() {
+            break;
+        }
+        match tokio::time::timeout(wait, messages.recv()).await {
+            Ok(Some(m)) => batch.push(m),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    batch
 }
