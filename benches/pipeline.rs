@@ -100,6 +100,25 @@ fn proc_cpu_secs(pid: u32) -> f64 {
 struct MachineCpu {
     busy: f64,
     total: f64,
+    /// CPU seconds of the processes in [`WATCHED`] (the broker, VictoriaMetrics).
+    procs: [f64; 2],
+}
+
+/// The broker's and VictoriaMetrics' pids, whose share of the machine each row shows
+/// (0: none).
+static WATCHED: [std::sync::atomic::AtomicU32; 2] = [
+    std::sync::atomic::AtomicU32::new(0),
+    std::sync::atomic::AtomicU32::new(0),
+];
+
+/// What the machine spent over one measurement: busy CPU seconds of all processes,
+/// the busy share of all cores' time, and the broker's and VictoriaMetrics' seconds.
+#[derive(Clone, Copy)]
+struct Used {
+    busy: f64,
+    share: f64,
+    broker: f64,
+    vm: f64,
 }
 
 impl MachineCpu {
@@ -117,17 +136,29 @@ impl MachineCpu {
         // user nice system idle iowait irq softirq steal, in ticks of 1/100 s.
         let idle = f[3] + f[4];
         let total: f64 = f.iter().sum();
+        let procs = [0, 1].map(
+            |i| match WATCHED[i].load(std::sync::atomic::Ordering::Relaxed) {
+                0 => 0.0,
+                pid => proc_cpu_secs(pid),
+            },
+        );
         MachineCpu {
             busy: (total - idle) / 100.0,
             total: total / 100.0,
+            procs,
         }
     }
 
-    /// Busy CPU seconds since `self`, and the busy share of all cores' time.
-    fn since(self) -> (f64, f64) {
+    /// What was used since `self`.
+    fn since(self) -> Used {
         let now = MachineCpu::now();
         let busy = now.busy - self.busy;
-        (busy, busy / (now.total - self.total).max(1e-9))
+        Used {
+            busy,
+            share: busy / (now.total - self.total).max(1e-9),
+            broker: now.procs[0] - self.procs[0],
+            vm: now.procs[1] - self.procs[1],
+        }
     }
 }
 
@@ -382,8 +413,8 @@ struct Measured {
     forwarded: Duration,
     cpu_secs: f64,
     broker_cpu_secs: f64,
-    /// The machine's busy CPU seconds and busy share over the same time.
-    machine: (f64, f64),
+    /// What the machine used over the same time.
+    machine: Used,
 }
 
 /// Waits (from `t0`) until `total` readings are stored, then until the sink's cursor
@@ -472,7 +503,7 @@ fn embedded(
     sink_cfg: &str,
     durability: &str,
     rt: &tokio::runtime::Runtime,
-) -> (Duration, f64, f64, (f64, f64)) {
+) -> (Duration, f64, f64, Used) {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let broker = format!("[broker]\nembedded = true\nlisten = \"127.0.0.1:{port}\"\n");
@@ -502,6 +533,8 @@ fn layout(pinned: bool, n: usize, rt: &tokio::runtime::Runtime) {
     let base = base_ts_ms() - 30 * 86_400_000;
     let port = broker.port;
     let mpid = broker.pid();
+    WATCHED[0].store(mpid, std::sync::atomic::Ordering::Relaxed);
+    WATCHED[1].store(vm.pid(), std::sync::atomic::Ordering::Relaxed);
 
     // The machine's CPU from the first publish until the consumer is done.
     let start = std::cell::Cell::new(MachineCpu::now());
@@ -532,6 +565,9 @@ fn layout(pinned: bool, n: usize, rt: &tokio::runtime::Runtime) {
     let m0 = proc_cpu_secs(mpid);
     let backlog_bare = bare_sub(pinned, port, n, "drain", None);
     let backlog_bare_broker = proc_cpu_secs(mpid) - m0;
+    // Left alone, the drained session would make the broker queue (and autosave) a
+    // second copy of every later message — during aq-ingest's run, not the others'.
+    forget_session(port, "bench-bare");
 
     // (b) aq-ingest.
     let sink = std::env::var_os("AQ_BENCH_NO_SINK").is_none();
@@ -568,6 +604,7 @@ fn layout(pinned: bool, n: usize, rt: &tokio::runtime::Runtime) {
     stop(&mut svc);
     let acked = counter(&svc.log_text(), "messages_acked");
     let backlog_commits = counter(&svc.log_text(), "store_commits");
+    forget_session(port, "bench-aq");
 
     // (d) the default deployment: devices straight to aq-ingest's embedded broker.
     let (embedded_took, embedded_cpu, embedded_rss, embedded_machine) = embedded(
@@ -638,11 +675,18 @@ fn layout(pinned: bool, n: usize, rt: &tokio::runtime::Runtime) {
     );
     println!("  live, one table (time from the first publish to the last message handled):");
     println!(
-        "    | consumer | msg/s | × bare (rumqttc) | × mosquitto_sub | CPU-s / 100k | peak RSS | machine CPU-s / 100k | machine busy |"
+        "    | consumer | msg/s | × bare (rumqttc) | × mosquitto_sub | CPU-s / 100k | peak RSS | machine CPU-s / 100k | machine busy | … of it mosquitto | … VictoriaMetrics |"
     );
-    println!("    |---|---:|---:|---:|---:|---:|---:|---:|");
-    let machine =
-        |(busy, share): (f64, f64)| format!("{:.2} | {:.0} %", per100k(busy), share * 100.0);
+    println!("    |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let machine = |u: Used| {
+        format!(
+            "{:.2} | {:.0} % | {:.2} | {:.2}",
+            per100k(u.busy),
+            u.share * 100.0,
+            per100k(u.broker),
+            per100k(u.vm)
+        )
+    };
     println!(
         "    | bare QoS 1 subscriber (rumqttc, discards) | {a:.0} | 1.00 | {:.2} | – | – | {} |",
         a / a2,
@@ -684,9 +728,6 @@ fn layout(pinned: bool, n: usize, rt: &tokio::runtime::Runtime) {
 
     let rounds = rounds();
     if rounds > 1 {
-        // The persistent sessions of the runs above would queue every later message.
-        forget_session(port, "bench-aq");
-        forget_session(port, "bench-bare");
         let live = Live {
             pinned,
             n,

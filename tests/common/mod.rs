@@ -370,6 +370,10 @@ impl Victoria {
         v.restart();
         v
     }
+    /// The server's process id (benchmarks read its CPU time).
+    pub fn pid(&self) -> u32 {
+        self.proc.as_ref().expect("running").pid()
+    }
     pub fn restart(&mut self) {
         let mut cmd = match self.core {
             Some(core) => {
