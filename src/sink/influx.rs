@@ -427,12 +427,8 @@ impl InfluxSink {
             }
             waiting = lines;
             let full = lines >= self.max_lines;
-            // The tail of a burst (or of a backlog) goes once the outbox has stopped
-            // growing for a moment; a trickle of readings (small batches, the last
-            // request small or long ago) still waits for the flush interval to fill a
-            // batch.
-            let in_burst = last_burst && last_send.elapsed() < flush_interval;
-            let burst_tail = in_burst || lines * BURST_TAIL_SHARE >= self.max_lines;
+            let burst_tail =
+                is_burst_tail(lines, self.max_lines, last_burst, last_send, flush_interval);
             let settled = burst_tail && grown_at.elapsed() >= BURST_TAIL_LINGER;
             if lines == 0 || (!full && !settled && open && last_send.elapsed() < flush_interval) {
                 if !open {
@@ -938,6 +934,21 @@ async fn back_off(
             _ = tokio::time::sleep_until(until) => break,
         }
     }
+}
+
+/// Whether `lines` waiting are a burst's tail (or a backlog's), which goes once the
+/// outbox has stopped growing for a moment: a tenth of a batch or more, or anything
+/// within a flush interval after a request that large (`last_burst`). A trickle of
+/// readings (small batches, the last request small or long ago) still waits for the
+/// flush interval to fill a batch.
+fn is_burst_tail(
+    lines: usize,
+    max_lines: usize,
+    last_burst: bool,
+    last_send: Instant,
+    flush_interval: Duration,
+) -> bool {
+    (last_burst && last_send.elapsed() < flush_interval) || lines * BURST_TAIL_SHARE >= max_lines
 }
 
 /// How long the writer waits for more rows before looking again: no longer than the
