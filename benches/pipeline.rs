@@ -592,6 +592,8 @@ fn layout(pinned: bool, n: usize, rt: &tokio::runtime::Runtime) {
     rt.block_on(publisher).unwrap();
     stop(&mut svc);
     let live_commits = counter(&svc.log_text(), "store_commits");
+    // Readings' lines plus the derived series' (a site-hour's line per request it changed in).
+    let live_lines = counter(&svc.log_text(), "lines_written");
 
     rt.block_on(publish_from_many(port, messages(n, base + 3 * 86_400_000)));
     let mut svc = spawn_service(pinned, dir.path(), &cfg, 1);
@@ -666,7 +668,7 @@ fn layout(pinned: bool, n: usize, rt: &tokio::runtime::Runtime) {
             n as f64 / commits.max(1) as f64
         );
     }
-    println!("  aq-ingest peak RSS {rss:.1} MiB; backlog run acknowledged {acked} of {n}");
+    println!("  aq-ingest peak RSS {rss:.1} MiB; backlog run acknowledged {acked} of {n}; live run wrote {live_lines} lines to VictoriaMetrics");
     let (a, a2, b, c) = (
         rate(n, live_bare),
         rate(n, live_mosquitto_sub),

@@ -297,6 +297,47 @@ async fn refused_line_is_bisected_out_and_dead_lettered_the_rest_written() {
     );
 }
 
+/// A site-hour touched by several commits has a line queued after each; InfluxDB keeps
+/// the last write of a point, so only the newest is sent, and all of them are done.
+#[tokio::test]
+async fn of_several_derived_lines_for_one_point_only_the_newest_is_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, readings) = filled_store(dir.path(), 5);
+    let hour = 1_470_002_400_000i64;
+    let queued = [
+        format!("pm_hourly,site=s1 pm10=1.5,pm10_samples=1i {hour}"),
+        format!("pm_hourly,site=s2 pm10=7.5,pm10_samples=1i {hour}"),
+        format!("pm_hourly,site=s1 pm10=2.5,pm10_samples=2i {hour}"),
+        format!("pm_hourly,site=s1 pm10=3.5,pm10_samples=3i {hour}"),
+    ];
+    {
+        let c = rusqlite::Connection::open(&store.path).unwrap();
+        for l in &queued {
+            c.execute(
+                "INSERT INTO derived_outbox (line, created_ms) VALUES (?1, 0)",
+                [format!("{l}\n")],
+            )
+            .unwrap();
+        }
+    }
+    let (url, seen) = scripted_server(Arc::new(|_, _| Some((204, vec![], String::new())))).await;
+    let sink = run_sink(&url, "", store).await;
+    sink.until("all written", |m| Metrics::get(&m.lines_written) == 7)
+        .await;
+    let c = sink.stop().await;
+    let sent: Vec<String> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s.lines.clone())
+        .collect();
+    let mut want = vec![queued[1].clone(), queued[3].clone()];
+    want.extend(readings);
+    assert_eq!(sent, want, "s1's newest line only, then the readings");
+    assert_eq!(count(&c, "SELECT count(*) FROM derived_outbox"), 0);
+    assert_eq!(count(&c, OUTBOX_DEPTH), 0);
+}
+
 #[tokio::test]
 async fn derived_lines_and_readings_share_requests_and_each_poison_line_is_dead_lettered_alone() {
     let dir = tempfile::tempdir().unwrap();

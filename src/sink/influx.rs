@@ -54,6 +54,8 @@ struct OutboxRow {
     pos: Pos,
     line: String,
     from: Outbox,
+    /// Derived lines this one supersedes (older lines of the same point): done with it.
+    also: Vec<i64>,
 }
 
 /// Which outbox a line comes from.
@@ -78,7 +80,10 @@ impl Done {
     fn through(&mut self, r: &OutboxRow) {
         match r.from {
             Outbox::Readings => self.readings.advance(r.pos),
-            Outbox::Derived => self.derived.push(r.pos.seq),
+            Outbox::Derived => {
+                self.derived.push(r.pos.seq);
+                self.derived.extend_from_slice(&r.also);
+            }
         }
     }
 }
@@ -512,7 +517,7 @@ impl InfluxSink {
         let derived = self.with_store(move |s| s.derived_head(lines)).await?;
         let mut bytes = 0;
         let mut rows = Vec::with_capacity(derived.len() + self.staged.rows.len());
-        for (seq, line) in derived {
+        for (seq, line, also) in newest_per_point(derived) {
             if !rows.is_empty() && bytes + line.len() > self.cfg.batch_max_bytes {
                 self.unstage();
                 return Ok(rows);
@@ -522,6 +527,7 @@ impl InfluxSink {
                 pos: Pos { writer: 0, seq },
                 line,
                 from: Outbox::Derived,
+                also,
             });
         }
         let room = self.max_lines.saturating_sub(rows.len());
@@ -602,6 +608,7 @@ impl InfluxSink {
                         pos,
                         line,
                         from: Outbox::Readings,
+                        also: Vec::new(),
                     });
                     true
                 }
@@ -936,6 +943,58 @@ async fn back_off(
     }
 }
 
+/// The derived lines to send: of several lines for one point (series and timestamp) —
+/// a site-hour's line after each commit that touched it — only the newest, carrying the
+/// older ones' seqs so that they are removed with it. InfluxDB keeps the last write of
+/// a point, so the server ends the same with fewer lines to parse. In seq order.
+fn newest_per_point(rows: Vec<(i64, String)>) -> Vec<(i64, String, Vec<i64>)> {
+    // For each row, the row that stands for its point: the newest with the same one.
+    let mut owner: Vec<usize> = (0..rows.len()).collect();
+    {
+        let mut newest = std::collections::HashMap::with_capacity(rows.len());
+        for (i, (_, line)) in rows.iter().enumerate().rev() {
+            if let Some(point) = point_of(line) {
+                owner[i] = *newest.entry(point).or_insert(i);
+            }
+        }
+    }
+    let mut out: Vec<(i64, String, Vec<i64>)> = Vec::with_capacity(rows.len());
+    let mut slot = vec![usize::MAX; rows.len()];
+    let mut superseded = Vec::new();
+    for (i, (seq, line)) in rows.into_iter().enumerate() {
+        if owner[i] == i {
+            slot[i] = out.len();
+            out.push((seq, line, Vec::new()));
+        } else {
+            superseded.push((owner[i], seq));
+        }
+    }
+    for (o, seq) in superseded {
+        out[slot[o]].2.push(seq);
+    }
+    out
+}
+
+/// A line's point: its series (measurement and tags, up to the first unescaped space)
+/// and its timestamp. None for a line without a timestamp.
+fn point_of(line: &str) -> Option<(&str, &str)> {
+    let line = line.trim_end();
+    let b = line.as_bytes();
+    let mut i = 0;
+    let series_end = loop {
+        match b.get(i)? {
+            b'\\' => i += 2,
+            b' ' => break i,
+            _ => i += 1,
+        }
+    };
+    let ts_start = line.rfind(' ')? + 1;
+    let ts = &line[ts_start..];
+    let digits = ts.strip_prefix('-').unwrap_or(ts);
+    (ts_start > series_end + 1 && !digits.is_empty() && digits.bytes().all(|c| c.is_ascii_digit()))
+        .then(|| (&line[..series_end], ts))
+}
+
 /// Whether `lines` waiting are a burst's tail (or a backlog's), which goes once the
 /// outbox has stopped growing for a moment: a tenth of a batch or more, or anything
 /// within a flush interval after a request that large (`last_burst`). A trickle of
@@ -976,6 +1035,47 @@ fn idle_wait(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_point_is_its_series_and_timestamp() {
+        assert_eq!(
+            point_of("pm_hourly,site=a\\ b pm10=1.5,pm10_valid=true 3600000\n"),
+            Some(("pm_hourly,site=a\\ b", "3600000"))
+        );
+        assert_eq!(point_of("m f=1"), None, "no timestamp");
+        assert_eq!(
+            point_of("m f=\"a 1\""),
+            None,
+            "a string field is no timestamp"
+        );
+        assert_eq!(point_of("m f=1 -5"), Some(("m", "-5")));
+    }
+
+    #[test]
+    fn only_the_newest_line_of_a_point_is_sent_and_it_carries_the_older_seqs() {
+        let rows = vec![
+            (10, "h,site=a v=1 100\n".to_string()),
+            (11, "h,site=b v=1 100\n".to_string()),
+            (12, "h,site=a v=2 100\n".to_string()),
+            (13, "h,site=a v=3 200\n".to_string()),
+            (14, "no timestamp\n".to_string()),
+            (15, "h,site=a v=4 100\n".to_string()),
+        ];
+        let out = newest_per_point(rows);
+        let got: Vec<(i64, &str, Vec<i64>)> = out
+            .iter()
+            .map(|(s, l, a)| (*s, l.trim_end(), a.clone()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (11, "h,site=b v=1 100", vec![]),
+                (13, "h,site=a v=3 200", vec![]),
+                (14, "no timestamp", vec![]),
+                (15, "h,site=a v=4 100", vec![10, 12]),
+            ]
+        );
+    }
 
     fn cfg(toml_text: &str) -> InfluxConfig {
         toml::from_str(toml_text).unwrap()
