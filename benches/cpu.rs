@@ -8,7 +8,7 @@
 //! 1 000 queued at a time (a commit of 1 000 messages, as a busy live stream gets;
 //! `AQ_CPU_BATCH=K` for K),
 //! and after every `SINK_EVERY` batches does what the InfluxDB sink does with the
-//! outbox: the derived lines and the readings after its cursor, encoded as line
+//! outbox: the derived lines (the newest of each point) and the readings after its cursor, encoded as line
 //! protocol, gzipped, and the cursor moved in one commit — everything but the HTTP
 //! request. With `--array`, each message carries an array of 100 readings.
 //!
@@ -38,6 +38,7 @@ fn batch_readings() -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1000)
+        .max(1)
 }
 /// The sink reads the outbox after this many commits (~5 000 lines, its default batch).
 const SINK_EVERY: usize = 5;
@@ -83,10 +84,15 @@ fn drain(outbox: &mut Outbox, sink: &mut Sink) -> usize {
         sink.tail.take(n);
     }
     let cursor = outbox.cursor().unwrap();
-    let derived = outbox.derived_head(5000).unwrap();
+    // As the sink does: of several lines for one point, only the newest is sent; the
+    // seqs of all are done.
+    let derived = aq_ingest::sink::influx::newest_per_point(outbox.derived_head(5000).unwrap());
     let mut body = String::new();
-    for (_, line) in &derived {
+    let mut seqs = Vec::with_capacity(derived.len());
+    for (seq, line, also) in &derived {
         body.push_str(line);
+        seqs.push(*seq);
+        seqs.extend_from_slice(also);
     }
     let mut through = cursor.clone();
     let mut stage = |pos, r: &Reading| {
@@ -119,7 +125,6 @@ fn drain(outbox: &mut Outbox, sink: &mut Sink) -> usize {
     } else {
         body.into_bytes()
     };
-    let seqs: Vec<i64> = derived.iter().map(|d| d.0).collect();
     outbox
         .done_durable(Some(&through), &seqs, &[], UnixMillis(BASE_MS))
         .unwrap();

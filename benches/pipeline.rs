@@ -133,9 +133,10 @@ impl MachineCpu {
             .take(8)
             .map(|v| v.parse().unwrap())
             .collect();
-        // user nice system idle iowait irq softirq steal, in ticks of 1/100 s.
+        // user nice system idle iowait irq softirq steal, in ticks of 1/100 s. Steal
+        // (the hypervisor running someone else) is neither this machine's work nor idle.
         let idle = f[3] + f[4];
-        let total: f64 = f.iter().sum();
+        let total: f64 = f[..7].iter().sum();
         let procs = [0, 1].map(
             |i| match WATCHED[i].load(std::sync::atomic::Ordering::Relaxed) {
                 0 => 0.0,

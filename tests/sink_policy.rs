@@ -338,6 +338,68 @@ async fn of_several_derived_lines_for_one_point_only_the_newest_is_sent() {
     assert_eq!(count(&c, OUTBOX_DEPTH), 0);
 }
 
+/// When the newest line of a point is refused (a field-type conflict, say), it alone
+/// is dead-lettered: the older lines it stood for were never sent, so the next request
+/// sends the newest of them.
+#[tokio::test]
+async fn a_refused_newest_line_leaves_the_older_lines_of_its_point_to_be_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = filled_store(dir.path(), 2);
+    let hour = 1_470_002_400_000i64;
+    let queued = [
+        format!("pm_hourly,site=s1 pm10=1.5 {hour}"),
+        format!("pm_hourly,site=s1 pm10=2.5 {hour}"),
+        format!("pm_hourly,site=s1 pm10=\"bad\" {hour}"),
+    ];
+    {
+        let c = rusqlite::Connection::open(&store.path).unwrap();
+        for l in &queued {
+            c.execute(
+                "INSERT INTO derived_outbox (line, created_ms) VALUES (?1, 0)",
+                [format!("{l}\n")],
+            )
+            .unwrap();
+        }
+    }
+    let poison = queued[2].clone();
+    let (url, seen) = scripted_server(Arc::new(move |_, s: &Seen| {
+        if s.lines.contains(&poison) {
+            Some((400, vec![], "{\"code\":\"invalid\"}".into()))
+        } else {
+            Some((204, vec![], String::new()))
+        }
+    }))
+    .await;
+    let sink = run_sink(&url, "", store).await;
+    sink.until("the readings and the surviving line written", |m| {
+        Metrics::get(&m.lines_written) == 3
+    })
+    .await;
+    let c = sink.stop().await;
+    let accepted: Vec<String> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|s| !s.lines.contains(&queued[2]))
+        .flat_map(|s| s.lines.clone())
+        .filter(|l| l.starts_with("pm_hourly"))
+        .collect();
+    assert_eq!(
+        accepted,
+        vec![queued[1].clone()],
+        "the newest surviving line"
+    );
+    let dead: Vec<String> = c
+        .prepare("SELECT line FROM dead_letters")
+        .unwrap()
+        .query_map([], |r| r.get::<_, String>(0))
+        .unwrap()
+        .map(|l| l.unwrap().trim_end().to_string())
+        .collect();
+    assert_eq!(dead, vec![queued[2].clone()]);
+    assert_eq!(count(&c, "SELECT count(*) FROM derived_outbox"), 0);
+}
+
 #[tokio::test]
 async fn derived_lines_and_readings_share_requests_and_each_poison_line_is_dead_lettered_alone() {
     let dir = tempfile::tempdir().unwrap();

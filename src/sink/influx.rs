@@ -77,6 +77,7 @@ struct Done {
 }
 
 impl Done {
+    /// `r` was written: it and the older lines of its point it stood for are done.
     fn through(&mut self, r: &OutboxRow) {
         match r.from {
             Outbox::Readings => self.readings.advance(r.pos),
@@ -84,6 +85,15 @@ impl Done {
                 self.derived.push(r.pos.seq);
                 self.derived.extend_from_slice(&r.also);
             }
+        }
+    }
+
+    /// `r` was refused and dead-lettered: only it is done. The older lines of its point
+    /// were not sent; they stay queued, and the next request sends the newest of them.
+    fn refused(&mut self, r: &OutboxRow) {
+        match r.from {
+            Outbox::Readings => self.readings.advance(r.pos),
+            Outbox::Derived => self.derived.push(r.pos.seq),
         }
     }
 }
@@ -714,7 +724,7 @@ impl InfluxSink {
                     if chunk.len() == 1 {
                         warn!(status, reason = %body, line = %chunk[0].line.trim_end(), "influx: server refused a line; dead-lettered");
                         Metrics::add(&self.metrics.lines_dead_lettered, 1);
-                        done.through(&chunk[0]);
+                        done.refused(&chunk[0]);
                         done.dead.push(DeadLetter {
                             seq: chunk[0].pos.seq,
                             kind: DeadLetterKind::Refused { status },
@@ -947,11 +957,12 @@ async fn back_off(
 /// a site-hour's line after each commit that touched it — only the newest, carrying the
 /// older ones' seqs so that they are removed with it. InfluxDB keeps the last write of
 /// a point, so the server ends the same with fewer lines to parse. In seq order.
-fn newest_per_point(rows: Vec<(i64, String)>) -> Vec<(i64, String, Vec<i64>)> {
+pub fn newest_per_point(rows: Vec<(i64, String)>) -> Vec<(i64, String, Vec<i64>)> {
     // For each row, the row that stands for its point: the newest with the same one.
     let mut owner: Vec<usize> = (0..rows.len()).collect();
     {
-        let mut newest = std::collections::HashMap::with_capacity(rows.len());
+        let mut newest: std::collections::HashMap<_, _, std::hash::BuildHasherDefault<Fnv>> =
+            std::collections::HashMap::with_capacity_and_hasher(rows.len(), Default::default());
         for (i, (_, line)) in rows.iter().enumerate().rev() {
             if let Some(point) = point_of(line) {
                 owner[i] = *newest.entry(point).or_insert(i);
@@ -975,17 +986,41 @@ fn newest_per_point(rows: Vec<(i64, String)>) -> Vec<(i64, String, Vec<i64>)> {
     out
 }
 
+/// FNV-1a: the points' keys are short and ours (no untrusted input to flood a table
+/// with), so a hash that costs a few instructions a byte does; SipHash cost twice that.
+#[derive(Default)]
+struct Fnv(u64);
+
+impl std::hash::Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = self.0 ^ 0xcbf2_9ce4_8422_2325;
+        for b in bytes {
+            h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
 /// A line's point: its series (measurement and tags, up to the first unescaped space)
 /// and its timestamp. None for a line without a timestamp.
 fn point_of(line: &str) -> Option<(&str, &str)> {
     let line = line.trim_end();
     let b = line.as_bytes();
-    let mut i = 0;
-    let series_end = loop {
-        match b.get(i)? {
-            b'\\' => i += 2,
-            b' ' => break i,
-            _ => i += 1,
+    let first = line.find(' ')?;
+    // The first space ends the series unless escaped (a tag value with a space).
+    let series_end = if !line[..first].contains('\\') {
+        first
+    } else {
+        let mut i = 0;
+        loop {
+            match b.get(i)? {
+                b'\\' => i += 2,
+                b' ' => break i,
+                _ => i += 1,
+            }
         }
     };
     let ts_start = line.rfind(' ')? + 1;
