@@ -199,6 +199,18 @@ impl Running {
     }
 }
 
+/// Queues derived-series lines (as the writer and housekeeping do), in order.
+fn queue_derived(store: &StoreConfig, lines: &[String]) {
+    let c = rusqlite::Connection::open(&store.path).unwrap();
+    for l in lines {
+        c.execute(
+            "INSERT INTO derived_outbox (line, created_ms) VALUES (?1, 0)",
+            [format!("{l}\n")],
+        )
+        .unwrap();
+    }
+}
+
 /// Readings after the sink's cursor.
 const OUTBOX_DEPTH: &str = "SELECT count(*) FROM readings WHERE seq > coalesce((SELECT seq FROM sink_cursors WHERE sink = 'influx'), 0)";
 
@@ -310,16 +322,7 @@ async fn of_several_derived_lines_for_one_point_only_the_newest_is_sent() {
         format!("pm_hourly,site=s1 pm10=2.5,pm10_samples=2i {hour}"),
         format!("pm_hourly,site=s1 pm10=3.5,pm10_samples=3i {hour}"),
     ];
-    {
-        let c = rusqlite::Connection::open(&store.path).unwrap();
-        for l in &queued {
-            c.execute(
-                "INSERT INTO derived_outbox (line, created_ms) VALUES (?1, 0)",
-                [format!("{l}\n")],
-            )
-            .unwrap();
-        }
-    }
+    queue_derived(&store, &queued);
     let (url, seen) = scripted_server(Arc::new(|_, _| Some((204, vec![], String::new())))).await;
     let sink = run_sink(&url, "", store).await;
     sink.until("all written", |m| Metrics::get(&m.lines_written) == 7)
@@ -351,16 +354,7 @@ async fn a_refused_newest_line_leaves_the_older_lines_of_its_point_to_be_sent() 
         format!("pm_hourly,site=s1 pm10=2.5 {hour}"),
         format!("pm_hourly,site=s1 pm10=\"bad\" {hour}"),
     ];
-    {
-        let c = rusqlite::Connection::open(&store.path).unwrap();
-        for l in &queued {
-            c.execute(
-                "INSERT INTO derived_outbox (line, created_ms) VALUES (?1, 0)",
-                [format!("{l}\n")],
-            )
-            .unwrap();
-        }
-    }
+    queue_derived(&store, &queued);
     let poison = queued[2].clone();
     let (url, seen) = scripted_server(Arc::new(move |_, s: &Seen| {
         if s.lines.contains(&poison) {
@@ -412,16 +406,7 @@ async fn derived_lines_and_readings_share_requests_and_each_poison_line_is_dead_
             )
         })
         .collect();
-    {
-        let c = rusqlite::Connection::open(&store.path).unwrap();
-        for l in &derived {
-            c.execute(
-                "INSERT INTO derived_outbox (line, created_ms) VALUES (?1, 0)",
-                [format!("{l}\n")],
-            )
-            .unwrap();
-        }
-    }
+    queue_derived(&store, &derived);
     let poison = [derived[2].clone(), readings[5].clone()];
     let p = poison.clone();
     let (url, seen) = scripted_server(Arc::new(move |_, s: &Seen| {
