@@ -256,6 +256,8 @@ metric_set! {
         "Lines the sink wrote to InfluxDB.";
     lines_dead_lettered: AtomicU64, Counter, "aq_lines_dead_lettered_total",
         "Lines the sink dead-lettered (refused by InfluxDB one by one).";
+    lines_superseded: AtomicU64, Counter, "aq_lines_superseded_total",
+        "Derived lines not sent because a newer line for the same point went in the same request.";
     outbox_depth: AtomicU64, Gauge, "aq_outbox_depth",
         "Readings and derived lines waiting for InfluxDB.";
     outbox_oldest_age_secs: AtomicU64, Gauge, "aq_outbox_oldest_age_seconds",

@@ -327,6 +327,7 @@ async fn of_several_derived_lines_for_one_point_only_the_newest_is_sent() {
     let sink = run_sink(&url, "", store).await;
     sink.until("all written", |m| Metrics::get(&m.lines_written) == 7)
         .await;
+    let m = Arc::clone(&sink.metrics);
     let c = sink.stop().await;
     let sent: Vec<String> = seen
         .lock()
@@ -337,6 +338,11 @@ async fn of_several_derived_lines_for_one_point_only_the_newest_is_sent() {
     let mut want = vec![queued[1].clone(), queued[3].clone()];
     want.extend(readings);
     assert_eq!(sent, want, "s1's newest line only, then the readings");
+    assert_eq!(
+        Metrics::get(&m.lines_superseded),
+        2,
+        "s1's two older lines, counted"
+    );
     assert_eq!(count(&c, "SELECT count(*) FROM derived_outbox"), 0);
     assert_eq!(count(&c, OUTBOX_DEPTH), 0);
 }

@@ -709,6 +709,7 @@ impl InfluxSink {
                     Metrics::add(&self.metrics.lines_written, chunk.len() as u64);
                     for r in &chunk {
                         done.through(r);
+                        Metrics::add(&self.metrics.lines_superseded, r.also.len() as u64);
                     }
                     self.recovered();
                 }
