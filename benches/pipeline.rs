@@ -371,12 +371,10 @@ fn write_service_config(
     cfg
 }
 
-/// The `[mqtt]` section of a run through `broker`.
-fn via(broker: &Mosquitto) -> String {
-    format!(
-        "[mqtt]\nurl = \"{}\"\nclient_id = \"bench-aq\"\n",
-        broker.url()
-    )
+/// The `[mqtt]` section of a run through the mosquitto on `port`, under `client_id`
+/// (its persistent session).
+fn via(port: u16, client_id: &str) -> String {
+    format!("[mqtt]\nurl = \"mqtt://127.0.0.1:{port}\"\nclient_id = \"{client_id}\"\n")
 }
 
 fn spawn_service(pinned: bool, dir: &Path, cfg: &Path, run: usize) -> Proc {
@@ -471,7 +469,12 @@ fn arrays(pinned: bool, n: usize, per: usize, rt: &tokio::runtime::Runtime) {
     let broker = Mosquitto::start(dir.path());
     let vm = Victoria::start_on(dir.path(), pinned.then_some(1));
     let sink_cfg = format!("[influx]\nurl = \"{}\"\nbucket = \"aq\"\n", vm.url());
-    let cfg = write_service_config(dir.path(), &via(&broker), "power_loss", &sink_cfg);
+    let cfg = write_service_config(
+        dir.path(),
+        &via(broker.port, "bench-aq"),
+        "power_loss",
+        &sink_cfg,
+    );
     let mut svc = spawn_service(pinned, dir.path(), &cfg, 0);
     wait_until("aq-ingest subscribed", Duration::from_secs(20), || {
         svc.log_text().contains("mqtt: subscribed")
@@ -582,19 +585,23 @@ fn layout(pinned: bool, n: usize, rt: &tokio::runtime::Runtime) {
         String::new()
     };
     let durability = std::env::var("AQ_BENCH_DURABILITY").unwrap_or_else(|_| "power_loss".into());
-    let cfg = write_service_config(dir.path(), &via(&broker), &durability, &sink_cfg);
-    let mut svc = spawn_service(pinned, dir.path(), &cfg, 0);
-    wait_until("aq-ingest subscribed", Duration::from_secs(20), || {
-        svc.log_text().contains("mqtt: subscribed")
-    });
-    let t0 = Instant::now();
-    let publisher = rt.spawn(publish_from_many(port, messages(n, base + 2 * 86_400_000)));
-    let live = measure(dir.path(), svc.pid(), mpid, t0, n, sink);
-    rt.block_on(publisher).unwrap();
-    stop(&mut svc);
-    let live_commits = counter(&svc.log_text(), "store_commits");
+    let runs = Live {
+        pinned,
+        n,
+        port,
+        mpid,
+        vm_url: vm.url(),
+        sink_cfg,
+        durability,
+        rt,
+    };
+    let (sink_cfg, durability) = (&runs.sink_cfg, &runs.durability);
+    let cfg = write_service_config(dir.path(), &via(port, "bench-aq"), durability, sink_cfg);
+    let msgs = messages(n, base + 2 * 86_400_000);
+    let (live, log) = runs.aq_ingest(dir.path(), &cfg, 0, msgs);
+    let live_commits = counter(&log, "store_commits");
     // Readings' lines plus the derived series' (a site-hour's line per request it changed in).
-    let live_lines = counter(&svc.log_text(), "lines_written");
+    let live_lines = counter(&log, "lines_written");
 
     rt.block_on(publish_from_many(port, messages(n, base + 3 * 86_400_000)));
     let mut svc = spawn_service(pinned, dir.path(), &cfg, 1);
@@ -613,8 +620,8 @@ fn layout(pinned: bool, n: usize, rt: &tokio::runtime::Runtime) {
     let (embedded_took, embedded_cpu, embedded_rss, embedded_machine) = embedded(
         pinned,
         messages(n, base + 4 * 86_400_000),
-        &sink_cfg,
-        &durability,
+        sink_cfg,
+        durability,
         rt,
     );
 
@@ -731,18 +738,8 @@ fn layout(pinned: bool, n: usize, rt: &tokio::runtime::Runtime) {
 
     let rounds = rounds();
     if rounds > 1 {
-        let live = Live {
-            pinned,
-            n,
-            port,
-            mpid,
-            vm_url: vm.url(),
-            sink_cfg,
-            durability,
-            rt,
-        };
         let mut all = vec![[a2, b, c, d]];
-        all.extend((1..rounds).map(|r| live.round(r)));
+        all.extend((1..rounds).map(|r| runs.round(r)));
         print_rounds(&all);
     }
 }
@@ -768,7 +765,8 @@ fn forget_session(port: u16, client_id: &str) {
     assert!(ok.success());
 }
 
-/// What the extra rounds of the live rows share.
+/// What aq-ingest's live runs behind mosquitto, and the extra rounds of the live rows,
+/// share.
 struct Live<'a> {
     pinned: bool,
     n: usize,
@@ -781,6 +779,31 @@ struct Live<'a> {
 }
 
 impl Live<'_> {
+    /// aq-ingest behind mosquitto on the live stream: started with `cfg` (run `run` for
+    /// `AQ_BENCH_PERF`), subscribed, then `msgs` published; measured until everything
+    /// is stored (and forwarded, with a sink), then stopped. The measurement and the
+    /// service's log.
+    fn aq_ingest(
+        &self,
+        dir: &Path,
+        cfg: &Path,
+        run: usize,
+        msgs: Vec<(String, Vec<u8>)>,
+    ) -> (Measured, String) {
+        let mut svc = spawn_service(self.pinned, dir, cfg, run);
+        wait_until("aq-ingest subscribed", Duration::from_secs(20), || {
+            svc.log_text().contains("mqtt: subscribed")
+        });
+        let n = msgs.len();
+        let t0 = Instant::now();
+        let publisher = self.rt.spawn(publish_from_many(self.port, msgs));
+        let sink = !self.sink_cfg.is_empty();
+        let m = measure(dir, svc.pid(), self.mpid, t0, n, sink);
+        self.rt.block_on(publisher).unwrap();
+        stop(&mut svc);
+        (m, svc.log_text())
+    }
+
     /// Round `r` (1 …) of `mosquitto_sub`, aq-ingest behind mosquitto (a fresh store and
     /// session), the Python bridge and aq-ingest with its embedded broker, each on its
     /// own stream of the same shape: their rates, msg/s, in that order.
@@ -793,18 +816,13 @@ impl Live<'_> {
         let msub = mosquitto_sub(self.pinned, port, dir.path(), n, &publish);
 
         let id = format!("bench-aq-{r}");
-        let source = format!("[mqtt]\nurl = \"mqtt://127.0.0.1:{port}\"\nclient_id = \"{id}\"\n");
-        let sink = !self.sink_cfg.is_empty();
-        let cfg = write_service_config(dir.path(), &source, &self.durability, &self.sink_cfg);
-        let mut svc = spawn_service(self.pinned, dir.path(), &cfg, 2 + r);
-        wait_until("aq-ingest subscribed", Duration::from_secs(20), || {
-            svc.log_text().contains("mqtt: subscribed")
-        });
-        let t0 = Instant::now();
-        let publisher = rt.spawn(publish_from_many(port, messages(n, b - day)));
-        let aq = measure(dir.path(), svc.pid(), self.mpid, t0, n, sink);
-        rt.block_on(publisher).unwrap();
-        stop(&mut svc);
+        let cfg = write_service_config(
+            dir.path(),
+            &via(port, &id),
+            &self.durability,
+            &self.sink_cfg,
+        );
+        let (aq, _) = self.aq_ingest(dir.path(), &cfg, 2 + r, messages(n, b - day));
         forget_session(port, &id);
 
         let publish = || rt.block_on(publish_from_many(port, messages(n, b - 2 * day)));
