@@ -102,7 +102,7 @@ fn main() {
     let raw: Vec<Reading> = (0..1440)
         .map(|i| fixture::reading("erqi-000", day + i * 60_000, 30.0 + (i % 50) as f64))
         .collect();
-    Writer::open(&store_cfg, None)
+    Writer::open(&store_cfg)
         .unwrap()
         .commit_batch_durable(&raw, &[], UnixMillis(0))
         .unwrap();
@@ -172,7 +172,7 @@ fn main() {
     let writer = {
         let (stop, written, cfg) = (Arc::clone(&stop), Arc::clone(&written), store_cfg.clone());
         std::thread::spawn(move || {
-            let mut s = Writer::open(&cfg, None).unwrap();
+            let mut s = Writer::open(&cfg).unwrap();
             // "Today" is the target period's last day: every commit touches a day the
             // target report covers, so each report recomputes today's 238 site-days
             // from their hours, as it does in service between two cache refreshes.

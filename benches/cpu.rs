@@ -8,9 +8,11 @@
 //! 1 000 queued at a time (a commit of 1 000 messages, as a busy live stream gets;
 //! `AQ_CPU_BATCH=K` for K),
 //! and after every `SINK_EVERY` batches does what the InfluxDB sink does with the
-//! outbox: the derived lines (the newest of each point) and the readings after its cursor, encoded as line
-//! protocol, gzipped, and the cursor moved in one commit — everything but the HTTP
-//! request. With `--array`, each message carries an array of 100 readings.
+//! outbox: the queued derived lines (the newest of each point), the readings after its
+//! cursor encoded as line protocol, the hourly line of each site-hour they add to (read
+//! from the aggregates), gzipped with `--gzip`, and the cursor moved in one commit —
+//! everything but the HTTP request. With `--array`, each message carries an array of
+//! 100 readings.
 //!
 //! The script runs it twice (N and 3N) and divides the difference in instructions by
 //! 2N, so start-up (migrations, the runtime) does not count.
@@ -70,6 +72,7 @@ fn payload(k: usize, per_message: usize) -> Vec<u8> {
 /// What the sink holds between drains: the commits' news, and how many readings came
 /// from the in-memory tail and how many from the outbox.
 struct Sink {
+    hour_line: aq_ingest::derived::Derived,
     news: tokio::sync::mpsc::Receiver<News>,
     tail: Tail,
     from_tail: usize,
@@ -95,12 +98,35 @@ fn drain(outbox: &mut Outbox, sink: &mut Sink) -> usize {
         seqs.extend_from_slice(also);
     }
     let mut through = cursor.clone();
+    // The site-hours the readings add to, in the order they first appear, found as the
+    // sink finds them: per site (looked up by `&str`, no allocation per reading), its
+    // hours.
+    let mut hours: Vec<(String, i64)> = Vec::new();
+    let mut seen: std::collections::HashMap<String, Vec<i64>> = Default::default();
+    let mut readings = String::new();
     let mut stage = |pos, r: &Reading| {
         // As the sink does: a line per reading, then one body.
         let mut line = String::with_capacity(128);
         schema::encode_reading(r, "pm", &mut line).unwrap();
-        body.push_str(&line);
+        readings.push_str(&line);
         through.advance(pos);
+        if let Some(h) = aq_ingest::store::hour_changed_by(r) {
+            let site = r.site.as_str();
+            let known = match seen.get_mut(site) {
+                Some(hs) if hs.contains(&h.0) => true,
+                Some(hs) => {
+                    hs.push(h.0);
+                    false
+                }
+                None => {
+                    seen.insert(site.to_owned(), vec![h.0]);
+                    false
+                }
+            };
+            if !known {
+                hours.push((site.to_owned(), h.0));
+            }
+        }
         true
     };
     let n = match sink.tail.after(cursor.of(0), 5000, &mut stage) {
@@ -117,6 +143,10 @@ fn drain(outbox: &mut Outbox, sink: &mut Sink) -> usize {
             pending.len()
         }
     };
+    for h in outbox.site_hours(&hours).unwrap() {
+        body.push_str(&sink.hour_line.hour_line(&h).unwrap());
+    }
+    body.push_str(&readings);
     // `gzip = "auto"` compresses only for a server on another host; `--gzip` counts it.
     let gz = if std::env::args().any(|a| a == "--gzip") {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
@@ -137,6 +167,7 @@ fn drain(outbox: &mut Outbox, sink: &mut Sink) -> usize {
 /// its tokens, and drains the outbox every `SINK_EVERY` batches.
 #[inline(never)]
 fn measured(
+    plan: &Plan,
     rt: &tokio::runtime::Runtime,
     ingest: Ingest,
     batches: Vec<Vec<Message>>,
@@ -146,6 +177,7 @@ fn measured(
     let (acker, mut acks) = Acker::channel();
     let (news_tx, news) = tokio::sync::mpsc::channel(NEWS_SLOTS);
     let mut sink = Sink {
+        hour_line: plan.derived.clone().expect("derived series on by default"),
         news,
         tail: Tail::new(4 * 5000),
         from_tail: 0,
@@ -198,9 +230,7 @@ fn main() {
         dir.path().join("aq.db").display()
     );
     let plan = Plan::resolve(Config::parse(&text, "bench").unwrap(), "bench").unwrap();
-    let derived = plan.derived.clone().expect("derived series on by default");
-    let hourly: aq_ingest::store::HourlyLines = Box::new(move |h: &_| derived.hour_line(h));
-    let writer = Writer::open(&plan.store, Some(hourly)).unwrap();
+    let writer = Writer::open(&plan.store).unwrap();
     let mut outbox = Outbox::open(&plan.store, "influx").unwrap();
     // One thread for the async tasks: a batch is queued whole before the ingest runs, so
     // every commit has the same size and the count is repeatable.
@@ -230,7 +260,7 @@ fn main() {
         let rest = all.split_off(batch.min(all.len()));
         batches.push(std::mem::replace(&mut all, rest));
     }
-    let drained = measured(&rt, ingest, batches, &mut outbox);
+    let drained = measured(&plan, &rt, ingest, batches, &mut outbox);
     let stored = Metrics::get(&metrics.readings_stored);
     assert_eq!(stored as usize, n, "every reading stored once");
     println!(

@@ -83,7 +83,7 @@ fn main() {
     let readings: Vec<_> = (0..SITES)
         .map(|i| fixture::reading(&fixture::site(i), today, 40.0))
         .collect();
-    aq_ingest::store::Writer::open(&cfg, None)
+    aq_ingest::store::Writer::open(&cfg)
         .unwrap()
         .commit_batch_durable(&readings, &[], aq_ingest::model::UnixMillis(0))
         .unwrap();

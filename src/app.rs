@@ -55,13 +55,9 @@ pub async fn serve(
     // One service per store, held until this function returns.
     let _lock = StoreLock::acquire(&plan.store).context("locking the store")?;
     info!(sites = plan.registry.sites().count(), "site registry");
-    let hourly: Option<HourlyLines> = plan
-        .derived
-        .clone()
-        .map(|d| Box::new(move |h: &_| d.hour_line(h)) as HourlyLines);
     let writer = open_blocking({
         let cfg = plan.store.clone();
-        move || Writer::open(&cfg, hourly)
+        move || Writer::open(&cfg)
     })
     .await
     .context("opening the store")?;
@@ -119,9 +115,14 @@ fn sink_stage(
     let open = {
         let (plan, clock, metrics) = (Arc::clone(plan), Arc::clone(clock), Arc::clone(metrics));
         move || {
+            let hourly: Option<HourlyLines> = plan
+                .derived
+                .clone()
+                .map(|d| Box::new(move |h: &_| d.hour_line(h)) as HourlyLines);
             InfluxSink::new(
                 icfg.clone(),
                 &plan.store,
+                hourly,
                 Arc::clone(&metrics),
                 Arc::clone(&clock),
             )

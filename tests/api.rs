@@ -549,7 +549,7 @@ fn the_report_memo_serves_fresh_answers_within_its_bound(store: aq_ingest::store
         .unwrap();
     let bound = i64::try_from(ctx.api.report_max_staleness_ms).unwrap();
     assert_eq!(bound, 1_000, "the shipped default");
-    let mut writer = Writer::open(&store, None).unwrap();
+    let mut writer = Writer::open(&store).unwrap();
     let mut commit = |r: Vec<aq_ingest::model::Reading>| {
         writer.commit_batch_durable(&r, &[], UnixMillis(0)).unwrap();
     };

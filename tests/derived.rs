@@ -268,3 +268,68 @@ async fn the_daily_series_are_classed_under_the_tables_in_force_on_each_day() {
     );
     svc.stop().await;
 }
+
+/// Samples of one site-hour in two uploads, the second after the first reached
+/// InfluxDB: the hourly point ends with every sample (the request that carries the
+/// second upload carries the hour's line as stored then), and stays one point.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_hour_completed_by_a_later_upload_ends_with_all_its_samples() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Mosquitto::start(dir.path());
+    let influx = Influx1::start(dir.path(), "aq");
+    let sink = format!(
+        "[influx]\nurl = \"{}\"\napi = \"v1\"\ndatabase = \"aq\"\nflush_interval_secs = 0.1\n",
+        influx.url()
+    );
+    let svc = Service::start(config(
+        dir.path(),
+        &broker.url(),
+        "t-late-hour",
+        Some(&sink),
+    ))
+    .await;
+    let samples = |minutes: std::ops::Range<u32>, pm25: u32| {
+        let items: Vec<String> = minutes
+            .map(|m| {
+                format!(
+                    r#"{{"ts":"2016-08-01T10:{m:02}:00+08:00","pm25":{pm25},"interval_secs":60}}"#
+                )
+            })
+            .collect();
+        (
+            "aq/a/readings".to_owned(),
+            format!("[{}]", items.join(",")).into_bytes(),
+        )
+    };
+    let hour = |field: &str| {
+        influx
+            .query(
+                "aq",
+                &format!("SELECT {field} FROM pm_hourly WHERE site = 'a'"),
+            )
+            .into_iter()
+            .map(|r| r[1].clone())
+            .collect::<Vec<_>>()
+    };
+    publish_all(broker.port, vec![samples(0..30, 20)]).await;
+    wait_for(
+        "the first half of the hour",
+        Duration::from_secs(30),
+        || hour("pm2_5_samples") == [serde_json::json!(30)],
+    )
+    .await;
+    assert_eq!(
+        hour("pm2_5_valid"),
+        [serde_json::json!(false)],
+        "30 minutes of 60"
+    );
+    publish_all(broker.port, vec![samples(30..60, 40)]).await;
+    wait_for("the whole hour", Duration::from_secs(30), || {
+        hour("pm2_5_samples") == [serde_json::json!(60)]
+    })
+    .await;
+    let mean: Vec<_> = hour("pm2_5").iter().map(|v| v.as_f64()).collect();
+    assert_eq!(mean, [Some(30.0)], "(30 × 20 + 30 × 40) / 60");
+    assert_eq!(hour("pm2_5_valid"), [serde_json::json!(true)]);
+    svc.stop().await;
+}

@@ -272,7 +272,7 @@ async fn an_array_larger_than_a_commit_is_acknowledged_after_its_last_slice() {
     );
     let plan = Plan::resolve(Config::parse(&text, "test").unwrap(), "test").unwrap();
     assert_eq!(plan.ingest.max_batch_readings, 7);
-    let writer = Writer::open(&plan.store, None).unwrap();
+    let writer = Writer::open(&plan.store).unwrap();
     let base = base_ts_ms();
     // Message 0: 10 readings (slice 1 and the start of slice 2); message 1: 10 more
     // (the rest of slice 2, and slice 3). Slice 2 holds the poisoned reading.

@@ -91,7 +91,7 @@ fn concurrent_writers_store_each_reading_once_and_the_hours_match_the_readings()
         .map(|w| {
             let cfg = cfg.clone();
             std::thread::spawn(move || {
-                let mut writer = Writer::open(&cfg, None).unwrap();
+                let mut writer = Writer::open(&cfg).unwrap();
                 let mut stored = 0;
                 for b in batches(sites, per_site, 97, w) {
                     stored += writer
@@ -131,7 +131,7 @@ fn the_outbox_neither_skips_nor_repeats_a_row_while_writers_commit_out_of_order(
         .map(|w| {
             let cfg = cfg.clone();
             std::thread::spawn(move || {
-                let mut writer = Writer::open(&cfg, None).unwrap();
+                let mut writer = Writer::open(&cfg).unwrap();
                 let mut rng = fastrand::Rng::with_seed(w as u64);
                 for i in 0..400i64 {
                     let n = rng.usize(1..6);
@@ -197,7 +197,7 @@ fn the_analyst_views_agree_with_the_service() {
     use aq_ingest::store::{Maintainer, Store};
     let pg = Postgres::start();
     let cfg = StoreConfig::postgres(&pg.url());
-    let mut writer = Writer::open(&cfg, None).unwrap();
+    let mut writer = Writer::open(&cfg).unwrap();
     // Three sites, two UTC days (2880 minutes) each: the local (UTC+8) day between
     // them has every hour valid.
     for s in 0..3 {
@@ -260,7 +260,7 @@ fn the_analyst_views_agree_with_the_service() {
 #[test]
 fn a_reading_twice_in_one_batch_is_stored_and_counted_once() {
     let pg = Postgres::start();
-    let mut writer = Writer::open(&StoreConfig::postgres(&pg.url()), None).unwrap();
+    let mut writer = Writer::open(&StoreConfig::postgres(&pg.url())).unwrap();
     let (a, b) = (reading(1, 0), reading(1, 1));
     let first = writer
         .commit_batch_durable(&[a.clone(), b.clone(), a.clone()], &[], UnixMillis(1))
@@ -272,4 +272,42 @@ fn a_reading_twice_in_one_batch_is_stored_and_counted_once() {
     assert_eq!((again.stored, again.duplicates), (0, 2));
     assert_eq!(pg.count("SELECT count(*) FROM readings"), 2);
     assert_eq!(pg.count("SELECT n10 FROM hourly"), 2);
+}
+
+/// The sink reads the site-hours of the readings it sends by key, in one round trip on
+/// PostgreSQL: the rows of the keys given, in their order, none for a key without one —
+/// the same as SQLite's lookups.
+#[test]
+fn site_hours_by_key_are_the_stored_hours_in_the_order_asked_on_both_engines() {
+    use aq_ingest::store::Store;
+    let pg = Postgres::start();
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = StoreConfig {
+        path: dir.path().join("aq.db"),
+        ..StoreConfig::default()
+    };
+    for cfg in [StoreConfig::postgres(&pg.url()), sqlite] {
+        let mut writer = Writer::open(&cfg).unwrap();
+        for s in 0..3 {
+            let two_hours: Vec<Reading> = (0..120).map(|i| reading(s, i)).collect();
+            writer
+                .commit_batch_durable(&two_hours, &[], UnixMillis(1))
+                .unwrap();
+        }
+        let store = Store::open(&cfg).unwrap();
+        let all = store
+            .hours(UnixMillis(0), UnixMillis(i64::MAX), None)
+            .unwrap();
+        assert_eq!(all.len(), 6);
+        let key = |i: usize| (all[i].site.clone(), all[i].hour.0);
+        let keys = vec![
+            key(5),
+            key(0),
+            ("nowhere".to_owned(), all[0].hour.0),
+            key(3),
+        ];
+        let got = store.site_hours(&keys).unwrap();
+        let want = vec![all[5].clone(), all[0].clone(), all[3].clone()];
+        assert_eq!(got, want, "{:?}", cfg.backend);
+    }
 }

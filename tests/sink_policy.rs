@@ -136,7 +136,7 @@ fn filled_store(dir: &std::path::Path, n: usize) -> (StoreConfig, Vec<String>) {
         path: dir.join("aq.db"),
         ..StoreConfig::default()
     };
-    let mut s = aq_ingest::store::Writer::open(&cfg, None).unwrap();
+    let mut s = aq_ingest::store::Writer::open(&cfg).unwrap();
     let batch: Vec<Reading> = (0..n).map(reading).collect();
     let lines = batch
         .iter()
@@ -157,6 +157,28 @@ struct Running {
 }
 
 async fn run_sink(url: &str, extra: &str, store: StoreConfig) -> Running {
+    start_sink(url, extra, store, None).await
+}
+
+/// [`run_sink`] with the derived series on: each request carries its readings'
+/// site-hours' lines (as the service makes them, with the default rules).
+async fn run_sink_with_hours(url: &str, extra: &str, store: StoreConfig) -> Running {
+    let d = aq_ingest::derived::Derived::new("pm", &aq_ingest::aqi::AqiConfig::default());
+    start_sink(
+        url,
+        extra,
+        store,
+        Some(Box::new(move |h: &_| d.hour_line(h))),
+    )
+    .await
+}
+
+async fn start_sink(
+    url: &str,
+    extra: &str,
+    store: StoreConfig,
+    hours: Option<aq_ingest::store::HourlyLines>,
+) -> Running {
     // (Tests that are about the flush interval set their own.)
     let flush = if extra.contains("flush_interval_secs") {
         ""
@@ -168,7 +190,8 @@ async fn run_sink(url: &str, extra: &str, store: StoreConfig) -> Running {
     ))
     .unwrap();
     let metrics = Arc::new(Metrics::default());
-    let sink = InfluxSink::new(cfg, &store, Arc::clone(&metrics), Arc::new(SystemClock)).unwrap();
+    let clock = Arc::new(SystemClock);
+    let sink = InfluxSink::new(cfg, &store, hours, Arc::clone(&metrics), clock).unwrap();
     let (tx, mut rx) = tokio::sync::mpsc::channel(1);
     let task = tokio::spawn(async move { sink.run(&mut rx).await.unwrap() });
     Running {
@@ -505,7 +528,7 @@ async fn a_bursts_tail_goes_at_once_and_a_trickle_waits_for_the_flush_interval()
         })
         .await;
         let more: Vec<Reading> = (1000..1003).map(reading).collect();
-        aq_ingest::store::Writer::open(&store, None)
+        aq_ingest::store::Writer::open(&store)
             .unwrap()
             .commit_batch_durable(&more, &[], UnixMillis(0))
             .unwrap();
@@ -650,4 +673,190 @@ async fn a_server_that_never_answers_times_out_and_keeps_the_data() {
     assert_eq!(sink.metrics.write_errors(WriteErrorClass::Timeout), 1);
     sink.stop().await;
     assert_eq!(seen.lock().unwrap().last().unwrap().lines, lines);
+}
+
+/// Hourly lines beside the readings: made from the stored aggregates when the request
+/// goes, one per site-hour the request's readings add to.
+mod hourly_lines {
+    use super::*;
+    use aq_ingest::store::{Store, Writer};
+
+    /// Site `site`'s reading at `minute` after 2016-08-01T00:00Z with `flag` and `period`.
+    fn at(site: &str, minute: i64, flag: Flag, period: Period) -> Reading {
+        Reading {
+            site: SiteId::parse(site).unwrap(),
+            ts: UnixMillis(1_470_009_600_000 + minute * 60_000),
+            flag,
+            period,
+            ..reading(0)
+        }
+    }
+
+    /// The line the service makes of a stored site-hour.
+    fn stored_line(store: &StoreConfig, site: &str, minute: i64) -> String {
+        let d = aq_ingest::derived::Derived::new("pm", &aq_ingest::aqi::AqiConfig::default());
+        let hour = UnixMillis((1_470_009_600_000 + minute * 60_000) / 3_600_000 * 3_600_000);
+        let s = Store::open(store).unwrap();
+        let h = s.hours(hour, UnixMillis(hour.0 + 1), Some(site)).unwrap();
+        d.hour_line(&h[0]).unwrap().trim_end().to_owned()
+    }
+
+    fn store(dir: &std::path::Path) -> StoreConfig {
+        StoreConfig {
+            path: dir.join("aq.db"),
+            ..StoreConfig::default()
+        }
+    }
+
+    fn lines_of(rs: &[Reading]) -> Vec<String> {
+        rs.iter()
+            .map(|r| {
+                let l = line_protocol::encode(&schema::reading_point(r, "pm")).unwrap();
+                l.trim_end().to_owned()
+            })
+            .collect()
+    }
+
+    /// Two commits before the sink looks: s1's hour gets samples in both, so its line
+    /// counts all five; a maintenance-flag reading and a device's daily value add to no
+    /// hour, so they bring no line.
+    #[tokio::test]
+    async fn a_request_carries_the_stored_line_of_each_site_hour_its_readings_add_to() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        let n = (Flag::Normal, Period::Sample);
+        let first = vec![
+            at("s1", 0, n.0, n.1),
+            at("s1", 1, n.0, n.1),
+            at("s2", 1, n.0, n.1),
+            at("s1", 2, n.0, n.1),
+            at("s3", 2, Flag::Maintenance, n.1),
+            at("s4", 0, n.0, Period::Day),
+        ];
+        let second = vec![
+            at("s1", 3, n.0, n.1),
+            at("s1", 61, n.0, n.1),
+            at("s1", 4, n.0, n.1),
+        ];
+        let mut w = Writer::open(&store).unwrap();
+        w.commit_batch_durable(&first, &[], UnixMillis(0)).unwrap();
+        w.commit_batch_durable(&second, &[], UnixMillis(0)).unwrap();
+        drop(w);
+        let mut want = vec![
+            stored_line(&store, "s1", 0),
+            stored_line(&store, "s2", 0),
+            stored_line(&store, "s1", 61),
+        ];
+        assert!(want[0].contains("pm10_samples=5i"), "{}", want[0]);
+        want.extend(lines_of(&first));
+        want.extend(lines_of(&second));
+        let (url, seen) =
+            scripted_server(Arc::new(|_, _| Some((204, vec![], String::new())))).await;
+        let sink = run_sink_with_hours(&url, "", store).await;
+        sink.until("all written", |m| Metrics::get(&m.lines_written) == 12)
+            .await;
+        let c = sink.stop().await;
+        let sent: Vec<Vec<String>> = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|s| s.lines.clone())
+            .collect();
+        assert_eq!(
+            sent,
+            vec![want],
+            "one request: the hours' lines, then the readings"
+        );
+        assert_eq!(count(&c, OUTBOX_DEPTH), 0);
+    }
+
+    /// Under a small line cap every request carries the line of the hour its readings
+    /// add to (its value as stored when it goes), and no request is over the cap.
+    #[tokio::test]
+    async fn the_line_cap_counts_the_hourly_lines_and_each_request_carries_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        let readings: Vec<Reading> = (0..7)
+            .map(|m| at("s1", m, Flag::Normal, Period::Sample))
+            .collect();
+        Writer::open(&store)
+            .unwrap()
+            .commit_batch_durable(&readings, &[], UnixMillis(0))
+            .unwrap();
+        let hour = stored_line(&store, "s1", 0);
+        let (url, seen) =
+            scripted_server(Arc::new(|_, _| Some((204, vec![], String::new())))).await;
+        let sink = run_sink_with_hours(&url, "batch_max_lines = 4\n", store).await;
+        sink.until("all readings written", |m| {
+            Metrics::get(&m.lines_written) == 10
+        })
+        .await;
+        sink.stop().await;
+        let sent: Vec<Vec<String>> = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|s| s.lines.clone())
+            .collect();
+        let want = lines_of(&readings);
+        assert_eq!(
+            sent,
+            vec![
+                vec![
+                    hour.clone(),
+                    want[0].clone(),
+                    want[1].clone(),
+                    want[2].clone()
+                ],
+                vec![
+                    hour.clone(),
+                    want[3].clone(),
+                    want[4].clone(),
+                    want[5].clone()
+                ],
+                vec![hour, want[6].clone()],
+            ]
+        );
+    }
+
+    /// A refused hourly line is dead-lettered alone; its readings are written.
+    #[tokio::test]
+    async fn a_refused_hourly_line_is_dead_lettered_and_its_readings_are_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        let readings: Vec<Reading> = (0..3)
+            .map(|m| at("s1", m, Flag::Normal, Period::Sample))
+            .collect();
+        Writer::open(&store)
+            .unwrap()
+            .commit_batch_durable(&readings, &[], UnixMillis(0))
+            .unwrap();
+        let hour = stored_line(&store, "s1", 0);
+        let (url, seen) = scripted_server(Arc::new(|_, s: &Seen| {
+            if s.lines.iter().any(|l| l.starts_with("pm_hourly")) {
+                Some((400, vec![], "{\"code\":\"invalid\"}".into()))
+            } else {
+                Some((204, vec![], String::new()))
+            }
+        }))
+        .await;
+        let sink = run_sink_with_hours(&url, "", store).await;
+        sink.until("the readings written", |m| {
+            Metrics::get(&m.lines_written) == 3
+        })
+        .await;
+        let m = Arc::clone(&sink.metrics);
+        let c = sink.stop().await;
+        assert_eq!(Metrics::get(&m.lines_dead_lettered), 1);
+        let dead: String = c
+            .query_row("SELECT line FROM dead_letters", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(dead.trim_end(), hour);
+        assert_eq!(
+            accepted(&seen, |_| true).len(),
+            4 + 2 + 1 + 1 + 2,
+            "bisected"
+        );
+        assert_eq!(count(&c, OUTBOX_DEPTH), 0);
+    }
 }

@@ -36,7 +36,7 @@ fn run(seed: u64) {
         path: dir.path().join("aq.db"),
         ..StoreConfig::default()
     };
-    let mut writer = Writer::open(&cfg, None).unwrap();
+    let mut writer = Writer::open(&cfg).unwrap();
     let mut outbox = Outbox::open(&cfg, "influx").unwrap();
     let mut rng = fastrand::Rng::with_seed(seed);
     let mut tail = Tail::new(rng.usize(50..400));
@@ -66,7 +66,7 @@ fn run(seed: u64) {
         }
         let batch = Arc::new(batch);
         let committed = writer
-            .commit_batch_watched(&batch, &[], UnixMillis(1_470_009_600_000))
+            .commit_batch(&batch, &[], UnixMillis(1_470_009_600_000), false)
             .unwrap();
         // A commit that skipped duplicates used up seqs for them: its rows' seqs are
         // not known, and the sink reads it from the outbox.

@@ -413,7 +413,7 @@ mod tests {
             dir.join("sites.toml").display()
         );
         let plan = Plan::resolve(Config::parse(&text, "test").unwrap(), "test").unwrap();
-        let mut w = Writer::open(&plan.store, None).unwrap();
+        let mut w = Writer::open(&plan.store).unwrap();
         let t0 = 1_469_980_800_000; // 2016-08-01T00:00+08:00
         let hour = 3_600_000;
         let r = |site: &str, ts: i64, pm25: f64, pm10: f64| Reading {

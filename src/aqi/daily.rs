@@ -13,7 +13,7 @@ use super::zone::Zone;
 use crate::model::{Pollutant, UnixMillis};
 
 /// One site-hour as the store keeps it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SiteHour {
     pub site: String,
     /// The UTC start of the hour.

@@ -254,10 +254,12 @@ impl Ingest {
         sink_news: &Option<mpsc::Sender<News>>,
     ) -> Result<(Self, bool), IngestError> {
         let slice = Arc::new(slice);
+        // The changed site-hours are read back only for the alerts.
+        let watch = self.alerts.is_some();
         loop {
             let p = Arc::clone(&slice);
             let (s, r) = on_blocking_thread(self.store, move |w| {
-                w.commit_batch_watched(&p.readings, &p.rejects, now)
+                w.commit_batch(&p.readings, &p.rejects, now, watch)
             })
             .await?;
             self.store = s;

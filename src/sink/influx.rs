@@ -26,7 +26,8 @@ use crate::metrics::{Metrics, WriteErrorClass};
 use crate::model::Reading;
 use crate::store::Outbox as OutboxStore;
 use crate::store::{
-    on_blocking_thread, Cursor, DeadLetter, DeadLetterKind, Pos, StoreConfig, StoreError,
+    hour_changed_by, on_blocking_thread, Cursor, DeadLetter, DeadLetterKind, HourlyLines, Pos,
+    StoreConfig, StoreError,
 };
 
 /// This sink's name in the store's cursor table.
@@ -46,6 +47,9 @@ const LINE_CAPACITY: usize = 128;
 const TAIL_REQUESTS: usize = 4;
 /// How long a burst's tail waits for more commits.
 const BURST_TAIL_LINGER: Duration = Duration::from_millis(50);
+/// Bytes counted against `batch_max_bytes` for a site-hour's line before it is made (at
+/// send time): a line with both pollutants and a long site id is about this long.
+const HOUR_LINE_BYTES: usize = 160;
 
 /// One encoded outbox line, and the outbox it comes from. A derived line's place is
 /// its seq in the derived outbox (writer 0).
@@ -56,6 +60,9 @@ struct OutboxRow {
     from: Outbox,
     /// Derived lines this one supersedes (older lines of the same point): done with it.
     also: Vec<i64>,
+    /// A reading that is the first of the batch in its site-hour (whose line the batch
+    /// therefore carries too).
+    opens_hour: bool,
 }
 
 /// Which outbox a line comes from.
@@ -63,8 +70,12 @@ struct OutboxRow {
 enum Outbox {
     /// Readings after the cursor.
     Readings,
-    /// The derived-series lines (hourly and daily values).
+    /// The derived-series lines queued in the store (daily values; hourly values queued
+    /// by `resend` or `dead-letters --requeue`).
     Derived,
+    /// The hourly line of a site-hour the batch's readings add to, made from its stored
+    /// aggregate when the batch is sent: nothing queued, so nothing to remove.
+    Hourly,
 }
 
 /// What a delivery finished with: the readings' cursor past every reading written or
@@ -85,6 +96,7 @@ impl Done {
                 self.derived.push(r.pos.seq);
                 self.derived.extend_from_slice(&r.also);
             }
+            Outbox::Hourly => {}
         }
     }
 
@@ -94,6 +106,7 @@ impl Done {
         match r.from {
             Outbox::Readings => self.readings.advance(r.pos),
             Outbox::Derived => self.derived.push(r.pos.seq),
+            Outbox::Hourly => {}
         }
     }
 }
@@ -354,13 +367,18 @@ pub struct InfluxSink {
     staged: Staged,
     /// What the latest commits appended, as the ingest handed it over.
     tail: Tail,
+    /// Makes a site-hour's line (None: the derived series are off).
+    hour_lines: Option<HourlyLines>,
 }
 
-/// Readings' lines staged for the next request, and the cursor after the last of them.
+/// Readings' lines staged for the next request, the cursor after the last of them, and
+/// the site-hours they add to (whose lines go with them).
 struct Staged {
     rows: Vec<OutboxRow>,
+    /// The rows' bytes, and [`HOUR_LINE_BYTES`] for each site-hour.
     bytes: usize,
     through: Cursor,
+    hours: StagedHours,
 }
 
 impl Staged {
@@ -369,14 +387,62 @@ impl Staged {
             rows: Vec::new(),
             bytes: 0,
             through: cursor,
+            hours: StagedHours::default(),
+        }
+    }
+
+    /// Lines the request will carry for what is staged.
+    fn lines(&self) -> usize {
+        self.rows.len() + self.hours.order.len()
+    }
+}
+
+/// The site-hours of the staged readings, in the order they first appear.
+#[derive(Default)]
+struct StagedHours {
+    order: Vec<(String, i64)>,
+    /// Per site, its hours in `order`: looked up with the reading's `&str`, no
+    /// allocation per reading.
+    of_site: std::collections::HashMap<String, Vec<i64>, std::hash::BuildHasherDefault<Fnv>>,
+}
+
+impl StagedHours {
+    /// Whether `(site, hour)` is staged.
+    fn has(&self, site: &str, hour: i64) -> bool {
+        self.of_site.get(site).is_some_and(|h| h.contains(&hour))
+    }
+
+    /// Adds `(site, hour)`, which is not staged yet.
+    fn add(&mut self, site: &str, hour: i64) {
+        match self.of_site.get_mut(site) {
+            Some(hours) => hours.push(hour),
+            None => {
+                self.of_site.insert(site.to_owned(), vec![hour]);
+            }
+        }
+        self.order.push((site.to_owned(), hour));
+    }
+
+    /// Keeps the first `n` site-hours.
+    fn truncate(&mut self, n: usize) {
+        for (site, hour) in self.order.drain(n.min(self.order.len())..) {
+            if let Some(hours) = self.of_site.get_mut(&site) {
+                hours.retain(|h| *h != hour);
+                if hours.is_empty() {
+                    self.of_site.remove(&site);
+                }
+            }
         }
     }
 }
 
 impl InfluxSink {
+    /// A sink on `store_cfg`'s outbox; with `hour_lines`, each request also carries the
+    /// current line of every site-hour its readings add to.
     pub fn new(
         cfg: InfluxConfig,
         store_cfg: &StoreConfig,
+        hour_lines: Option<HourlyLines>,
         metrics: Arc<Metrics>,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, SinkError> {
@@ -406,6 +472,7 @@ impl InfluxSink {
             clock,
             failing: None,
             cursor,
+            hour_lines,
         })
     }
 
@@ -436,7 +503,7 @@ impl InfluxSink {
             }
             self.take_news(nudges);
             let rows = self.head().await?;
-            let lines = rows.len() + self.staged.rows.len();
+            let lines = rows.len() + self.staged.lines();
             if lines > waiting {
                 grown_at = Instant::now();
             }
@@ -467,7 +534,7 @@ impl InfluxSink {
             waiting = 0;
             last_burst = lines * BURST_TAIL_SHARE >= self.max_lines;
             last_send = Instant::now();
-            let batch = self.take_batch(rows);
+            let batch = self.take_batch(rows).await?;
             let retry = self.deliver(batch).await?;
             self.unstage();
             if let Some(delay) = retry {
@@ -538,11 +605,12 @@ impl InfluxSink {
                 line,
                 from: Outbox::Derived,
                 also,
+                opens_hour: false,
             });
         }
         let room = self.max_lines.saturating_sub(rows.len());
         self.fit_staged(room, self.cfg.batch_max_bytes.saturating_sub(bytes));
-        let staged = self.staged.rows.len();
+        let staged = self.staged.lines();
         if staged < room && bytes + self.staged.bytes < self.cfg.batch_max_bytes {
             let need_one = rows.is_empty() && staged == 0;
             self.stage_more(room - staged, bytes, need_one).await?;
@@ -550,21 +618,25 @@ impl InfluxSink {
         Ok(rows)
     }
 
-    /// Drops staged lines beyond `lines` lines and `bytes` bytes (the room left beside
-    /// the derived lines, or a line cap lowered after a 413), keeping at least one.
+    /// Drops staged readings beyond `lines` lines and `bytes` bytes with their
+    /// site-hours' lines (the room left beside the derived lines, or a line cap lowered
+    /// after a 413), keeping at least one reading.
     fn fit_staged(&mut self, lines: usize, bytes: usize) {
         let st = &mut self.staged;
-        let mut keep = 0;
-        let mut kept_bytes = 0;
+        let (mut keep, mut kept_lines, mut kept_bytes, mut kept_hours) = (0, 0, 0, 0);
         for r in &st.rows {
-            if keep == lines || (keep > 0 && kept_bytes + r.line.len() > bytes) {
+            let (l, b) = row_cost(r);
+            if keep > 0 && (kept_lines + l > lines || kept_bytes + b > bytes) {
                 break;
             }
             keep += 1;
-            kept_bytes += r.line.len();
+            kept_lines += l;
+            kept_bytes += b;
+            kept_hours += usize::from(r.opens_hour);
         }
         if keep < st.rows.len() {
             st.rows.truncate(keep);
+            st.hours.truncate(kept_hours);
             st.bytes = kept_bytes;
             st.through = self.cursor.clone();
             for r in &st.rows {
@@ -578,17 +650,34 @@ impl InfluxSink {
         self.staged = Staged::at(self.cursor.clone());
     }
 
-    /// Takes the batch: `rows` (the derived lines [`head`] returned) and the staged
-    /// readings.
-    fn take_batch(&mut self, mut rows: Vec<OutboxRow>) -> Vec<OutboxRow> {
+    /// Takes the batch: `rows` (the derived lines [`head`] returned), the lines of the
+    /// staged readings' site-hours as stored now, and the staged readings. Read now, a
+    /// site-hour's line includes every reading committed so far: the last request that
+    /// carries a reading of it carries its final value.
+    async fn take_batch(&mut self, mut rows: Vec<OutboxRow>) -> Result<Vec<OutboxRow>, SinkError> {
         let staged = std::mem::replace(&mut self.staged, Staged::at(self.cursor.clone()));
+        if self.hour_lines.is_some() && !staged.hours.order.is_empty() {
+            let keys = staged.hours.order;
+            let hours = self.with_store(move |s| s.site_hours(&keys)).await?;
+            let make = self.hour_lines.as_ref().expect("checked above");
+            rows.extend(hours.iter().filter_map(make).map(|line| OutboxRow {
+                pos: Pos::default(),
+                line,
+                from: Outbox::Hourly,
+                also: Vec::new(),
+                opens_hour: false,
+            }));
+        }
         rows.extend(staged.rows);
-        rows
+        Ok(rows)
     }
 
-    /// Stages at most `max` more readings after the staged ones, encoded, within the
-    /// byte cap counting `bytes` taken by derived lines (at least one line when
+    /// Stages more readings after the staged ones, encoded, within `max` more lines
+    /// (a reading's and, for the first reading of a site-hour, that hour's) and the
+    /// byte cap counting `bytes` taken by derived lines (at least one reading when
     /// `need_one` and any is waiting).
+    // Long because the staging closure's caps and its fallback to the outbox read best
+    // together.
     async fn stage_more(
         &mut self,
         max: usize,
@@ -598,28 +687,40 @@ impl InfluxSink {
         let derived_bytes = bytes;
         let cap = self.cfg.batch_max_bytes;
         let measurement = &self.cfg.measurement;
+        let with_hours = self.hour_lines.is_some();
         let st = &mut self.staged;
         let mut bytes = bytes + st.bytes;
+        let mut lines_left = max;
         // Where to go on from (the closure below moves `st.through` along).
         let from = st.through.clone();
         let mut unencodable = Vec::new();
-        // Encodes one reading onto the staged lines; false once the byte cap is reached.
+        // Encodes one reading onto the staged lines; false once a cap is reached.
         let mut stage = |pos: Pos, reading: &Reading| -> bool {
             let mut line = String::with_capacity(LINE_CAPACITY);
             match schema::encode_reading(reading, measurement, &mut line) {
                 Ok(()) => {
-                    if (!st.rows.is_empty() || !need_one) && bytes + line.len() > cap {
-                        return false;
-                    }
-                    bytes += line.len();
-                    st.bytes += line.len();
-                    st.through.advance(pos);
-                    st.rows.push(OutboxRow {
+                    let hour = hour_changed_by(reading)
+                        .filter(|h| with_hours && !st.hours.has(reading.site.as_str(), h.0));
+                    let row = OutboxRow {
                         pos,
                         line,
                         from: Outbox::Readings,
                         also: Vec::new(),
-                    });
+                        opens_hour: hour.is_some(),
+                    };
+                    let (l, b) = row_cost(&row);
+                    let first = st.rows.is_empty() && need_one;
+                    if !first && (l > lines_left || bytes + b > cap) {
+                        return false;
+                    }
+                    lines_left = lines_left.saturating_sub(l);
+                    bytes += b;
+                    st.bytes += b;
+                    st.through.advance(pos);
+                    if let Some(h) = hour {
+                        st.hours.add(reading.site.as_str(), h.0);
+                    }
+                    st.rows.push(row);
                     true
                 }
                 // Validation makes this unreachable; if it ever happens the reading is
@@ -985,6 +1086,16 @@ pub fn newest_per_point(rows: Vec<(i64, String)>) -> Vec<(i64, String, Vec<i64>)
         out[slot[o]].2.push(seq);
     }
     out
+}
+
+/// The lines and the bytes (counted against the caps) a staged reading brings: its own,
+/// and its site-hour's when it is the first of it.
+fn row_cost(r: &OutboxRow) -> (usize, usize) {
+    if r.opens_hour {
+        (2, r.line.len() + HOUR_LINE_BYTES)
+    } else {
+        (1, r.line.len())
+    }
 }
 
 /// FNV-1a: the points' keys are short and ours (no untrusted input to flood a table

@@ -21,16 +21,31 @@ pub(super) const COLUMNS: &str =
     "site, hour_ms, n25, sum25, cov25, nd25, dev25, n10, sum10, cov10, nd10, dev10";
 
 /// The end of an `INSERT INTO hourly`: a site-hour already stored gets the new counts
-/// and sums added (a device's own hourly mean replaces the stored one), and the row
-/// after the change comes back.
+/// and sums added (a device's own hourly mean replaces the stored one).
 const ADD_TO_STORED: &str = "ON CONFLICT (site, hour_ms) DO UPDATE SET
     n25 = hourly.n25 + excluded.n25, sum25 = hourly.sum25 + excluded.sum25,
     cov25 = hourly.cov25 + excluded.cov25, nd25 = hourly.nd25 + excluded.nd25,
     dev25 = coalesce(excluded.dev25, hourly.dev25),
     n10 = hourly.n10 + excluded.n10, sum10 = hourly.sum10 + excluded.sum10,
     cov10 = hourly.cov10 + excluded.cov10, nd10 = hourly.nd10 + excluded.nd10,
-    dev10 = coalesce(excluded.dev10, hourly.dev10)
-    RETURNING site, hour_ms, n25, sum25, cov25, nd25, dev25, n10, sum10, cov10, nd10, dev10";
+    dev10 = coalesce(excluded.dev10, hourly.dev10)";
+
+/// What follows [`ADD_TO_STORED`] when the caller watches the hours (alerts): the rows
+/// after the change. Only then: reading them back was ~3 000 instructions a site-hour.
+const RETURNING: &str =
+    "RETURNING site, hour_ms, n25, sum25, cov25, nd25, dev25, n10, sum10, cov10, nd10, dev10";
+
+/// The UTC hour (its start) whose aggregate a stored reading adds to, or None when it
+/// adds to none: only normal-flag values count (GB 3095: other flags are stored, not
+/// averaged), and daily values a device computed itself never enter the hours (GB 3095
+/// days come from valid hours). The one rule for the aggregates and for which hourly
+/// lines a sink sends beside the readings.
+pub fn hour_changed_by(r: &Reading) -> Option<UnixMillis> {
+    if !r.flag.is_normal() || r.period == Period::Day {
+        return None;
+    }
+    Some(UnixMillis(r.ts.0.div_euclid(HOUR_MS) * HOUR_MS))
+}
 
 /// One batch's changes, summed per site-hour before touching the table. Ordered: every
 /// writer updates site-hours in key order, so two PostgreSQL instances touching the
@@ -49,15 +64,11 @@ fn idx(p: Pollutant) -> usize {
 }
 
 impl<'r> Batch<'r> {
-    /// Adds a newly stored reading. Only normal-flag values count (GB 3095: other flags
-    /// are stored, not averaged).
+    /// Adds a newly stored reading (to the hour [`hour_changed_by`] names).
     pub(super) fn add(&mut self, r: &'r Reading) {
-        // Daily values a device computed itself never enter the hours (GB 3095 days
-        // come from valid hours).
-        if !r.flag.is_normal() || r.period == Period::Day {
+        let Some(UnixMillis(hour)) = hour_changed_by(r) else {
             return;
-        }
-        let hour = r.ts.0.div_euclid(HOUR_MS) * HOUR_MS;
+        };
         let e = self.hours.entry((r.site.as_str(), hour)).or_default();
         for p in Pollutant::ALL {
             let Some(v) = r.value(p) else { continue };
@@ -79,18 +90,13 @@ impl<'r> Batch<'r> {
     }
 
     /// Adds the batch to the stored site-hours and marks their UTC days dirty, inside
-    /// the commit's transaction; returns the site-hours after the change (in key
-    /// order) and queues their derived lines.
-    pub(super) fn apply(
-        self,
-        tx: &Db,
-        lines: Option<&super::HourlyLines>,
-        now: UnixMillis,
-    ) -> Result<Vec<SiteHour>, StoreError> {
+    /// the commit's transaction; with `watch`, returns the site-hours after the change
+    /// (in key order), else nothing.
+    pub(super) fn apply(self, tx: &Db, watch: bool) -> Result<Vec<SiteHour>, StoreError> {
         if tx.engine() == Engine::Postgres {
-            return self.apply_in_one_statement(tx, lines, now);
+            return self.apply_in_one_statement(tx, watch);
         }
-        let mut touched = Vec::with_capacity(self.hours.len());
+        let mut touched = Vec::with_capacity(if watch { self.hours.len() } else { 0 });
         let mut marked = std::collections::BTreeSet::new();
         for (site, hour) in self.hours.keys() {
             marked.insert((*site, hour.div_euclid(MS_PER_DAY)));
@@ -101,8 +107,6 @@ impl<'r> Batch<'r> {
         for (site, utc_day) in marked {
             mark.exec(p![site, utc_day])?;
         }
-        let mut insert_line =
-            tx.prepare("INSERT INTO derived_outbox (line, created_ms) VALUES (?1, ?2)")?;
         let hours: Vec<_> = self.hours.iter().collect();
         let mut rest = &hours[..];
         let mut params = Vec::with_capacity(UPSERT_CHUNKS[0] * 12);
@@ -131,24 +135,25 @@ impl<'r> Batch<'r> {
                     b.device_mean_milli,
                 ]);
             }
+            let mut upsert = tx.prepare(upsert_sql(size, watch))?;
             let start = touched.len();
-            tx.prepare(upsert_sql(size))?.each(&params, |r| {
-                touched.push(site_hour_row(r)?);
-                Ok(())
-            })?;
-            if touched.len() - start != size {
+            // An upsert counts each row it inserted or updated: one per site-hour.
+            let changed = if watch {
+                upsert.each(&params, |r| {
+                    touched.push(site_hour_row(r)?);
+                    Ok(())
+                })?;
+                touched.len() - start
+            } else {
+                upsert.exec(&params)? as usize
+            };
+            if changed != size {
                 return Err(StoreError::Corrupt(format!(
-                    "an upsert of {size} site-hours returned {} rows",
-                    touched.len() - start
+                    "an upsert of {size} site-hours changed {changed} rows"
                 )));
             }
             // RETURNING gives its rows in no promised order.
             touched[start..].sort_by(|x, y| (&x.site, x.hour).cmp(&(&y.site, y.hour)));
-            for after in &touched[start..] {
-                if let Some(line) = lines.and_then(|f| f(after)) {
-                    insert_line.exec(p![&line, now.0])?;
-                }
-            }
         }
         Ok(touched)
     }
@@ -159,18 +164,26 @@ impl<'r> Batch<'r> {
 /// with one cached statement per size.
 const UPSERT_CHUNKS: [usize; 4] = [64, 16, 4, 1];
 
-/// SQLite's upsert of `rows` (one of [`UPSERT_CHUNKS`]) site-hours, returning each
-/// row as it is after the statement. The keys in one statement are distinct (a batch
-/// sums per site-hour first); they go in key order. Built once per size: building it
-/// per chunk was ~2 000 instructions per reading.
-fn upsert_sql(rows: usize) -> &'static str {
-    static SQL: [std::sync::OnceLock<String>; UPSERT_CHUNKS.len()] =
-        [const { std::sync::OnceLock::new() }; UPSERT_CHUNKS.len()];
+/// SQLite's upsert of `rows` (one of [`UPSERT_CHUNKS`]) site-hours, with `returning`
+/// each row as it is after the statement. The keys in one statement are distinct (a
+/// batch sums per site-hour first); they go in key order. Built once per size: building
+/// it per chunk was ~2 000 instructions per reading.
+fn upsert_sql(rows: usize, returning: bool) -> &'static str {
+    type Built = [std::sync::OnceLock<String>; UPSERT_CHUNKS.len()];
+    static SQL: [Built; 2] =
+        [const { [const { std::sync::OnceLock::new() }; UPSERT_CHUNKS.len()] }; 2];
     let at = UPSERT_CHUNKS
         .iter()
         .position(|n| *n == rows)
         .expect("a chunk size");
-    SQL[at].get_or_init(|| build_upsert_sql(rows))
+    SQL[usize::from(returning)][at].get_or_init(|| {
+        let sql = build_upsert_sql(rows);
+        if returning {
+            format!("{sql} {RETURNING}")
+        } else {
+            sql
+        }
+    })
 }
 
 fn build_upsert_sql(rows: usize) -> String {
@@ -196,12 +209,7 @@ impl Batch<'_> {
     /// [`Batch::apply`] on PostgreSQL: one statement each for the dirty marks, the
     /// upserts and the derived lines (every statement is a round trip), in key order.
     // Long because the upsert's twelve column arrays are built and bound here, once.
-    fn apply_in_one_statement(
-        self,
-        tx: &Db,
-        lines: Option<&super::HourlyLines>,
-        now: UnixMillis,
-    ) -> Result<Vec<SiteHour>, StoreError> {
+    fn apply_in_one_statement(self, tx: &Db, watch: bool) -> Result<Vec<SiteHour>, StoreError> {
         if self.hours.is_empty() {
             return Ok(Vec::new());
         }
@@ -235,44 +243,39 @@ impl Batch<'_> {
         }
         let [hour, n25, sum25, cov25, nd25, n10, sum10, cov10, nd10] = &ints;
         let [dev25, dev10] = &devs;
-        let rows = tx.rows(
-            &format!(
-                "INSERT INTO hourly ({COLUMNS})
-                 SELECT * FROM unnest(CAST(?1 AS TEXT[]), CAST(?2 AS BIGINT[]),
-                    CAST(?3 AS BIGINT[]), CAST(?4 AS BIGINT[]), CAST(?5 AS BIGINT[]),
-                    CAST(?6 AS BIGINT[]), CAST(?7 AS BIGINT[]), CAST(?8 AS BIGINT[]),
-                    CAST(?9 AS BIGINT[]), CAST(?10 AS BIGINT[]), CAST(?11 AS BIGINT[]),
-                    CAST(?12 AS BIGINT[])) {ADD_TO_STORED}"
-            ),
-            &[
-                Param::Texts(&sites),
-                Param::Ints(hour),
-                Param::Ints(n25),
-                Param::Ints(sum25),
-                Param::Ints(cov25),
-                Param::Ints(nd25),
-                Param::OptInts(dev25),
-                Param::Ints(n10),
-                Param::Ints(sum10),
-                Param::Ints(cov10),
-                Param::Ints(nd10),
-                Param::OptInts(dev10),
-            ],
-        )?;
-        let mut touched = rows
+        let sql = format!(
+            "INSERT INTO hourly ({COLUMNS})
+             SELECT * FROM unnest(CAST(?1 AS TEXT[]), CAST(?2 AS BIGINT[]),
+                CAST(?3 AS BIGINT[]), CAST(?4 AS BIGINT[]), CAST(?5 AS BIGINT[]),
+                CAST(?6 AS BIGINT[]), CAST(?7 AS BIGINT[]), CAST(?8 AS BIGINT[]),
+                CAST(?9 AS BIGINT[]), CAST(?10 AS BIGINT[]), CAST(?11 AS BIGINT[]),
+                CAST(?12 AS BIGINT[])) {ADD_TO_STORED} {}",
+            if watch { RETURNING } else { "" }
+        );
+        let params = [
+            Param::Texts(&sites),
+            Param::Ints(hour),
+            Param::Ints(n25),
+            Param::Ints(sum25),
+            Param::Ints(cov25),
+            Param::Ints(nd25),
+            Param::OptInts(dev25),
+            Param::Ints(n10),
+            Param::Ints(sum10),
+            Param::Ints(cov10),
+            Param::Ints(nd10),
+            Param::OptInts(dev10),
+        ];
+        if !watch {
+            tx.exec(&sql, &params)?;
+            return Ok(Vec::new());
+        }
+        let mut touched = tx
+            .rows(&sql, &params)?
             .iter()
             .map(site_hour_row)
             .collect::<Result<Vec<_>, _>>()?;
         touched.sort_by(|a, b| (a.site.as_str(), a.hour).cmp(&(b.site.as_str(), b.hour)));
-        if let Some(f) = lines {
-            let derived: Vec<String> = touched.iter().filter_map(f).collect();
-            let derived: Vec<&str> = derived.iter().map(String::as_str).collect();
-            tx.exec(
-                "INSERT INTO derived_outbox (line, created_ms)
-                 SELECT unnest(CAST(?1 AS TEXT[])), ?2",
-                &[Param::Texts(&derived), Param::Int(now.0)],
-            )?;
-        }
         Ok(touched)
     }
 }
@@ -329,6 +332,40 @@ impl Store {
         Ok(out)
     }
 
+    /// The stored aggregates of the site-hours `keys` (site, hour start in ms), in the
+    /// order of `keys`; a key without a row is left out. A sink reads the hours of the
+    /// readings it sends this way, once per request.
+    pub fn site_hours(&self, keys: &[(String, i64)]) -> Result<Vec<SiteHour>, StoreError> {
+        let mut out = Vec::with_capacity(keys.len());
+        if self.db.engine() == Engine::Postgres {
+            // One round trip for them all.
+            let (sites, hours): (Vec<&str>, Vec<i64>) =
+                keys.iter().map(|(s, h)| (s.as_str(), *h)).unzip();
+            let rows = self.db.rows(
+                &format!(
+                    "SELECT {COLUMNS} FROM hourly JOIN unnest(CAST(?1 AS TEXT[]),
+                        CAST(?2 AS BIGINT[])) WITH ORDINALITY AS k(ks, kh, i)
+                     ON site = ks AND hour_ms = kh ORDER BY i"
+                ),
+                &[Param::Texts(&sites), Param::Ints(&hours)],
+            )?;
+            for r in &rows {
+                out.push(site_hour_row(r)?);
+            }
+            return Ok(out);
+        }
+        let mut one = self.db.prepare(&format!(
+            "SELECT {COLUMNS} FROM hourly WHERE site = ?1 AND hour_ms = ?2"
+        ))?;
+        for (site, hour) in keys {
+            one.each(p![site, *hour], |r| {
+                out.push(site_hour_row(r)?);
+                Ok(())
+            })?;
+        }
+        Ok(out)
+    }
+
     /// Every site that has an hourly aggregate.
     pub fn sites(&self) -> Result<Vec<String>, StoreError> {
         // A skip scan: one index seek per site instead of reading every hour.
@@ -376,7 +413,7 @@ mod tests {
 
     #[test]
     fn the_upsert_returns_the_columns_the_row_reader_reads() {
-        assert!(ADD_TO_STORED.ends_with(&format!("RETURNING {COLUMNS}")));
+        assert_eq!(RETURNING, format!("RETURNING {COLUMNS}"));
     }
 
     #[test]

@@ -16,6 +16,7 @@
 mod daily;
 mod district;
 mod hourly;
+pub use hourly::hour_changed_by;
 mod lock;
 mod outbox;
 mod postgres_schema;
@@ -293,7 +294,7 @@ pub struct CommitOutcome {
 }
 
 /// What one batch commit did, with the site-hours it changed (their aggregates after
-/// the commit), for whoever watches hourly values (the alerts).
+/// the commit) when asked for (`watch`: the alerts).
 #[derive(Debug, Clone, Default)]
 pub struct Committed {
     pub outcome: CommitOutcome,
@@ -418,14 +419,10 @@ impl Maintainer {
 }
 
 /// The ingest's handle: the only one that commits readings, the hourly aggregates they
-/// change, rejects and — when a sink wants derived series — the hourly lines, all in one
-/// transaction. Whether hourly lines are emitted is decided when it is opened, so a
-/// writer cannot be forgotten half-configured.
+/// change and rejects, all in one transaction. (A sink sends the hourly lines of the
+/// readings it sends, read from the aggregates then: the commit queues none.)
 pub struct Writer {
     store: Store,
-    /// Derived-series lines for each site-hour a commit changes; `None`: no sink wants
-    /// them.
-    hourly_lines: Option<HourlyLines>,
     /// PostgreSQL: this writer's id in `writers` and the session it was registered on.
     /// A sink's position is per writer (see [`Cursor`]), which is exact only while a
     /// writer's commits are sequential; a commit in flight when a connection died may
@@ -435,13 +432,9 @@ pub struct Writer {
 
 impl Writer {
     /// Opens the store for writing (creating it and migrating when needed).
-    pub fn open(
-        cfg: &StoreConfig,
-        hourly_lines: Option<HourlyLines>,
-    ) -> Result<Writer, StoreError> {
+    pub fn open(cfg: &StoreConfig) -> Result<Writer, StoreError> {
         Ok(Writer {
             store: Store::open(cfg)?,
-            hourly_lines,
             pg_writer: None,
         })
     }
@@ -455,27 +448,27 @@ impl Writer {
         rejects: &[RejectRecord],
         now: UnixMillis,
     ) -> Result<CommitOutcome, StoreError> {
-        Ok(self.commit_batch_watched(readings, rejects, now)?.outcome)
+        Ok(self.commit_batch(readings, rejects, now, false)?.outcome)
     }
 
-    /// [`Writer::commit_batch_durable`], also returning the site-hours it changed.
-    /// On PostgreSQL a transaction that lost a deadlock or a serialization conflict to
-    /// another instance runs again (it changed nothing).
-    pub fn commit_batch_watched(
+    /// [`Writer::commit_batch_durable`], also returning what the commit appended and,
+    /// with `watch`, the site-hours it changed (for alerts; reading them back costs a
+    /// few thousand instructions a site-hour, so only when asked). On PostgreSQL a
+    /// transaction that lost a deadlock or a serialization conflict to another instance
+    /// runs again (it changed nothing).
+    pub fn commit_batch(
         &mut self,
         readings: &[Reading],
         rejects: &[RejectRecord],
         now: UnixMillis,
+        watch: bool,
     ) -> Result<Committed, StoreError> {
         let mut attempt = 0;
         loop {
-            match self.store.commit(
-                readings,
-                rejects,
-                self.hourly_lines.as_ref(),
-                &mut self.pg_writer,
-                now,
-            ) {
+            match self
+                .store
+                .commit(readings, rejects, watch, &mut self.pg_writer, now)
+            {
                 Err(e) if e.is_conflict() && attempt < PG_CONFLICT_RETRIES => attempt += 1,
                 r => return r,
             }
@@ -578,7 +571,7 @@ impl Store {
         &mut self,
         readings: &[Reading],
         rejects: &[RejectRecord],
-        hourly_lines: Option<&HourlyLines>,
+        watch: bool,
         pg_writer: &mut Option<(u64, i64)>,
         now: UnixMillis,
     ) -> Result<Committed, StoreError> {
@@ -637,7 +630,7 @@ impl Store {
                 out.duplicates += 1;
             }
         }
-        let touched = hours.apply(&tx, hourly_lines, now)?;
+        let touched = hours.apply(&tx, watch)?;
         for r in rejects {
             tx.exec(
                 "INSERT INTO rejects (at_ms, reason, topic, detail, excerpt)
@@ -670,8 +663,8 @@ impl Store {
         })
     }
 
-    /// A commit without hourly lines, for the crate's own tests of the roles that read
-    /// what a writer committed.
+    /// A commit, for the crate's own tests of the roles that read what a writer
+    /// committed.
     #[cfg(test)]
     pub(crate) fn commit_batch_durable(
         &mut self,
@@ -680,7 +673,7 @@ impl Store {
         now: UnixMillis,
     ) -> Result<CommitOutcome, StoreError> {
         Ok(self
-            .commit(readings, rejects, None, &mut None, now)?
+            .commit(readings, rejects, false, &mut None, now)?
             .outcome)
     }
 
@@ -985,7 +978,7 @@ mod tests {
             durability: Durability::ProcessCrash,
             ..StoreConfig::default()
         };
-        let mut w = Writer::open(&cfg, None).unwrap();
+        let mut w = Writer::open(&cfg).unwrap();
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let writer = {
             let stop = std::sync::Arc::clone(&stop);

@@ -497,6 +497,15 @@ impl Outbox {
         self.store.derived_head(max_rows)
     }
 
+    /// The stored aggregates of the site-hours `keys`, in their order (see
+    /// [`Store::site_hours`]).
+    pub fn site_hours(
+        &self,
+        keys: &[(String, i64)],
+    ) -> Result<Vec<crate::aqi::daily::SiteHour>, StoreError> {
+        self.store.site_hours(keys)
+    }
+
     /// How many lines wait after `cursor`, and when the oldest reading was received.
     pub fn pending_stats(&self, cursor: &Cursor) -> Result<(u64, Option<UnixMillis>), StoreError> {
         self.store.pending_stats(cursor)
