@@ -1,7 +1,7 @@
 //! Derived series for InfluxDB: hourly means per site (with validity) and daily values
 //! per site and for the district (means, AQI, category, good, valid). Pure builders of
-//! line-protocol lines; the store decides when (hours with each commit, days after each
-//! daily refresh). Timestamps are the start of the local hour or day, so a recomputed
+//! line-protocol lines; others decide when (the sink makes the hours' lines for the
+//! readings of each request, housekeeping queues the days' after each daily refresh). Timestamps are the start of the local hour or day, so a recomputed
 //! value overwrites the old point instead of adding one.
 //!
 //! Measurements (with the default `influx.measurement = "pm"`):
@@ -27,7 +27,7 @@ use crate::store::DayRows;
 #[derive(Debug, Clone)]
 pub struct Derived {
     pub measurement: String,
-    /// `{measurement}_hourly`, made once (a line per site-hour of every commit).
+    /// `{measurement}_hourly`, made once (a line per site-hour of every request).
     hourly_measurement: String,
     pub zone: Zone,
     /// The tables each date is classed under (`aqi.tables`).
@@ -52,7 +52,7 @@ impl Derived {
 
     /// The hourly line of a site-hour (None when it has no normal-flag data at all).
     pub fn hour_line(&self, h: &SiteHour) -> Option<String> {
-        // Built on the stack: one line per site-hour of every commit.
+        // Built on the stack: one line per site-hour of every request.
         let mut fields = [("", FieldRef::Bool(false)); 6];
         let mut n = 0;
         for (names, agg) in [

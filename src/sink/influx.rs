@@ -49,7 +49,7 @@ const TAIL_REQUESTS: usize = 4;
 const BURST_TAIL_LINGER: Duration = Duration::from_millis(50);
 /// Bytes counted against `batch_max_bytes` for a site-hour's line before it is made (at
 /// send time): a line with both pollutants and a long site id is about this long.
-const HOUR_LINE_BYTES: usize = 160;
+const HOUR_LINE_BYTES: usize = 256;
 
 /// One encoded outbox line, and the outbox it comes from. A derived line's place is
 /// its seq in the derived outbox (writer 0).
@@ -379,6 +379,8 @@ struct Staged {
     bytes: usize,
     through: Cursor,
     hours: StagedHours,
+    /// Whether a reading waiting after the staged ones did not fit under the caps.
+    capped: bool,
 }
 
 impl Staged {
@@ -388,6 +390,7 @@ impl Staged {
             bytes: 0,
             through: cursor,
             hours: StagedHours::default(),
+            capped: false,
         }
     }
 
@@ -508,7 +511,9 @@ impl InfluxSink {
                 grown_at = Instant::now();
             }
             waiting = lines;
-            let full = lines >= self.max_lines;
+            // Full also when the next reading did not fit (it would bring its hour's line
+            // too): waiting could not make the batch any larger.
+            let full = lines >= self.max_lines || self.staged.capped;
             let burst_tail =
                 is_burst_tail(lines, self.max_lines, last_burst, last_send, flush_interval);
             let settled = burst_tail && grown_at.elapsed() >= BURST_TAIL_LINGER;
@@ -580,10 +585,10 @@ impl InfluxSink {
         Ok(r?)
     }
 
-    /// The next batch: the derived lines waiting (few, and analysts' daily figures),
-    /// then readings after the cursor, within the line and byte caps — one request for
-    /// both, so that the derived series (a line per site-hour each commit touches) do
-    /// not halve the readings' throughput with requests of their own.
+    /// The next batch: the derived lines queued (daily values, few), then readings after
+    /// the cursor with their site-hours' lines (made in [`InfluxSink::take_batch`]),
+    /// within the line and byte caps — one request for all, so that the derived series
+    /// do not halve the readings' throughput with requests of their own.
     ///
     /// The readings' lines are staged: a batch that waits for more lines keeps what it
     /// has encoded, and the next look only adds what follows (from the in-memory tail
@@ -635,6 +640,7 @@ impl InfluxSink {
             kept_hours += usize::from(r.opens_hour);
         }
         if keep < st.rows.len() {
+            st.capped = true;
             st.rows.truncate(keep);
             st.hours.truncate(kept_hours);
             st.bytes = kept_bytes;
@@ -711,6 +717,7 @@ impl InfluxSink {
                     let (l, b) = row_cost(&row);
                     let first = st.rows.is_empty() && need_one;
                     if !first && (l > lines_left || bytes + b > cap) {
+                        st.capped = true;
                         return false;
                     }
                     lines_left = lines_left.saturating_sub(l);
@@ -724,7 +731,9 @@ impl InfluxSink {
                     true
                 }
                 // Validation makes this unreachable; if it ever happens the reading is
-                // kept in the store and the operator sees it in dead_letters.
+                // kept in the store and the operator sees it in dead_letters. (Its
+                // site-hour's line then goes with the hour's next reading, or by
+                // `resend`.)
                 Err(e) => {
                     unencodable.push((
                         pos,
@@ -1055,10 +1064,11 @@ async fn back_off(
     }
 }
 
-/// The derived lines to send: of several lines for one point (series and timestamp) —
-/// a site-hour's line after each commit that touched it — only the newest, carrying the
-/// older ones' seqs so that they are removed with it. InfluxDB keeps the last write of
-/// a point, so the server ends the same with fewer lines to parse. In seq order.
+/// The queued derived lines to send: of several lines for one point (series and
+/// timestamp) — a site-day's line after each refresh that changed it, an hour's lines
+/// queued by `resend` and again by `dead-letters --requeue` — only the newest, carrying
+/// the older ones' seqs so that they are removed with it. InfluxDB keeps the last write
+/// of a point, so the server ends the same with fewer lines to parse. In seq order.
 pub fn newest_per_point(rows: Vec<(i64, String)>) -> Vec<(i64, String, Vec<i64>)> {
     // For each row, the row that stands for its point: the newest with the same one.
     let mut owner: Vec<usize> = (0..rows.len()).collect();

@@ -101,23 +101,21 @@ impl<'r> Batch<'r> {
         for (site, hour) in self.hours.keys() {
             marked.insert((*site, hour.div_euclid(MS_PER_DAY)));
         }
-        let mut mark = tx.prepare(
-            "INSERT INTO dirty_days (site, utc_day) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
-        )?;
-        for (site, utc_day) in marked {
-            mark.exec(p![site, utc_day])?;
+        // Several marks per statement, as the upserts below: one statement per mark was
+        // ~3 300 instructions each, a commit marks a day per site it touches.
+        let marked: Vec<_> = marked.into_iter().collect();
+        let mut params = Vec::with_capacity(UPSERT_CHUNKS[0] * 2);
+        for chunk in in_chunks(&marked) {
+            params.clear();
+            for (site, utc_day) in chunk {
+                params.extend_from_slice(p![*site, *utc_day]);
+            }
+            tx.prepare(mark_sql(chunk.len()))?.exec(&params)?;
         }
         let hours: Vec<_> = self.hours.iter().collect();
-        let mut rest = &hours[..];
         let mut params = Vec::with_capacity(UPSERT_CHUNKS[0] * 12);
-        while !rest.is_empty() {
-            // The largest chunk size that fits: a few cached statements cover any count.
-            let size = UPSERT_CHUNKS
-                .into_iter()
-                .find(|n| *n <= rest.len())
-                .unwrap_or(1);
-            let (chunk, more) = rest.split_at(size);
-            rest = more;
+        for chunk in in_chunks(&hours) {
+            let size = chunk.len();
             params.clear();
             for ((site, hour), [a, b]) in chunk {
                 params.extend_from_slice(p![
@@ -164,6 +162,51 @@ impl<'r> Batch<'r> {
 /// with one cached statement per size.
 const UPSERT_CHUNKS: [usize; 4] = [64, 16, 4, 1];
 
+/// `items` in chunks of [`UPSERT_CHUNKS`] sizes, largest first: a few cached statements
+/// cover any count.
+fn in_chunks<T>(items: &[T]) -> impl Iterator<Item = &[T]> {
+    let mut rest = items;
+    std::iter::from_fn(move || {
+        let size = UPSERT_CHUNKS.into_iter().find(|n| *n <= rest.len())?;
+        let (chunk, more) = rest.split_at(size);
+        rest = more;
+        Some(chunk)
+    })
+}
+
+/// SQLite's statement marking `rows` (one of [`UPSERT_CHUNKS`]) site-days dirty, those
+/// already marked left as they are. Built once per size.
+fn mark_sql(rows: usize) -> &'static str {
+    static SQL: [std::sync::OnceLock<String>; UPSERT_CHUNKS.len()] =
+        [const { std::sync::OnceLock::new() }; UPSERT_CHUNKS.len()];
+    let at = UPSERT_CHUNKS
+        .iter()
+        .position(|n| *n == rows)
+        .expect("a chunk size");
+    SQL[at].get_or_init(|| {
+        format!(
+            "INSERT INTO dirty_days (site, utc_day) VALUES {} ON CONFLICT DO NOTHING",
+            placeholders(rows, 2)
+        )
+    })
+}
+
+/// `(?1, ?2, …), (…)`: `rows` rows of `cols` numbered parameters.
+fn placeholders(rows: usize, cols: usize) -> String {
+    let mut values = String::new();
+    for row in 0..rows {
+        values.push_str(if row == 0 { "(" } else { ", (" });
+        for c in 0..cols {
+            if c > 0 {
+                values.push_str(", ");
+            }
+            values.push_str(&format!("?{}", row * cols + c + 1));
+        }
+        values.push(')');
+    }
+    values
+}
+
 /// SQLite's upsert of `rows` (one of [`UPSERT_CHUNKS`]) site-hours, with `returning`
 /// each row as it is after the statement. The keys in one statement are distinct (a
 /// batch sums per site-hour first); they go in key order. Built once per size: building
@@ -187,17 +230,7 @@ fn upsert_sql(rows: usize, returning: bool) -> &'static str {
 }
 
 fn build_upsert_sql(rows: usize) -> String {
-    let mut values = String::new();
-    for row in 0..rows {
-        values.push_str(if row == 0 { "(" } else { ", (" });
-        for c in 0..12 {
-            if c > 0 {
-                values.push_str(", ");
-            }
-            values.push_str(&format!("?{}", row * 12 + c + 1));
-        }
-        values.push(')');
-    }
+    let values = placeholders(rows, 12);
     format!("INSERT INTO hourly ({COLUMNS}) VALUES {values} {ADD_TO_STORED}")
 }
 
