@@ -360,3 +360,86 @@ async fn an_array_larger_than_a_commit_is_acknowledged_after_its_last_slice() {
     stage.await.unwrap().unwrap();
     assert!(acks.recv().await.is_none(), "no token comes back twice");
 }
+
+/// The derived hourly series through a VictoriaMetrics outage and a SIGKILL during it,
+/// on the service binary: an hour whose first part was delivered before the outage and
+/// whose rest arrived during it, and hours that arrived wholly during it. When the
+/// outbox is empty again, the newest line of every site-hour in VictoriaMetrics counts
+/// exactly the samples the store holds for that hour: the request that carries an
+/// hour's last readings carries the hour as stored when it goes.
+// Long because it is one scenario: delivered, outage, kill, recovery, then checks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hourly_lines_end_at_the_stored_hours_after_an_outage_and_a_kill() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let broker = Mosquitto::start(dir);
+    let mut vm = Victoria::start(dir);
+    let cfg = dir.join("aq.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[mqtt]\nurl = \"{}\"\nclient_id = \"t-hours\"\nreconnect_min_ms = 50\nreconnect_max_secs = 1\n[store]\npath = \"{}\"\n[influx]\nurl = \"{}\"\nbucket = \"aq\"\nflush_interval_secs = 0.1\nretry_min_ms = 20\nretry_max_secs = 1\nrequest_timeout_secs = 2\n[log]\nstats_interval_secs = 0\n[api]\nenabled = false\n",
+            broker.url(),
+            dir.join("aq.db").display(),
+            vm.url()
+        ),
+    )
+    .unwrap();
+    let store = TestStore::sqlite(dir);
+    let readings = || store.count("SELECT count(*) FROM readings");
+    // On a whole hour, so that minute 75 splits the second hour.
+    let base = base_ts_ms() / 3_600_000 * 3_600_000;
+    let mut svc = start_binary(dir, &cfg, 0);
+    wait_until("subscribed", Duration::from_secs(20), || {
+        svc.log_text().contains("mqtt: subscribed")
+    });
+    publish_all(broker.port, batch(20, 0, 75, base)).await;
+    wait_until(
+        "the first 75 minutes delivered",
+        Duration::from_secs(60),
+        || readings() == 20 * 75 && store.outbox_depth() == 0,
+    );
+
+    vm.stop();
+    publish_all(broker.port, batch(20, 75, 200, base)).await;
+    wait_until("everything stored", Duration::from_secs(60), || {
+        readings() == 20 * 200
+    });
+    assert!(
+        store.outbox_depth() > 0,
+        "undelivered while the server is down"
+    );
+    svc.kill();
+    let mut svc = start_binary(dir, &cfg, 1);
+    vm.restart();
+    wait_until("everything delivered", Duration::from_secs(90), || {
+        store.outbox_depth() == 0
+    });
+    unsafe_sigterm(svc.pid());
+    assert!(svc.wait().success());
+
+    let stored: std::collections::BTreeMap<(String, i64), f64> = store
+        .rows("SELECT site, hour_ms, n25 FROM hourly")
+        .into_iter()
+        .map(|r| ((r[0].clone(), r[1].parse().unwrap()), r[2].parse().unwrap()))
+        .collect();
+    assert_eq!(stored.len(), 20 * 4, "20 sites × hours 0..=3");
+    // Per site-hour, every count VictoriaMetrics was sent (it keeps each version).
+    let mut sent: std::collections::BTreeMap<(String, i64), Vec<f64>> = Default::default();
+    for (field, site, ts, v) in vm.export("pm_hourly") {
+        if field == "pm_hourly_pm2_5_samples" {
+            sent.entry((site, ts)).or_default().push(v);
+        }
+    }
+    let newest: std::collections::BTreeMap<_, f64> = sent
+        .iter()
+        .map(|(k, v)| (k.clone(), v.iter().copied().fold(0.0, f64::max)))
+        .collect();
+    assert_eq!(
+        newest, stored,
+        "the newest count of each hour is the stored one"
+    );
+    // The split hour went out before the outage with its first 15 minutes.
+    let split = sent[&("site-000".to_owned(), base + 3_600_000)].clone();
+    assert!(split.contains(&15.0) && split.contains(&60.0), "{split:?}");
+}

@@ -708,6 +708,19 @@ mod hourly_lines {
         }
     }
 
+    /// A store holding `n` normal samples of s1's first hour; the readings and the
+    /// hour's line.
+    fn one_hour_stored(store: &StoreConfig, n: i64) -> (Vec<Reading>, String) {
+        let readings: Vec<Reading> = (0..n)
+            .map(|m| at("s1", m, Flag::Normal, Period::Sample))
+            .collect();
+        Writer::open(store)
+            .unwrap()
+            .commit_batch_durable(&readings, &[], UnixMillis(0))
+            .unwrap();
+        (readings, stored_line(store, "s1", 0))
+    }
+
     fn lines_of(rs: &[Reading]) -> Vec<String> {
         rs.iter()
             .map(|r| {
@@ -776,14 +789,7 @@ mod hourly_lines {
     async fn the_line_cap_counts_the_hourly_lines_and_each_request_carries_its_own() {
         let dir = tempfile::tempdir().unwrap();
         let store = store(dir.path());
-        let readings: Vec<Reading> = (0..7)
-            .map(|m| at("s1", m, Flag::Normal, Period::Sample))
-            .collect();
-        Writer::open(&store)
-            .unwrap()
-            .commit_batch_durable(&readings, &[], UnixMillis(0))
-            .unwrap();
-        let hour = stored_line(&store, "s1", 0);
+        let (readings, hour) = one_hour_stored(&store, 7);
         let (url, seen) =
             scripted_server(Arc::new(|_, _| Some((204, vec![], String::new())))).await;
         let sink = run_sink_with_hours(&url, "batch_max_lines = 4\n", store).await;
@@ -824,14 +830,7 @@ mod hourly_lines {
     async fn a_refused_hourly_line_is_dead_lettered_and_its_readings_are_written() {
         let dir = tempfile::tempdir().unwrap();
         let store = store(dir.path());
-        let readings: Vec<Reading> = (0..3)
-            .map(|m| at("s1", m, Flag::Normal, Period::Sample))
-            .collect();
-        Writer::open(&store)
-            .unwrap()
-            .commit_batch_durable(&readings, &[], UnixMillis(0))
-            .unwrap();
-        let hour = stored_line(&store, "s1", 0);
+        let (_, hour) = one_hour_stored(&store, 3);
         let (url, seen) = scripted_server(Arc::new(|_, s: &Seen| {
             if s.lines.iter().any(|l| l.starts_with("pm_hourly")) {
                 Some((400, vec![], "{\"code\":\"invalid\"}".into()))
