@@ -825,6 +825,34 @@ mod hourly_lines {
         );
     }
 
+    /// A queued hourly line — requeued after a refusal, queued by `resend` or by an
+    /// older version — goes as its hour is stored when the request goes: sent with the
+    /// value it was queued with, after a newer one, it would overwrite that one.
+    #[tokio::test]
+    async fn a_queued_hourly_line_goes_as_the_hour_is_stored_now() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        let (readings, now) = one_hour_stored(&store, 7);
+        let hour = 1_470_009_600_000i64;
+        let stale = format!("pm_hourly,site=s1 pm10=1.5,pm10_valid=false,pm10_samples=3i {hour}");
+        let other = format!("pm_daily,scope=district,tables=x good=true {hour}");
+        queue_derived(&store, &[stale.clone(), other.clone()]);
+        let (url, seen) =
+            scripted_server(Arc::new(|_, _| Some((204, vec![], String::new())))).await;
+        let sink = run_sink_with_hours(&url, "", store).await;
+        sink.until("all written", |m| Metrics::get(&m.lines_written) == 10)
+            .await;
+        let c = sink.stop().await;
+        let sent = accepted(&seen, |_| true);
+        let mut want = vec![now.clone(), other, now];
+        want.extend(lines_of(&readings));
+        assert_eq!(
+            sent, want,
+            "the queued hour as stored, the daily line as queued"
+        );
+        assert_eq!(count(&c, "SELECT count(*) FROM derived_outbox"), 0);
+    }
+
     /// A refused hourly line is dead-lettered alone; its readings are written.
     #[tokio::test]
     async fn a_refused_hourly_line_is_dead_lettered_and_its_readings_are_written() {

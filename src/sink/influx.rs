@@ -63,6 +63,9 @@ struct OutboxRow {
     /// A reading that is the first of the batch in its site-hour (whose line the batch
     /// therefore carries too).
     opens_hour: bool,
+    /// A queued hourly line's site-hour: it goes as the hour is stored when the batch
+    /// is sent (see [`hour_of_line`]).
+    refresh: Option<(String, i64)>,
 }
 
 /// Which outbox a line comes from.
@@ -369,6 +372,9 @@ pub struct InfluxSink {
     tail: Tail,
     /// Makes a site-hour's line (None: the derived series are off).
     hour_lines: Option<HourlyLines>,
+    /// How a queued hourly line begins (`{measurement}_hourly,site=`), when the derived
+    /// series are on and the measurement needs no escaping.
+    hourly_prefix: Option<String>,
 }
 
 /// Readings' lines staged for the next request, the cursor after the last of them, and
@@ -457,6 +463,9 @@ impl InfluxSink {
             .build()?;
         let write_url = write_url(&cfg);
         let gzip = cfg.gzip.applies_to(&write_url);
+        let prefix = hour_lines
+            .as_ref()
+            .and_then(|_| hourly_prefix(&cfg.measurement));
         Ok(InfluxSink {
             gzip,
             staged: Staged::at(cursor.clone()),
@@ -475,6 +484,7 @@ impl InfluxSink {
             clock,
             failing: None,
             cursor,
+            hourly_prefix: prefix,
             hour_lines,
         })
     }
@@ -605,12 +615,17 @@ impl InfluxSink {
                 return Ok(rows);
             }
             bytes += line.len();
+            let refresh = self
+                .hourly_prefix
+                .as_deref()
+                .and_then(|p| hour_of_line(&line, p));
             rows.push(OutboxRow {
                 pos: Pos { writer: 0, seq },
                 line,
                 from: Outbox::Derived,
                 also,
                 opens_hour: false,
+                refresh,
             });
         }
         let room = self.max_lines.saturating_sub(rows.len());
@@ -660,19 +675,45 @@ impl InfluxSink {
     /// staged readings' site-hours as stored now, and the staged readings. Read now, a
     /// site-hour's line includes every reading committed so far: the last request that
     /// carries a reading of it carries its final value.
+    ///
+    /// A queued hourly line (`resend`, `dead-letters --requeue`, or an older version's
+    /// per-commit line on a shared store) goes as its hour is stored now too: a line
+    /// queued with an older value and sent after a newer one would otherwise overwrite
+    /// it in InfluxDB, for good once the hour gets no more readings.
     async fn take_batch(&mut self, mut rows: Vec<OutboxRow>) -> Result<Vec<OutboxRow>, SinkError> {
         let staged = std::mem::replace(&mut self.staged, Staged::at(self.cursor.clone()));
-        if self.hour_lines.is_some() && !staged.hours.order.is_empty() {
-            let keys = staged.hours.order;
-            let hours = self.with_store(move |s| s.site_hours(&keys)).await?;
+        let staged_hours = staged.hours.order.len();
+        let mut keys = staged.hours.order;
+        keys.extend(rows.iter().filter_map(|r| r.refresh.clone()));
+        if self.hour_lines.is_some() && !keys.is_empty() {
+            let (keys, hours) = self
+                .with_store(move |s| Ok((s.site_hours(&keys)?, keys)))
+                .await
+                .map(|(h, k)| (k, h))?;
             let make = self.hour_lines.as_ref().expect("checked above");
-            rows.extend(hours.iter().filter_map(make).map(|line| OutboxRow {
-                pos: Pos::default(),
-                line,
-                from: Outbox::Hourly,
-                also: Vec::new(),
-                opens_hour: false,
-            }));
+            let mut now: std::collections::HashMap<(&str, i64), String> = hours
+                .iter()
+                .filter_map(|h| Some(((h.site.as_str(), h.hour.0), make(h)?)))
+                .collect();
+            for r in &mut rows {
+                if let Some((site, hour)) = &r.refresh {
+                    if let Some(line) = now.get(&(site.as_str(), *hour)) {
+                        r.line.clone_from(line);
+                    }
+                }
+            }
+            for (site, hour) in &keys[..staged_hours] {
+                if let Some(line) = now.remove(&(site.as_str(), *hour)) {
+                    rows.push(OutboxRow {
+                        pos: Pos::default(),
+                        line,
+                        from: Outbox::Hourly,
+                        also: Vec::new(),
+                        opens_hour: false,
+                        refresh: None,
+                    });
+                }
+            }
         }
         rows.extend(staged.rows);
         Ok(rows)
@@ -713,6 +754,7 @@ impl InfluxSink {
                         from: Outbox::Readings,
                         also: Vec::new(),
                         opens_hour: hour.is_some(),
+                        refresh: None,
                     };
                     let (l, b) = row_cost(&row);
                     let first = st.rows.is_empty() && need_one;
@@ -1098,6 +1140,23 @@ pub fn newest_per_point(rows: Vec<(i64, String)>) -> Vec<(i64, String, Vec<i64>)
     out
 }
 
+/// How the hourly lines of `measurement` begin, up to the site; None when the name needs
+/// escaping in line protocol (its queued lines then go as they are).
+fn hourly_prefix(measurement: &str) -> Option<String> {
+    let plain = !measurement.contains([',', ' ', '\\', '=', '"', '\n']);
+    plain.then(|| format!("{measurement}_hourly,site="))
+}
+
+/// The site-hour of a queued hourly line (`{prefix}{site} {fields} {hour_ms}`), when it
+/// is one. Site ids need no escaping (letters, digits, `-`, `_`, `.`).
+fn hour_of_line(line: &str, prefix: &str) -> Option<(String, i64)> {
+    let rest = line.strip_prefix(prefix)?;
+    let (site, rest) = rest.split_once(' ')?;
+    let ts = rest.trim_end().rsplit(' ').next()?.parse().ok()?;
+    crate::model::SiteId::parse(site).ok()?;
+    Some((site.to_owned(), ts))
+}
+
 /// The lines and the bytes (counted against the caps) a staged reading brings: its own,
 /// and its site-hour's when it is the first of it.
 fn row_cost(r: &OutboxRow) -> (usize, usize) {
@@ -1192,6 +1251,26 @@ fn idle_wait(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_queued_hourly_line_names_its_site_hour() {
+        let p = hourly_prefix("pm").unwrap();
+        let line = "pm_hourly,site=s-1.a pm10=1.5,pm10_valid=false,pm10_samples=3i 1470009600000\n";
+        assert_eq!(
+            hour_of_line(line, &p),
+            Some(("s-1.a".to_owned(), 1_470_009_600_000))
+        );
+        // Not an hourly line of this measurement, or not one at all: sent as it is.
+        for other in [
+            "pm_daily,scope=site,site=s1,tables=HJ\\ 633-2012 aqi=50i 1470009600000\n",
+            "pmx_hourly,site=s1 pm10=1 1470009600000\n",
+            "pm_hourly,site=s1 pm10=1\n",
+            "pm_hourly,site=s\\ 1 pm10=1 1470009600000\n",
+        ] {
+            assert_eq!(hour_of_line(other, &p), None, "{other}");
+        }
+        assert_eq!(hourly_prefix("p m"), None, "a name that needs escaping");
+    }
 
     #[test]
     fn a_point_is_its_series_and_timestamp() {

@@ -576,7 +576,11 @@ impl Store {
         now: UnixMillis,
     ) -> Result<Committed, StoreError> {
         let engine = self.db.engine();
-        let tx = self.db.begin(Begin::Write)?;
+        // The write lock up front: the commit reads (the last seq) before it writes, and
+        // a deferred transaction whose snapshot another connection's commit (the sink
+        // moving its cursor) made stale fails at its first write at once, without the
+        // busy wait — a spurious failed commit, retried after a backoff.
+        let tx = self.db.begin(Begin::Exclusive)?;
         // After BEGIN: a reconnection happens there, never inside the transaction.
         let (writer, registered) = match (tx.session(), *pg_writer) {
             (None, _) => (0, None),
