@@ -105,10 +105,17 @@ impl Done {
 
     /// `r` was refused and dead-lettered: only it is done. The older lines of its point
     /// were not sent; they stay queued, and the next request sends the newest of them.
+    /// (A refreshed hourly line stood for its older lines with the same text: they are
+    /// done with it, or each would be refused again.)
     fn refused(&mut self, r: &OutboxRow) {
         match r.from {
             Outbox::Readings => self.readings.advance(r.pos),
-            Outbox::Derived => self.derived.push(r.pos.seq),
+            Outbox::Derived => {
+                self.derived.push(r.pos.seq);
+                if r.refresh.is_some() {
+                    self.derived.extend_from_slice(&r.also);
+                }
+            }
             Outbox::Hourly => {}
         }
     }
@@ -614,11 +621,15 @@ impl InfluxSink {
                 self.unstage();
                 return Ok(rows);
             }
-            bytes += line.len();
             let refresh = self
                 .hourly_prefix
                 .as_deref()
                 .and_then(|p| hour_of_line(&line, p));
+            // A refreshed line is made when sent: counted as a staged hour's is.
+            bytes += match refresh {
+                Some(_) => line.len().max(HOUR_LINE_BYTES),
+                None => line.len(),
+            };
             rows.push(OutboxRow {
                 pos: Pos { writer: 0, seq },
                 line,
@@ -695,25 +706,27 @@ impl InfluxSink {
                 .iter()
                 .filter_map(|h| Some(((h.site.as_str(), h.hour.0), make(h)?)))
                 .collect();
+            // A queued line covers its hour: a staged reading's hour already queued is
+            // not sent twice.
             for r in &mut rows {
                 if let Some((site, hour)) = &r.refresh {
-                    if let Some(line) = now.get(&(site.as_str(), *hour)) {
-                        r.line.clone_from(line);
+                    if let Some(line) = now.remove(&(site.as_str(), *hour)) {
+                        r.line = line;
                     }
                 }
             }
-            for (site, hour) in &keys[..staged_hours] {
-                if let Some(line) = now.remove(&(site.as_str(), *hour)) {
-                    rows.push(OutboxRow {
-                        pos: Pos::default(),
-                        line,
-                        from: Outbox::Hourly,
-                        also: Vec::new(),
-                        opens_hour: false,
-                        refresh: None,
-                    });
-                }
-            }
+            let lines: Vec<String> = keys[..staged_hours]
+                .iter()
+                .filter_map(|(site, hour)| now.remove(&(site.as_str(), *hour)))
+                .collect();
+            rows.extend(lines.into_iter().map(|line| OutboxRow {
+                pos: Pos::default(),
+                line,
+                from: Outbox::Hourly,
+                also: Vec::new(),
+                opens_hour: false,
+                refresh: None,
+            }));
         }
         rows.extend(staged.rows);
         Ok(rows)

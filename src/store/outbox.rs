@@ -414,7 +414,8 @@ impl Store {
         hour_line: Option<&super::HourlyLines>,
         now: UnixMillis,
     ) -> Result<Resend, StoreError> {
-        let tx = self.db.begin(super::sql::Begin::Write)?;
+        // The write lock up front: it counts before it writes (see `Store::commit`).
+        let tx = self.db.begin(super::sql::Begin::Exclusive)?;
         let readings = tx
             .row("SELECT count(*) FROM readings", p![])?
             .map_or(Ok(0), |r| r.i64(0))?;
