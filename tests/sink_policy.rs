@@ -721,6 +721,28 @@ mod hourly_lines {
         (readings, stored_line(store, "s1", 0))
     }
 
+    /// A server that refuses every request carrying an hourly line (400).
+    async fn refusing_hourly_lines() -> (String, Arc<Mutex<Vec<Seen>>>) {
+        scripted_server(Arc::new(|_, s: &Seen| {
+            if s.lines.iter().any(|l| l.starts_with("pm_hourly")) {
+                Some((400, vec![], "{\"code\":\"invalid\"}".into()))
+            } else {
+                Some((204, vec![], String::new()))
+            }
+        }))
+        .await
+    }
+
+    /// The dead letters' lines, in the order they were recorded.
+    fn dead_lines(c: &rusqlite::Connection) -> Vec<String> {
+        c.prepare("SELECT line FROM dead_letters ORDER BY id")
+            .unwrap()
+            .query_map([], |r| r.get::<_, String>(0))
+            .unwrap()
+            .map(|l| l.unwrap().trim_end().to_owned())
+            .collect()
+    }
+
     fn lines_of(rs: &[Reading]) -> Vec<String> {
         rs.iter()
             .map(|r| {
@@ -920,28 +942,14 @@ mod hourly_lines {
                 format!("pm_hourly,site=s1 pm10=2 {hour}"),
             ],
         );
-        let (url, _) = scripted_server(Arc::new(|_, s: &Seen| {
-            if s.lines.iter().any(|l| l.starts_with("pm_hourly")) {
-                Some((400, vec![], "{\"code\":\"invalid\"}".into()))
-            } else {
-                Some((204, vec![], String::new()))
-            }
-        }))
-        .await;
+        let (url, _) = refusing_hourly_lines().await;
         let sink = run_sink_with_hours(&url, "", store).await;
         sink.until("the readings written", |m| {
             Metrics::get(&m.lines_written) == 2
         })
         .await;
         let c = sink.stop().await;
-        let dead: Vec<String> = c
-            .prepare("SELECT line FROM dead_letters")
-            .unwrap()
-            .query_map([], |r| r.get::<_, String>(0))
-            .unwrap()
-            .map(|l| l.unwrap().trim_end().to_owned())
-            .collect();
-        assert_eq!(dead, vec![now]);
+        assert_eq!(dead_lines(&c), vec![now]);
         assert_eq!(count(&c, "SELECT count(*) FROM derived_outbox"), 0);
     }
 
@@ -951,14 +959,7 @@ mod hourly_lines {
         let dir = tempfile::tempdir().unwrap();
         let store = store(dir.path());
         let (_, hour) = one_hour_stored(&store, 3);
-        let (url, seen) = scripted_server(Arc::new(|_, s: &Seen| {
-            if s.lines.iter().any(|l| l.starts_with("pm_hourly")) {
-                Some((400, vec![], "{\"code\":\"invalid\"}".into()))
-            } else {
-                Some((204, vec![], String::new()))
-            }
-        }))
-        .await;
+        let (url, seen) = refusing_hourly_lines().await;
         let sink = run_sink_with_hours(&url, "", store).await;
         sink.until("the readings written", |m| {
             Metrics::get(&m.lines_written) == 3
@@ -967,10 +968,7 @@ mod hourly_lines {
         let m = Arc::clone(&sink.metrics);
         let c = sink.stop().await;
         assert_eq!(Metrics::get(&m.lines_dead_lettered), 1);
-        let dead: String = c
-            .query_row("SELECT line FROM dead_letters", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(dead.trim_end(), hour);
+        assert_eq!(dead_lines(&c), vec![hour]);
         assert_eq!(
             accepted(&seen, |_| true).len(),
             4 + 2 + 1 + 1 + 2,
