@@ -25,7 +25,7 @@ use crate::source::tcp;
 use crate::source::{Acker, Message, SourceContext, SourceIndex};
 use crate::stages::Stages;
 use crate::store::roles::{self, Role};
-use crate::store::{open_blocking, Backend, HourlyLines, Store, StoreLock, Writer};
+use crate::store::{open_blocking, Backend, Store, StoreLock, Writer};
 
 /// The device source's index among the ingest's ackers.
 const DEVICE_SOURCE: SourceIndex = 0;
@@ -115,14 +115,10 @@ fn sink_stage(
     let open = {
         let (plan, clock, metrics) = (Arc::clone(plan), Arc::clone(clock), Arc::clone(metrics));
         move || {
-            let hourly: Option<HourlyLines> = plan
-                .derived
-                .clone()
-                .map(|d| Box::new(move |h: &_| d.hour_line(h)) as HourlyLines);
             InfluxSink::new(
                 icfg.clone(),
                 &plan.store,
-                hourly,
+                plan.hour_lines(),
                 Arc::clone(&metrics),
                 Arc::clone(&clock),
             )

@@ -150,10 +150,7 @@ pub fn resend(plan: &Plan, clock: &dyn Clock) -> Result<String, CommandError> {
     let influx = plan.influx.as_ref().ok_or_else(|| {
         CommandError::Usage("no [influx] section in the config: nothing to re-send to".into())
     })?;
-    let line: Option<crate::store::HourlyLines> = plan
-        .derived
-        .clone()
-        .map(|d| Box::new(move |h: &crate::aqi::daily::SiteHour| d.hour_line(h)) as _);
+    let line = plan.hour_lines();
     let _lock = StoreLock::acquire(&plan.store)?;
     let mut store = Maintainer::open(&plan.store)?;
     let r = store.resend(crate::sink::influx::SINK_NAME, line.as_ref(), clock.now())?;

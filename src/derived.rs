@@ -1,8 +1,9 @@
 //! Derived series for InfluxDB: hourly means per site (with validity) and daily values
 //! per site and for the district (means, AQI, category, good, valid). Pure builders of
 //! line-protocol lines; others decide when (the sink makes the hours' lines for the
-//! readings of each request, housekeeping queues the days' after each daily refresh). Timestamps are the start of the local hour or day, so a recomputed
-//! value overwrites the old point instead of adding one.
+//! readings of each request, housekeeping queues the days' after each daily refresh).
+//! Timestamps are the start of the local hour or day, so a recomputed value overwrites
+//! the old point instead of adding one.
 //!
 //! Measurements (with the default `influx.measurement = "pm"`):
 //! - `pm_hourly`, tag `site`; fields `pm2_5`, `pm10` (µg/m³, the hour's mean),

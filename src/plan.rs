@@ -119,6 +119,13 @@ pub const EXAMPLE_PAYLOAD: &str = r#"{"ts":"2016-08-01T08:58:57+08:00","pm25":35
 pub const EXAMPLE_SITE: &str = "erqi-001";
 
 impl Plan {
+    /// What makes a site-hour's derived line, when the derived series are on (the
+    /// sink's requests and `resend`).
+    pub fn hour_lines(&self) -> Option<crate::store::HourlyLines> {
+        let d = self.derived.clone()?;
+        Some(Box::new(move |h: &_| d.hour_line(h)))
+    }
+
     /// The ingest stage as this plan configures it, committing through `store`.
     pub fn ingest_stage(
         &self,

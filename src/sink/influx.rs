@@ -697,10 +697,9 @@ impl InfluxSink {
         let mut keys = staged.hours.order;
         keys.extend(rows.iter().filter_map(|r| r.refresh.clone()));
         if self.hour_lines.is_some() && !keys.is_empty() {
-            let (keys, hours) = self
+            let (hours, keys) = self
                 .with_store(move |s| Ok((s.site_hours(&keys)?, keys)))
-                .await
-                .map(|(h, k)| (k, h))?;
+                .await?;
             let make = self.hour_lines.as_ref().expect("checked above");
             let mut now: std::collections::HashMap<(&str, i64), String> = hours
                 .iter()

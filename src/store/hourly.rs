@@ -174,16 +174,28 @@ fn in_chunks<T>(items: &[T]) -> impl Iterator<Item = &[T]> {
     })
 }
 
-/// SQLite's statement marking `rows` (one of [`UPSERT_CHUNKS`]) site-days dirty, those
-/// already marked left as they are. Built once per size.
-fn mark_sql(rows: usize) -> &'static str {
-    static SQL: [std::sync::OnceLock<String>; UPSERT_CHUNKS.len()] =
-        [const { std::sync::OnceLock::new() }; UPSERT_CHUNKS.len()];
+/// One statement text per chunk size, built at first use.
+type PerChunkSize = [std::sync::OnceLock<String>; UPSERT_CHUNKS.len()];
+
+/// The statement for `rows` (one of [`UPSERT_CHUNKS`]) from `cache`, built by `build`
+/// the first time.
+fn per_chunk_size(
+    cache: &'static PerChunkSize,
+    rows: usize,
+    build: impl FnOnce() -> String,
+) -> &'static str {
     let at = UPSERT_CHUNKS
         .iter()
         .position(|n| *n == rows)
         .expect("a chunk size");
-    SQL[at].get_or_init(|| {
+    cache[at].get_or_init(build)
+}
+
+/// SQLite's statement marking `rows` (one of [`UPSERT_CHUNKS`]) site-days dirty, those
+/// already marked left as they are.
+fn mark_sql(rows: usize) -> &'static str {
+    static SQL: PerChunkSize = [const { std::sync::OnceLock::new() }; UPSERT_CHUNKS.len()];
+    per_chunk_size(&SQL, rows, || {
         format!(
             "INSERT INTO dirty_days (site, utc_day) VALUES {} ON CONFLICT DO NOTHING",
             placeholders(rows, 2)
@@ -212,14 +224,9 @@ fn placeholders(rows: usize, cols: usize) -> String {
 /// batch sums per site-hour first); they go in key order. Built once per size: building
 /// it per chunk was ~2 000 instructions per reading.
 fn upsert_sql(rows: usize, returning: bool) -> &'static str {
-    type Built = [std::sync::OnceLock<String>; UPSERT_CHUNKS.len()];
-    static SQL: [Built; 2] =
+    static SQL: [PerChunkSize; 2] =
         [const { [const { std::sync::OnceLock::new() }; UPSERT_CHUNKS.len()] }; 2];
-    let at = UPSERT_CHUNKS
-        .iter()
-        .position(|n| *n == rows)
-        .expect("a chunk size");
-    SQL[usize::from(returning)][at].get_or_init(|| {
+    per_chunk_size(&SQL[usize::from(returning)], rows, || {
         let sql = build_upsert_sql(rows);
         if returning {
             format!("{sql} {RETURNING}")
@@ -239,8 +246,8 @@ fn count(v: i64) -> Result<u32, StoreError> {
 }
 
 impl Batch<'_> {
-    /// [`Batch::apply`] on PostgreSQL: one statement each for the dirty marks, the
-    /// upserts and the derived lines (every statement is a round trip), in key order.
+    /// [`Batch::apply`] on PostgreSQL: one statement each for the dirty marks and the
+    /// upserts (every statement is a round trip), in key order.
     // Long because the upsert's twelve column arrays are built and bound here, once.
     fn apply_in_one_statement(self, tx: &Db, watch: bool) -> Result<Vec<SiteHour>, StoreError> {
         if self.hours.is_empty() {
