@@ -412,6 +412,9 @@ struct Measured {
     forwarded: Duration,
     cpu_secs: f64,
     broker_cpu_secs: f64,
+    /// The service's context switches (all its threads, voluntary or not): its
+    /// wake-ups, which cost kernel time that instruction counts do not show.
+    switches: u64,
     /// What the machine used over the same time.
     machine: Used,
 }
@@ -427,6 +430,7 @@ fn measure(
     sink: bool,
 ) -> Measured {
     let (cpu0, b0) = (proc_cpu_secs(pid), proc_cpu_secs(broker));
+    let switches0 = context_switches(pid);
     let machine = MachineCpu::now();
     let c = db(db_dir);
     // Cheap probes (index lookups, not table scans) so that polling does not steal
@@ -445,8 +449,28 @@ fn measure(
         forwarded: t0.elapsed(),
         cpu_secs: proc_cpu_secs(pid) - cpu0,
         broker_cpu_secs: proc_cpu_secs(broker) - b0,
+        switches: context_switches(pid).saturating_sub(switches0),
         machine: machine.since(),
     }
+}
+
+/// Context switches of every thread of `pid` so far (`/proc/PID/task/*/status`). A
+/// thread that ended before the call is not counted; the service's threads live as
+/// long as it does, except idle blocking-pool threads (10 s of idleness).
+fn context_switches(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("status")).ok())
+        .flat_map(|status| {
+            status
+                .lines()
+                .filter(|l| l.contains("ctxt_switches:"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .sum()
 }
 
 /// The last value of `name=` in the service's counter log lines.
@@ -670,10 +694,11 @@ fn layout(pinned: bool, n: usize, rt: &tokio::runtime::Runtime) {
             f / a
         );
         println!(
-            "        aq-ingest CPU {:.2} s/100k; broker CPU {:.2} s/100k; {commits} commits, {:.0} messages per commit",
+            "        aq-ingest CPU {:.2} s/100k; broker CPU {:.2} s/100k; {commits} commits, {:.0} messages per commit; {:.0} context switches per 1 000 messages",
             per100k(m.cpu_secs),
             per100k(m.broker_cpu_secs),
-            n as f64 / commits.max(1) as f64
+            n as f64 / commits.max(1) as f64,
+            m.switches as f64 * 1000.0 / n as f64
         );
     }
     println!("  aq-ingest peak RSS {rss:.1} MiB; backlog run acknowledged {acked} of {n}; live run wrote {live_lines} lines to VictoriaMetrics");

@@ -512,3 +512,158 @@ mod tests {
         assert_eq!(s.sites().unwrap(), vec!["s1".to_string()]);
     }
 }
+
+/// What a commit writes to disk for the hourly aggregates, counted in WAL frames.
+#[cfg(test)]
+mod layout_tests {
+    use super::*;
+    use crate::model::{Flag, MicrogramsPerCubicMetre, SiteId};
+    use crate::store::StoreConfig;
+
+    const SITES: usize = 100;
+    const HOUR: i64 = 1_470_013_200_000;
+
+    /// Every site's reading at `minute` of the hour, with `flag`.
+    fn one_per_site(minute: i64, flag: Flag) -> Vec<Reading> {
+        (0..SITES)
+            .map(|i| Reading {
+                site: SiteId::parse(&format!("s{i:03}")).unwrap(),
+                device: None,
+                ts: UnixMillis(HOUR + minute * 60_000),
+                period: Period::Sample,
+                flag,
+                pm25: None,
+                pm10: Some(MicrogramsPerCubicMetre::new(40.0).unwrap()),
+                interval_secs: Some(60),
+            })
+            .collect()
+    }
+
+    /// The WAL frames one commit of `batch` writes (the WAL emptied before it).
+    fn frames_of(s: &mut Store, batch: &[Reading]) -> u64 {
+        let c = s.sqlite();
+        c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .unwrap();
+        let page: i64 = c
+            .pragma_query_value(None, "page_size", |r| r.get(0))
+            .unwrap();
+        let page = page as u64;
+        let wal = |s: &Store| {
+            let path = s.sqlite().path().unwrap().to_owned() + "-wal";
+            std::fs::metadata(path).map_or(0, |m| m.len())
+        };
+        assert_eq!(wal(s), 0, "the checkpoint emptied the WAL");
+        s.commit_batch_durable(batch, &[], UnixMillis(0)).unwrap();
+        // A WAL is a 32-byte header, then frames of a 24-byte header and a page.
+        (wal(s) - 32) / (page + 24)
+    }
+
+    /// A commit adds to the current hour of every site it has readings of. In a store
+    /// with days of hours per site, those rows must share a few pages: one page
+    /// rewritten per site was most of what a district-wide commit wrote.
+    #[test]
+    fn a_commit_rewrites_few_pages_for_the_current_hour_of_every_site() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = StoreConfig {
+            path: dir.path().join("aq.db"),
+            ..StoreConfig::default()
+        };
+        let mut s = Store::open(&cfg).unwrap();
+        // Ten days of hours before the current one, per site, as a long-running store has.
+        s.sqlite()
+            .execute_batch(&format!(
+                "WITH RECURSIVE s(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM s WHERE i < {}),
+                 h(k) AS (SELECT 1 UNION ALL SELECT k + 1 FROM h WHERE k < 240)
+                 INSERT INTO hourly (site, hour_ms, n10, sum10)
+                 SELECT printf('s%03d', i), {HOUR} - k * 3600000, 60, 2400000 FROM h, s",
+                SITES - 1
+            ))
+            .unwrap();
+        // The current hour's rows and the day's dirty marks exist from here on.
+        s.commit_batch_durable(&one_per_site(0, Flag::Normal), &[], UnixMillis(0))
+            .unwrap();
+        // The same readings apart from the hourly upserts: maintenance-flag readings
+        // add to no hour.
+        let without = frames_of(&mut s, &one_per_site(1, Flag::Maintenance));
+        let with = frames_of(&mut s, &one_per_site(2, Flag::Normal));
+        let hourly = with.saturating_sub(without);
+        assert!(
+            hourly <= (SITES / 10) as u64,
+            "{SITES} site-hours updated in {hourly} pages ({with} frames with them, {without} without)"
+        );
+        // And the upserts did add to the hours.
+        let got = s
+            .hours(UnixMillis(HOUR), UnixMillis(HOUR + 1), Some("s042"))
+            .unwrap();
+        assert_eq!(got[0].pm10.n, 2);
+    }
+
+    /// A store of the version before (hours keyed by site first) opens with every
+    /// hour kept, read back per site and per hour as before.
+    #[test]
+    fn a_store_keyed_by_site_first_migrates_with_every_hour() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("aq.db");
+        let all = "SELECT site, hour_ms, n10, sum10, dev10 FROM hourly ORDER BY site, hour_ms";
+        let rows = |c: &rusqlite::Connection| -> Vec<(String, i64, i64, i64, Option<i64>)> {
+            c.prepare(all)
+                .unwrap()
+                .query_map([], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                })
+                .unwrap()
+                .map(Result::unwrap)
+                .collect()
+        };
+        let before = {
+            let c = rusqlite::Connection::open(&path).unwrap();
+            let v6 = &crate::store::schema::MIGRATIONS[..6];
+            for sql in v6 {
+                c.execute_batch(sql).unwrap();
+            }
+            c.pragma_update(None, "user_version", v6.len() as i64)
+                .unwrap();
+            c.execute_batch(&format!(
+                "WITH RECURSIVE h(k) AS (SELECT 0 UNION ALL SELECT k + 1 FROM h WHERE k < 4)
+                 INSERT INTO hourly (site, hour_ms, n10, sum10, dev10)
+                 SELECT site, {HOUR} + k * 3600000, k + 1, (k + 1) * 1000 * length(site),
+                        CASE WHEN k = 2 THEN 7000 END
+                 FROM h, (SELECT 'b' AS site UNION ALL SELECT 'a' UNION ALL SELECT 'c-1')"
+            ))
+            .unwrap();
+            rows(&c)
+        };
+        assert_eq!(before.len(), 15);
+        let s = Store::open(&StoreConfig {
+            path,
+            ..StoreConfig::default()
+        })
+        .unwrap();
+        assert_eq!(rows(s.sqlite()), before);
+        let b = s
+            .hours(
+                UnixMillis(HOUR),
+                UnixMillis(HOUR + 5 * 3_600_000),
+                Some("b"),
+            )
+            .unwrap();
+        let hours: Vec<(i64, u32)> = b.iter().map(|h| (h.hour.0, h.pm10.n)).collect();
+        assert_eq!(
+            hours,
+            (0..5)
+                .map(|k| (HOUR + k * 3_600_000, k as u32 + 1))
+                .collect::<Vec<_>>()
+        );
+        let one_hour = s
+            .hours(
+                UnixMillis(HOUR + 2 * 3_600_000),
+                UnixMillis(HOUR + 3 * 3_600_000),
+                None,
+            )
+            .unwrap();
+        let sites: Vec<&str> = one_hour.iter().map(|h| h.site.as_str()).collect();
+        assert_eq!(sites, ["a", "b", "c-1"]);
+        assert_eq!(one_hour[1].pm10.device_mean_milli, Some(7000));
+        assert_eq!(s.sites().unwrap(), ["a", "b", "c-1"]);
+    }
+}

@@ -160,4 +160,35 @@ pub(super) const MIGRATIONS: &[&str] = &[
     ALTER TABLE district_daily ADD COLUMN mean25_ug REAL;
     ALTER TABLE district_daily ADD COLUMN mean10_ug REAL;
     "#,
+    // 7: the hourly aggregates clustered by hour, then site (they were by site, then
+    // hour). A commit adds to the current hour of every site it has readings of: keyed
+    // by site first, each of those rows sits on its site's own page once a store has a
+    // few days, and the commit rewrites (WAL frame, checkpoint) one 4 KiB page per site;
+    // keyed by hour first, one hour's rows of all sites share a few pages. Per-site
+    // reads go through `hourly_site`, which changes only when a site-hour is new.
+    // (PostgreSQL keeps its layout: an update there writes a new row version in the
+    // heap, which is in insertion order already.)
+    r#"
+    CREATE TABLE hourly_by_hour (
+        site    TEXT    NOT NULL,
+        hour_ms INTEGER NOT NULL,
+        n25     INTEGER NOT NULL DEFAULT 0,
+        sum25   INTEGER NOT NULL DEFAULT 0,
+        cov25   INTEGER NOT NULL DEFAULT 0,
+        nd25    INTEGER NOT NULL DEFAULT 0,
+        dev25   INTEGER,
+        n10     INTEGER NOT NULL DEFAULT 0,
+        sum10   INTEGER NOT NULL DEFAULT 0,
+        cov10   INTEGER NOT NULL DEFAULT 0,
+        nd10    INTEGER NOT NULL DEFAULT 0,
+        dev10   INTEGER,
+        PRIMARY KEY (hour_ms, site)
+    ) WITHOUT ROWID;
+    INSERT INTO hourly_by_hour (site, hour_ms, n25, sum25, cov25, nd25, dev25, n10, sum10, cov10, nd10, dev10)
+    SELECT site, hour_ms, n25, sum25, cov25, nd25, dev25, n10, sum10, cov10, nd10, dev10
+    FROM hourly ORDER BY hour_ms, site;
+    DROP TABLE hourly;
+    ALTER TABLE hourly_by_hour RENAME TO hourly;
+    CREATE INDEX hourly_site ON hourly (site, hour_ms);
+    "#,
 ];
