@@ -177,6 +177,61 @@ fn recompute(
         .next())
 }
 
+/// A date whose touched sites are at least this share (1/N) of the sites with an hour
+/// at its noon is recomputed from one read of the day's hours of every site.
+const WHOLE_DAY_SHARE: usize = 4;
+
+/// The touched site-days recomputed from their hours (None: no hours at all), in the
+/// set's order. The hours are stored by hour, then site: a day's hours of every site
+/// are one primary-key range, while one site's day is 24 rows on 24 pages (found
+/// through `hourly_site`). So a date with many touched sites — a commit covers every
+/// site's today — is read in one range; a date with a few (a late upload), per site.
+fn recompute_all(
+    db: &Db,
+    touched: &BTreeSet<(String, NaiveDate)>,
+    zone: Zone,
+    default_interval_secs: u32,
+) -> Result<Vec<Option<SiteDay>>, StoreError> {
+    let mut by_date: std::collections::BTreeMap<NaiveDate, BTreeSet<&str>> = Default::default();
+    for (site, date) in touched {
+        by_date.entry(*date).or_default().insert(site.as_str());
+    }
+    let mut whole_days = std::collections::BTreeMap::new();
+    for (date, sites) in &by_date {
+        let from = zone.start_of(*date);
+        let noon = UnixMillis(from.0 + 12 * 3_600_000);
+        let with_hours = db
+            .row("SELECT count(*) FROM hourly WHERE hour_ms = ?1", p![noon.0])?
+            .map_or(Ok(0), |r| r.i64(0))? as usize;
+        if with_hours == 0 || sites.len() * WHOLE_DAY_SHARE < with_hours {
+            continue;
+        }
+        let to = zone.start_of(*date + Duration::days(1));
+        let mut hours = Vec::new();
+        db.each(
+            &format!(
+                "SELECT {} FROM hourly WHERE hour_ms >= ?1 AND hour_ms < ?2",
+                super::hourly::COLUMNS
+            ),
+            p![from.0, to.0],
+            |r| {
+                if sites.contains(r.text(0)?) {
+                    hours.push(super::hourly::site_hour_row(r)?);
+                }
+                Ok(())
+            },
+        )?;
+        whole_days.insert(*date, site_days(&hours, zone, default_interval_secs));
+    }
+    touched
+        .iter()
+        .map(|(site, date)| match whole_days.get(date) {
+            Some(days) => Ok(days.get(&(*date, site.clone())).cloned()),
+            None => recompute(db, site, *date, zone, default_interval_secs),
+        })
+        .collect()
+}
+
 /// The key a cache was last built under (`table`: `daily_cache_key` or
 /// `district_cache_key`).
 pub(super) fn stored_key(db: &Db, table: &str) -> Result<Option<String>, StoreError> {
@@ -259,8 +314,9 @@ pub(super) fn refresh_sites(tx: &Db, aqi: &AqiConfig) -> Result<SiteRefresh, Sto
             touched.insert((site.clone(), date));
         }
     }
-    for (site, date) in &touched {
-        let Some(d) = recompute(tx, site, *date, zone, default_interval_secs)? else {
+    let fresh = recompute_all(tx, &touched, zone, default_interval_secs)?;
+    for ((site, date), d) in touched.iter().zip(fresh) {
+        let Some(d) = d else {
             continue;
         };
         let a = d.pm25.mean.map(store_parts);
@@ -364,10 +420,8 @@ impl Store {
             return Ok(rows);
         }
         // `rows` is sorted by (date, site) (the query's ORDER BY): patch in place.
-        // (One primary-key range per touched site-day: measured faster than one
-        // query over the day's hours through the hour index, even for every site.)
-        for (s, date) in touched {
-            let fresh = recompute(db, &s, date, zone, default_interval_secs)?;
+        let fresh = recompute_all(db, &touched, zone, default_interval_secs)?;
+        for ((s, date), fresh) in touched.into_iter().zip(fresh) {
             let at = rows.binary_search_by(|r| (r.0, r.1.as_str()).cmp(&(date, s.as_str())));
             match (at, fresh) {
                 (Ok(i), Some(v)) => rows[i].2 = v,
@@ -439,5 +493,62 @@ impl Store {
             .iter()
             .map(daily_row)
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreConfig;
+
+    /// Both reads of [`recompute_all`] — the day's hours of every site at once, or one
+    /// site's — give the site-days its hours give.
+    #[test]
+    fn site_days_recomputed_from_whole_days_or_per_site_are_their_hours_days() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&StoreConfig {
+            path: dir.path().join("aq.db"),
+            ..StoreConfig::default()
+        })
+        .unwrap();
+        let aqi = AqiConfig::default();
+        let (zone, secs) = (aqi.zone(), aqi.default_interval_secs);
+        let date = NaiveDate::from_ymd_opt(2016, 8, 2).unwrap();
+        let from = zone.start_of(date).0;
+        // 12 sites; site i has the day's first 24 - i hours (so some days are short of
+        // valid hours) and the hours either side of the day; values vary by site and hour.
+        s.sqlite()
+            .execute_batch(&format!(
+                "WITH RECURSIVE s(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM s WHERE i < 11),
+                 h(k) AS (SELECT -3 UNION ALL SELECT k + 1 FROM h WHERE k < 26)
+                 INSERT INTO hourly (site, hour_ms, n25, sum25, cov25, n10, sum10, cov10)
+                 SELECT printf('s%02d', i), {from} + k * 3600000,
+                        60, (20 + i * 7 + k * 3) * 60000, 3600, 60, (50 + i * 11 + k) * 60000, 3600
+                 FROM s, h WHERE k < 24 - i OR k >= 24"
+            ))
+            .unwrap();
+        let to = zone.start_of(date + Duration::days(1));
+        let want = |site: &str| {
+            let hours = s.hours(UnixMillis(from), to, Some(site)).unwrap();
+            format!("{:?}", site_days(&hours, zone, secs).into_values().next())
+        };
+        let check = |sites: &[&str]| {
+            let touched: BTreeSet<(String, NaiveDate)> =
+                sites.iter().map(|x| (x.to_string(), date)).collect();
+            let got = recompute_all(&s.db, &touched, zone, secs).unwrap();
+            assert_eq!(got.len(), touched.len());
+            for ((site, _), day) in touched.iter().zip(got) {
+                assert_eq!(format!("{day:?}"), want(site), "{site}");
+            }
+        };
+        // Half the sites with an hour at noon: the whole day at once (the other sites'
+        // hours read and left out), and a site with no hours at all.
+        check(&["s00", "s02", "s05", "s06", "s09", "s11", "nobody"]);
+        assert!(want("s00").contains("valid_hours: 24"), "{}", want("s00"));
+        assert!(want("s11").contains("valid_hours: 13"), "{}", want("s11"));
+        assert_eq!(want("nobody"), "None");
+        // One site of twelve: per site.
+        check(&["s05"]);
+        check(&["s11"]);
     }
 }
