@@ -15,7 +15,10 @@
 //! 100 readings.
 //!
 //! The script runs it twice (N and 3N) and divides the difference in instructions by
-//! 2N, so start-up (migrations, the runtime) does not count.
+//! 2N, so start-up (migrations, the runtime) does not count. `AQ_CPU_HISTORY_DAYS=D`
+//! starts from a long-running store instead of an empty one (see [`history`]); run
+//! natively, the bench also prints the measured part's user and system CPU, the
+//! kernel's share that instruction counts miss.
 
 use std::io::Write;
 use std::sync::Arc;
