@@ -271,7 +271,7 @@ fn main() {
         (after.0 - before.0, after.1 - before.1)
     };
     eprintln!(
-        "measured part, this process: user {:.2} s, system {:.2} s (ticks of 10 ms; not under valgrind)",
+        "measured part, this process: user {:.2} s, system {:.2} s (ticks of 10 ms; meaningless under valgrind)",
         user as f64 / 100.0,
         system as f64 / 100.0
     );

@@ -177,8 +177,9 @@ fn recompute(
         .next())
 }
 
-/// A date whose touched sites are at least this share (1/N) of the sites with an hour
-/// at its noon is recomputed from one read of the day's hours of every site.
+/// A date whose touched sites are at least this share (1/N) of the sites with a row in
+/// its latest two stored hours is recomputed from one read of the day's hours of every
+/// site.
 const WHOLE_DAY_SHARE: usize = 4;
 
 /// The touched site-days recomputed from their hours (None: no hours at all), in the
@@ -192,21 +193,9 @@ fn recompute_all(
     zone: Zone,
     default_interval_secs: u32,
 ) -> Result<Vec<Option<SiteDay>>, StoreError> {
-    let mut by_date: std::collections::BTreeMap<NaiveDate, BTreeSet<&str>> = Default::default();
-    for (site, date) in touched {
-        by_date.entry(*date).or_default().insert(site.as_str());
-    }
     let mut whole_days = std::collections::BTreeMap::new();
-    for (date, sites) in &by_date {
-        let from = zone.start_of(*date);
-        let noon = UnixMillis(from.0 + 12 * 3_600_000);
-        let with_hours = db
-            .row("SELECT count(*) FROM hourly WHERE hour_ms = ?1", p![noon.0])?
-            .map_or(Ok(0), |r| r.i64(0))? as usize;
-        if with_hours == 0 || sites.len() * WHOLE_DAY_SHARE < with_hours {
-            continue;
-        }
-        let to = zone.start_of(*date + Duration::days(1));
+    for (date, sites) in read_whole(db, touched, zone)? {
+        let (from, to) = (zone.start_of(date), zone.start_of(date + Duration::days(1)));
         let mut hours = Vec::new();
         db.each(
             &format!(
@@ -221,7 +210,7 @@ fn recompute_all(
                 Ok(())
             },
         )?;
-        whole_days.insert(*date, site_days(&hours, zone, default_interval_secs));
+        whole_days.insert(date, site_days(&hours, zone, default_interval_secs));
     }
     touched
         .iter()
@@ -230,6 +219,42 @@ fn recompute_all(
             None => recompute(db, site, *date, zone, default_interval_secs),
         })
         .collect()
+}
+
+/// The touched dates [`recompute_all`] reads whole, with their touched sites: those
+/// where the touched sites are at least 1/[`WHOLE_DAY_SHARE`] of the sites in the
+/// day's latest two stored hours (a short primary-key range; two, so that a commit
+/// that has just opened an hour for a few sites does not hide the rest; today's
+/// counts before noon as after).
+fn read_whole<'a>(
+    db: &Db,
+    touched: &'a BTreeSet<(String, NaiveDate)>,
+    zone: Zone,
+) -> Result<std::collections::BTreeMap<NaiveDate, BTreeSet<&'a str>>, StoreError> {
+    let mut by_date: std::collections::BTreeMap<NaiveDate, BTreeSet<&str>> = Default::default();
+    for (site, date) in touched {
+        by_date.entry(*date).or_default().insert(site.as_str());
+    }
+    let mut whole = std::collections::BTreeMap::new();
+    for (date, sites) in by_date {
+        let (from, to) = (zone.start_of(date), zone.start_of(date + Duration::days(1)));
+        let in_latest_hour = db
+            .row(
+                "SELECT coalesce(max(n), 0) FROM (
+                    SELECT count(*) AS n FROM hourly
+                    WHERE hour_ms >= ?1 AND hour_ms < ?2 AND hour_ms >= (
+                        SELECT max(hour_ms) FROM hourly WHERE hour_ms >= ?1 AND hour_ms < ?2
+                    ) - 3600000
+                    GROUP BY hour_ms
+                ) AS latest",
+                p![from.0, to.0],
+            )?
+            .map_or(Ok(0), |r| r.i64(0))? as usize;
+        if in_latest_hour > 0 && sites.len() * WHOLE_DAY_SHARE >= in_latest_hour {
+            whole.insert(date, sites);
+        }
+    }
+    Ok(whole)
 }
 
 /// The key a cache was last built under (`table`: `daily_cache_key` or
@@ -501,54 +526,101 @@ mod tests {
     use super::*;
     use crate::store::StoreConfig;
 
+    /// 12 sites: each with every hour of 2016-08-01 (local) and the first nine hours
+    /// of 2016-08-02, the first six sites with a tenth; values vary by site and hour.
+    fn store_of_two_days(dir: &std::path::Path, zone: Zone) -> (Store, NaiveDate) {
+        let s = Store::open(&StoreConfig {
+            path: dir.join("aq.db"),
+            ..StoreConfig::default()
+        })
+        .unwrap();
+        let day = NaiveDate::from_ymd_opt(2016, 8, 1).unwrap();
+        let from = zone.start_of(day).0;
+        s.sqlite()
+            .execute_batch(&format!(
+                "WITH RECURSIVE s(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM s WHERE i < 11),
+                 h(k) AS (SELECT 0 UNION ALL SELECT k + 1 FROM h WHERE k < 33)
+                 INSERT INTO hourly (site, hour_ms, n25, sum25, cov25, n10, sum10, cov10)
+                 SELECT printf('s%02d', i), {from} + k * 3600000,
+                        60, (20 + i * 7 + k * 3) * 60000, 3600 - i * 90, 60, (50 + i * 11 + k) * 60000, 3600
+                 FROM s, h WHERE k < 33 OR (k = 33 AND i < 6)"
+            ))
+            .unwrap();
+        (s, day)
+    }
+
+    fn touched(sites: &[&str], date: NaiveDate) -> BTreeSet<(String, NaiveDate)> {
+        sites.iter().map(|x| (x.to_string(), date)).collect()
+    }
+
+    /// A date is read whole when its touched sites are at least a quarter of those in
+    /// its latest two hours: also today before noon, and when a commit has just opened
+    /// an hour for some sites only.
+    #[test]
+    fn whole_days_are_read_when_a_quarter_of_the_sites_are_touched() {
+        let dir = tempfile::tempdir().unwrap();
+        let zone = AqiConfig::default().zone();
+        let (s, day) = store_of_two_days(dir.path(), zone);
+        let next = day + Duration::days(1);
+        let whole = |t: &BTreeSet<(String, NaiveDate)>| -> Vec<NaiveDate> {
+            read_whole(&s.db, t, zone).unwrap().into_keys().collect()
+        };
+        // The morning of the next day (its latest hour has six sites, the one before it
+        // twelve): three of twelve is a quarter, two is not.
+        assert_eq!(whole(&touched(&["s00", "s07", "s11"], next)), [next]);
+        assert_eq!(whole(&touched(&["s00", "s07"], next)), []);
+        assert_eq!(whole(&touched(&["s03", "s04", "s05"], day)), [day]);
+        assert_eq!(whole(&touched(&["s03"], day)), []);
+        // A date without hours is never read whole.
+        assert_eq!(whole(&touched(&["s00"], day - Duration::days(1))), []);
+    }
+
     /// Both reads of [`recompute_all`] — the day's hours of every site at once, or one
     /// site's — give the site-days its hours give.
     #[test]
     fn site_days_recomputed_from_whole_days_or_per_site_are_their_hours_days() {
         let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(&StoreConfig {
-            path: dir.path().join("aq.db"),
-            ..StoreConfig::default()
-        })
-        .unwrap();
         let aqi = AqiConfig::default();
         let (zone, secs) = (aqi.zone(), aqi.default_interval_secs);
-        let date = NaiveDate::from_ymd_opt(2016, 8, 2).unwrap();
-        let from = zone.start_of(date).0;
-        // 12 sites; site i has the day's first 24 - i hours (so some days are short of
-        // valid hours) and the hours either side of the day; values vary by site and hour.
-        s.sqlite()
-            .execute_batch(&format!(
-                "WITH RECURSIVE s(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM s WHERE i < 11),
-                 h(k) AS (SELECT -3 UNION ALL SELECT k + 1 FROM h WHERE k < 26)
-                 INSERT INTO hourly (site, hour_ms, n25, sum25, cov25, n10, sum10, cov10)
-                 SELECT printf('s%02d', i), {from} + k * 3600000,
-                        60, (20 + i * 7 + k * 3) * 60000, 3600, 60, (50 + i * 11 + k) * 60000, 3600
-                 FROM s, h WHERE k < 24 - i OR k >= 24"
-            ))
-            .unwrap();
-        let to = zone.start_of(date + Duration::days(1));
-        let want = |site: &str| {
-            let hours = s.hours(UnixMillis(from), to, Some(site)).unwrap();
+        let (s, day) = store_of_two_days(dir.path(), zone);
+        let want = |site: &str, date: NaiveDate| {
+            let (from, to) = (zone.start_of(date), zone.start_of(date + Duration::days(1)));
+            let hours = s.hours(from, to, Some(site)).unwrap();
             format!("{:?}", site_days(&hours, zone, secs).into_values().next())
         };
-        let check = |sites: &[&str]| {
-            let touched: BTreeSet<(String, NaiveDate)> =
-                sites.iter().map(|x| (x.to_string(), date)).collect();
-            let got = recompute_all(&s.db, &touched, zone, secs).unwrap();
-            assert_eq!(got.len(), touched.len());
-            for ((site, _), day) in touched.iter().zip(got) {
-                assert_eq!(format!("{day:?}"), want(site), "{site}");
+        let check = |sites: &[&str], date: NaiveDate, read_whole_day: bool| {
+            let t = touched(sites, date);
+            assert_eq!(
+                read_whole(&s.db, &t, zone).unwrap().contains_key(&date),
+                read_whole_day
+            );
+            let got = recompute_all(&s.db, &t, zone, secs).unwrap();
+            assert_eq!(got.len(), t.len());
+            for ((site, _), d) in t.iter().zip(got) {
+                assert_eq!(format!("{d:?}"), want(site, date), "{site} {date}");
             }
         };
-        // Half the sites with an hour at noon: the whole day at once (the other sites'
-        // hours read and left out), and a site with no hours at all.
-        check(&["s00", "s02", "s05", "s06", "s09", "s11", "nobody"]);
-        assert!(want("s00").contains("valid_hours: 24"), "{}", want("s00"));
-        assert!(want("s11").contains("valid_hours: 13"), "{}", want("s11"));
-        assert_eq!(want("nobody"), "None");
+        assert!(
+            want("s00", day).contains("valid_hours: 24"),
+            "{}",
+            want("s00", day)
+        );
+        assert!(
+            want("s11", day).contains("valid_hours: 0"),
+            "{}",
+            want("s11", day)
+        );
+        assert_eq!(want("nobody", day), "None");
+        // Half the sites and one with no hours at all: the whole day, the others' hours
+        // read and left out.
+        check(
+            &["s00", "s02", "s05", "s06", "s09", "s11", "nobody"],
+            day,
+            true,
+        );
+        check(&["s01", "s04", "s08", "s10"], day + Duration::days(1), true);
         // One site of twelve: per site.
-        check(&["s05"]);
-        check(&["s11"]);
+        check(&["s05"], day, false);
+        check(&["s11"], day + Duration::days(1), false);
     }
 }

@@ -599,17 +599,24 @@ mod layout_tests {
     }
 
     /// A store of the version before (hours keyed by site first) opens with every
-    /// hour kept, read back per site and per hour as before.
+    /// hour kept, every column as it was, read back per site and per hour as before,
+    /// and an analyst's view over the table still works.
     #[test]
     fn a_store_keyed_by_site_first_migrates_with_every_hour() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("aq.db");
-        let all = "SELECT site, hour_ms, n10, sum10, dev10 FROM hourly ORDER BY site, hour_ms";
-        let rows = |c: &rusqlite::Connection| -> Vec<(String, i64, i64, i64, Option<i64>)> {
+        let all = "SELECT * FROM hourly ORDER BY site, hour_ms";
+        let rows = |c: &rusqlite::Connection| -> Vec<Vec<Option<i64>>> {
             c.prepare(all)
                 .unwrap()
                 .query_map([], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                    // site as its length and first byte, then the eleven integers
+                    let site: String = r.get(0)?;
+                    let mut v = vec![Some(site.len() as i64), Some(i64::from(site.as_bytes()[0]))];
+                    for i in 1..12 {
+                        v.push(r.get(i)?);
+                    }
+                    Ok(v)
                 })
                 .unwrap()
                 .map(Result::unwrap)
@@ -623,12 +630,16 @@ mod layout_tests {
             }
             c.pragma_update(None, "user_version", v6.len() as i64)
                 .unwrap();
+            // Every column a different value per row, so no two columns can swap unseen.
             c.execute_batch(&format!(
                 "WITH RECURSIVE h(k) AS (SELECT 0 UNION ALL SELECT k + 1 FROM h WHERE k < 4)
-                 INSERT INTO hourly (site, hour_ms, n10, sum10, dev10)
-                 SELECT site, {HOUR} + k * 3600000, k + 1, (k + 1) * 1000 * length(site),
-                        CASE WHEN k = 2 THEN 7000 END
-                 FROM h, (SELECT 'b' AS site UNION ALL SELECT 'a' UNION ALL SELECT 'c-1')"
+                 INSERT INTO hourly (site, hour_ms, n25, sum25, cov25, nd25, dev25,
+                                     n10, sum10, cov10, nd10, dev10)
+                 SELECT site, {HOUR} + k * 3600000, k + 1, k + 2, k + 3, k + 4,
+                        CASE WHEN k = 2 THEN NULL ELSE k + 5 END, k + 6, k + 7, k + 8,
+                        k + 9, CASE WHEN k = 3 THEN NULL ELSE k + 10 END
+                 FROM h, (SELECT 'b' AS site UNION ALL SELECT 'a' UNION ALL SELECT 'c-1');
+                 CREATE VIEW analysts_hours AS SELECT site, hour_ms, n10 FROM hourly;"
             ))
             .unwrap();
             rows(&c)
@@ -640,6 +651,11 @@ mod layout_tests {
         })
         .unwrap();
         assert_eq!(rows(s.sqlite()), before);
+        let in_view: i64 = s
+            .sqlite()
+            .query_row("SELECT count(*) FROM analysts_hours", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(in_view, 15);
         let b = s
             .hours(
                 UnixMillis(HOUR),
@@ -651,7 +667,7 @@ mod layout_tests {
         assert_eq!(
             hours,
             (0..5)
-                .map(|k| (HOUR + k * 3_600_000, k as u32 + 1))
+                .map(|k| (HOUR + k * 3_600_000, k as u32 + 6))
                 .collect::<Vec<_>>()
         );
         let one_hour = s
@@ -663,7 +679,13 @@ mod layout_tests {
             .unwrap();
         let sites: Vec<&str> = one_hour.iter().map(|h| h.site.as_str()).collect();
         assert_eq!(sites, ["a", "b", "c-1"]);
-        assert_eq!(one_hour[1].pm10.device_mean_milli, Some(7000));
+        assert_eq!(
+            (
+                one_hour[1].pm25.device_mean_milli,
+                one_hour[1].pm10.device_mean_milli
+            ),
+            (None, Some(12))
+        );
         assert_eq!(s.sites().unwrap(), ["a", "b", "c-1"]);
     }
 }

@@ -188,7 +188,13 @@ pub(super) const MIGRATIONS: &[&str] = &[
     SELECT site, hour_ms, n25, sum25, cov25, nd25, dev25, n10, sum10, cov10, nd10, dev10
     FROM hourly ORDER BY hour_ms, site;
     DROP TABLE hourly;
+    -- Legacy rename: an analyst's view over `hourly` would otherwise make the rename
+    -- fail (SQLite re-checks every view against the schema without the dropped table);
+    -- with it, such a view reads the new table by its name. (Triggers on `hourly` go
+    -- with the old table.)
+    PRAGMA legacy_alter_table = ON;
     ALTER TABLE hourly_by_hour RENAME TO hourly;
+    PRAGMA legacy_alter_table = OFF;
     CREATE INDEX hourly_site ON hourly (site, hour_ms);
     "#,
 ];
