@@ -32,7 +32,9 @@
 //! CPU and RSS are then perf's, not the service's), `AQ_BENCH_NO_SINK=1`,
 //! `AQ_BENCH_DURABILITY=process_crash`, `AQ_BENCH_SINK_EXTRA="derived = false"` (more
 //! `[influx]` settings), `AQ_BENCH_ROUNDS=R` (the live rows R times in turn, with the
-//! medians of each round's ratios: one round on a shared machine is noise-prone).
+//! medians of each round's ratios: one round on a shared machine is noise-prone),
+//! `AQ_BENCH_HISTORY_DAYS=D` (the service's store starts with D days of history, as a
+//! long-running one; see `history`).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -368,7 +370,80 @@ fn write_service_config(
         ),
     )
     .unwrap();
+    history(&dir.join("aq.db"));
     cfg
+}
+
+/// Readings the service's store held before the stream (`AQ_BENCH_HISTORY_DAYS`): the
+/// probes in [`measure`] count past them.
+static HISTORY_READINGS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// With `AQ_BENCH_HISTORY_DAYS=D`, the service's store starts as a long-running one
+/// does (as in `benches/cpu.rs`): each site with D days of hourly aggregates and four
+/// hours of minute readings, already delivered, ending 120 days before now, before
+/// every stream of the bench (the rounds go back 108 days at most). Every site then
+/// has pages of its own in the tables keyed by site, as in the bureau's store.
+fn history(db: &Path) {
+    let Ok(days) = std::env::var("AQ_BENCH_HISTORY_DAYS") else {
+        return;
+    };
+    let days: i64 = days
+        .parse()
+        .expect("AQ_BENCH_HISTORY_DAYS: a number of days");
+    // The schema and the day caches' first refresh, made by the service under test
+    // (`AQ_BENCH_BIN`: another build's), on its own broker: as in a long-running
+    // store, the history below is then not recomputed in the measured run. (It is not
+    // in the day caches either; no run here reads them.)
+    let warm = db.with_extension("warmup.toml");
+    std::fs::write(
+        &warm,
+        format!(
+            "[broker]\nembedded = true\nlisten = \"127.0.0.1:{}\"\n[store]\npath = \"{}\"\n[log]\nstats_interval_secs = 0\n[api]\nenabled = false\n",
+            free_port(),
+            db.display()
+        ),
+    )
+    .unwrap();
+    let mut svc = spawn_logged(
+        Command::new(service_bin()).arg("--config").arg(&warm),
+        db.with_extension("warmup.log"),
+    );
+    wait_until(
+        "the day caches' first refresh",
+        Duration::from_secs(60),
+        || {
+            rusqlite::Connection::open(db)
+                .and_then(|c| {
+                    c.query_row("SELECT count(*) FROM district_cache_key", [], |r| {
+                        r.get::<_, i64>(0)
+                    })
+                })
+                .is_ok_and(|n| n == 1)
+        },
+    );
+    stop(&mut svc);
+    let end = (base_ts_ms() - 120 * 86_400_000) / 3_600_000 * 3_600_000;
+    let sites = format!(
+        "WITH RECURSIVE s(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM s WHERE i < {})",
+        SITES - 1
+    );
+    let c = rusqlite::Connection::open(db).unwrap();
+    c.execute_batch(&format!(
+        "BEGIN;
+         {sites}, h(k) AS (SELECT 1 UNION ALL SELECT k + 1 FROM h WHERE k < {hours})
+         INSERT INTO hourly (site, hour_ms, n25, sum25, n10, sum10)
+         SELECT printf('site-%03d', i), {end} - k * 3600000, 60, 1800000, 60, 3240000
+         FROM h, s ORDER BY k DESC, i;
+         {sites}, m(k) AS (SELECT 1 UNION ALL SELECT k + 1 FROM m WHERE k < 240)
+         INSERT INTO readings (site, ts_ms, period, flag, pm25, pm10, interval_secs, received_ms)
+         SELECT printf('site-%03d', i), {end} - k * 60000, 0, 'N', 30.0, 54.0, 60, 0
+         FROM m, s ORDER BY k DESC, i;
+         INSERT INTO sink_cursors (sink, seq) SELECT 'influx', max(seq) FROM readings;
+         COMMIT;",
+        hours = days * 24
+    ))
+    .unwrap();
+    HISTORY_READINGS.store(SITES as u64 * 240, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// The `[mqtt]` section of a run through the mosquitto on `port`, under `client_id`
@@ -438,7 +513,8 @@ fn measure(
     let max_seq = "SELECT coalesce(max(seq), 0) FROM readings";
     let cursor = "SELECT coalesce((SELECT seq FROM sink_cursors WHERE sink = 'influx'), 0)";
     wait_until("all stored", Duration::from_secs(600), || {
-        count(&c, max_seq) as usize >= total
+        count(&c, max_seq) as usize
+            >= total + HISTORY_READINGS.load(std::sync::atomic::Ordering::Relaxed) as usize
     });
     let stored = t0.elapsed();
     wait_until("outbox drained", Duration::from_secs(600), || {
