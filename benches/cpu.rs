@@ -20,6 +20,9 @@
 //! natively, the bench also prints the measured part's user and system CPU, the
 //! kernel's share that instruction counts miss.
 
+#[path = "fixture.rs"]
+mod fixture;
+
 use std::io::Write;
 use std::sync::Arc;
 
@@ -295,25 +298,7 @@ fn history(path: &std::path::Path) {
         Err(_) => return,
     };
     let c = rusqlite::Connection::open(path).unwrap();
-    let sites = format!(
-        "WITH RECURSIVE s(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM s WHERE i < {})",
-        SITES - 1
-    );
-    c.execute_batch(&format!(
-        "BEGIN;
-         {sites}, h(k) AS (SELECT 1 UNION ALL SELECT k + 1 FROM h WHERE k < {hours})
-         INSERT INTO hourly (site, hour_ms, n25, sum25, n10, sum10)
-         SELECT printf('site-%03d', i), {BASE_MS} - k * 3600000, 60, 1800000, 60, 3240000
-         FROM h, s ORDER BY k DESC, i;
-         {sites}, m(k) AS (SELECT 1 UNION ALL SELECT k + 1 FROM m WHERE k < 240)
-         INSERT INTO readings (site, ts_ms, period, flag, pm25, pm10, interval_secs, received_ms)
-         SELECT printf('site-%03d', i), {BASE_MS} - k * 60000, 0, 'N', 30.0, 54.0, 60, 0
-         FROM m, s ORDER BY k DESC, i;
-         INSERT INTO sink_cursors (sink, seq) SELECT 'influx', max(seq) FROM readings;
-         COMMIT;",
-        hours = days * 24
-    ))
-    .unwrap();
+    fixture::history(&c, "site-%03d", SITES, BASE_MS, days);
 }
 
 /// This process's user and system CPU so far, in ticks of 10 ms (`/proc/self/stat`).

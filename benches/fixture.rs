@@ -86,3 +86,33 @@ pub fn build(dir: &Path) -> StoreConfig {
     tx.commit().unwrap();
     cfg
 }
+
+/// A long-running store's history, written directly (`AQ_CPU_HISTORY_DAYS` in
+/// benches/cpu.rs, `AQ_BENCH_HISTORY_DAYS` in benches/pipeline.rs): each of `sites`
+/// sites (named by SQLite's `printf(name, i)`) with `days` days of hourly aggregates
+/// and its last four hours of minute readings (enough for a page of its own in the
+/// readings' identity index), all before `end_ms` (an hour's start) and already
+/// delivered to the `influx` sink. Returns the readings written.
+pub fn history(c: &rusqlite::Connection, name: &str, sites: usize, end_ms: i64, days: i64) -> u64 {
+    let minutes = 240;
+    let sites_cte = format!(
+        "WITH RECURSIVE s(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM s WHERE i < {})",
+        sites - 1
+    );
+    c.execute_batch(&format!(
+        "BEGIN;
+         {sites_cte}, h(k) AS (SELECT 1 UNION ALL SELECT k + 1 FROM h WHERE k < {hours})
+         INSERT INTO hourly (site, hour_ms, n25, sum25, n10, sum10)
+         SELECT printf('{name}', i), {end_ms} - k * 3600000, 60, 1800000, 60, 3240000
+         FROM h, s ORDER BY k DESC, i;
+         {sites_cte}, m(k) AS (SELECT 1 UNION ALL SELECT k + 1 FROM m WHERE k < {minutes})
+         INSERT INTO readings (site, ts_ms, period, flag, pm25, pm10, interval_secs, received_ms)
+         SELECT printf('{name}', i), {end_ms} - k * 60000, 0, 'N', 30.0, 54.0, 60, 0
+         FROM m, s ORDER BY k DESC, i;
+         INSERT INTO sink_cursors (sink, seq) SELECT 'influx', max(seq) FROM readings;
+         COMMIT;",
+        hours = days * 24
+    ))
+    .unwrap();
+    (sites * minutes) as u64
+}

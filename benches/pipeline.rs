@@ -38,6 +38,8 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "fixture.rs"]
+mod fixture;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -423,27 +425,9 @@ fn history(db: &Path) {
     );
     stop(&mut svc);
     let end = (base_ts_ms() - 120 * 86_400_000) / 3_600_000 * 3_600_000;
-    let sites = format!(
-        "WITH RECURSIVE s(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM s WHERE i < {})",
-        SITES - 1
-    );
     let c = rusqlite::Connection::open(db).unwrap();
-    c.execute_batch(&format!(
-        "BEGIN;
-         {sites}, h(k) AS (SELECT 1 UNION ALL SELECT k + 1 FROM h WHERE k < {hours})
-         INSERT INTO hourly (site, hour_ms, n25, sum25, n10, sum10)
-         SELECT printf('site-%03d', i), {end} - k * 3600000, 60, 1800000, 60, 3240000
-         FROM h, s ORDER BY k DESC, i;
-         {sites}, m(k) AS (SELECT 1 UNION ALL SELECT k + 1 FROM m WHERE k < 240)
-         INSERT INTO readings (site, ts_ms, period, flag, pm25, pm10, interval_secs, received_ms)
-         SELECT printf('site-%03d', i), {end} - k * 60000, 0, 'N', 30.0, 54.0, 60, 0
-         FROM m, s ORDER BY k DESC, i;
-         INSERT INTO sink_cursors (sink, seq) SELECT 'influx', max(seq) FROM readings;
-         COMMIT;",
-        hours = days * 24
-    ))
-    .unwrap();
-    HISTORY_READINGS.store(SITES as u64 * 240, std::sync::atomic::Ordering::Relaxed);
+    let readings = fixture::history(&c, "site-%03d", SITES, end, days);
+    HISTORY_READINGS.store(readings, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// The `[mqtt]` section of a run through the mosquitto on `port`, under `client_id`
