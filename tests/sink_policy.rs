@@ -241,6 +241,20 @@ fn count(c: &rusqlite::Connection, sql: &str) -> i64 {
     c.query_row(sql, [], |r| r.get(0)).unwrap()
 }
 
+/// A server that accepts every request (204).
+async fn accepting_server() -> (String, Arc<Mutex<Vec<Seen>>>) {
+    scripted_server(Arc::new(|_, _| Some((204, vec![], String::new())))).await
+}
+
+/// The lines of each request the server saw, in order.
+fn requests(seen: &Mutex<Vec<Seen>>) -> Vec<Vec<String>> {
+    seen.lock()
+        .unwrap()
+        .iter()
+        .map(|s| s.lines.clone())
+        .collect()
+}
+
 fn accepted(seen: &Mutex<Vec<Seen>>, ok: impl Fn(&Seen) -> bool) -> Vec<String> {
     seen.lock()
         .unwrap()
@@ -254,7 +268,7 @@ fn accepted(seen: &Mutex<Vec<Seen>>, ok: impl Fn(&Seen) -> bool) -> Vec<String> 
 async fn a_server_on_this_host_gets_plain_bodies_by_default() {
     let dir = tempfile::tempdir().unwrap();
     let (store, lines) = filled_store(dir.path(), 3);
-    let (url, seen) = scripted_server(Arc::new(|_, _| Some((204, vec![], String::new())))).await;
+    let (url, seen) = accepting_server().await;
     let sink = run_sink(&url, "", store).await;
     sink.until("3 written", |m| Metrics::get(&m.lines_written) == 3)
         .await;
@@ -273,7 +287,7 @@ async fn v2_requests_carry_org_bucket_db_token_and_gzip() {
     std::env::set_var("AQ_TEST_SINK_TOKEN", "s3cret");
     let dir = tempfile::tempdir().unwrap();
     let (store, lines) = filled_store(dir.path(), 3);
-    let (url, seen) = scripted_server(Arc::new(|_, _| Some((204, vec![], String::new())))).await;
+    let (url, seen) = accepting_server().await;
     // The scripted server is on loopback, where `auto` would not compress.
     let sink = run_sink(&url, "gzip = true\n", store).await;
     sink.until("3 written", |m| Metrics::get(&m.lines_written) == 3)
@@ -346,7 +360,7 @@ async fn of_several_derived_lines_for_one_point_only_the_newest_is_sent() {
         format!("pm_hourly,site=s1 pm10=3.5,pm10_samples=3i {hour}"),
     ];
     queue_derived(&store, &queued);
-    let (url, seen) = scripted_server(Arc::new(|_, _| Some((204, vec![], String::new())))).await;
+    let (url, seen) = accepting_server().await;
     let sink = run_sink(&url, "", store).await;
     sink.until("all written", |m| Metrics::get(&m.lines_written) == 7)
         .await;
@@ -484,8 +498,7 @@ async fn a_bursts_tail_goes_at_once_and_a_trickle_waits_for_the_flush_interval()
     async fn drain(n: usize, extra: &str) -> (Vec<String>, Vec<Seen>, Instant) {
         let dir = tempfile::tempdir().unwrap();
         let (store, lines) = filled_store(dir.path(), n);
-        let (url, seen) =
-            scripted_server(Arc::new(|_, _| Some((204, vec![], String::new())))).await;
+        let (url, seen) = accepting_server().await;
         let start = Instant::now();
         let sink = run_sink(&url, extra, store).await;
         sink.until("all written", |m| {
@@ -520,8 +533,7 @@ async fn a_bursts_tail_goes_at_once_and_a_trickle_waits_for_the_flush_interval()
     {
         let dir = tempfile::tempdir().unwrap();
         let (store, _) = filled_store(dir.path(), 1000);
-        let (url, seen) =
-            scripted_server(Arc::new(|_, _| Some((204, vec![], String::new())))).await;
+        let (url, seen) = accepting_server().await;
         let sink = run_sink(&url, "flush_interval_secs = 600.0", store.clone()).await;
         sink.until("the burst written", |m| {
             Metrics::get(&m.lines_written) == 1000
@@ -785,18 +797,12 @@ mod hourly_lines {
         assert!(want[0].contains("pm10_samples=5i"), "{}", want[0]);
         want.extend(lines_of(&first));
         want.extend(lines_of(&second));
-        let (url, seen) =
-            scripted_server(Arc::new(|_, _| Some((204, vec![], String::new())))).await;
+        let (url, seen) = accepting_server().await;
         let sink = run_sink_with_hours(&url, "", store).await;
         sink.until("all written", |m| Metrics::get(&m.lines_written) == 12)
             .await;
         let c = sink.stop().await;
-        let sent: Vec<Vec<String>> = seen
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|s| s.lines.clone())
-            .collect();
+        let sent = requests(&seen);
         assert_eq!(
             sent,
             vec![want],
@@ -812,20 +818,14 @@ mod hourly_lines {
         let dir = tempfile::tempdir().unwrap();
         let store = store(dir.path());
         let (readings, hour) = one_hour_stored(&store, 7);
-        let (url, seen) =
-            scripted_server(Arc::new(|_, _| Some((204, vec![], String::new())))).await;
+        let (url, seen) = accepting_server().await;
         let sink = run_sink_with_hours(&url, "batch_max_lines = 4\n", store).await;
         sink.until("all readings written", |m| {
             Metrics::get(&m.lines_written) == 10
         })
         .await;
         sink.stop().await;
-        let sent: Vec<Vec<String>> = seen
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|s| s.lines.clone())
-            .collect();
+        let sent = requests(&seen);
         let want = lines_of(&readings);
         assert_eq!(
             sent,
@@ -859,8 +859,7 @@ mod hourly_lines {
         let stale = format!("pm_hourly,site=s1 pm10=1.5,pm10_valid=false,pm10_samples=3i {hour}");
         let other = format!("pm_daily,scope=district,tables=x good=true {hour}");
         queue_derived(&store, &[stale.clone(), other.clone()]);
-        let (url, seen) =
-            scripted_server(Arc::new(|_, _| Some((204, vec![], String::new())))).await;
+        let (url, seen) = accepting_server().await;
         let sink = run_sink_with_hours(&url, "", store).await;
         sink.until("all written", |m| Metrics::get(&m.lines_written) == 9)
             .await;
@@ -910,8 +909,7 @@ mod hourly_lines {
             .collect();
         assert!(stored_line(&store, "s0", 0).len() > short[0].len() + 20);
         queue_derived(&store, &short);
-        let (url, seen) =
-            scripted_server(Arc::new(|_, _| Some((204, vec![], String::new())))).await;
+        let (url, seen) = accepting_server().await;
         let extra = "batch_max_bytes = 1024\nbatch_max_lines = 100\n";
         let sink = run_sink_with_hours(&url, extra, store).await;
         sink.until("the hours and the readings written", |m| {

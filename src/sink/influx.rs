@@ -714,6 +714,7 @@ impl InfluxSink {
                     }
                 }
             }
+            // Collected first: `now`'s keys are borrowed with `rows`' refreshes above.
             let lines: Vec<String> = keys[..staged_hours]
                 .iter()
                 .filter_map(|(site, hour)| now.remove(&(site.as_str(), *hour)))
@@ -1155,8 +1156,9 @@ pub fn newest_per_point(rows: Vec<(i64, String)>) -> Vec<(i64, String, Vec<i64>)
 /// How the hourly lines of `measurement` begin, up to the site; None when the name needs
 /// escaping in line protocol (its queued lines then go as they are).
 fn hourly_prefix(measurement: &str) -> Option<String> {
-    let plain = !measurement.contains([',', ' ', '\\', '=', '"', '\n']);
-    plain.then(|| format!("{measurement}_hourly,site="))
+    let mut escaped = String::new();
+    super::line_protocol::push_measurement(measurement, &mut escaped);
+    (escaped == measurement).then(|| format!("{measurement}_hourly,site="))
 }
 
 /// The site-hour of a queued hourly line (`{prefix}{site} {fields} {hour_ms}`), when it

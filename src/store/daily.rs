@@ -524,16 +524,11 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::StoreConfig;
 
     /// 12 sites: each with every hour of 2016-08-01 (local) and the first nine hours
     /// of 2016-08-02, the first six sites with a tenth; values vary by site and hour.
-    fn store_of_two_days(dir: &std::path::Path, zone: Zone) -> (Store, NaiveDate) {
-        let s = Store::open(&StoreConfig {
-            path: dir.join("aq.db"),
-            ..StoreConfig::default()
-        })
-        .unwrap();
+    fn store_of_two_days(dir: &tempfile::TempDir, zone: Zone) -> (Store, NaiveDate) {
+        let s = crate::store::tests::open(dir);
         let day = NaiveDate::from_ymd_opt(2016, 8, 1).unwrap();
         let from = zone.start_of(day).0;
         s.sqlite()
@@ -560,7 +555,7 @@ mod tests {
     fn whole_days_are_read_when_a_quarter_of_the_sites_are_touched() {
         let dir = tempfile::tempdir().unwrap();
         let zone = AqiConfig::default().zone();
-        let (s, day) = store_of_two_days(dir.path(), zone);
+        let (s, day) = store_of_two_days(&dir, zone);
         let next = day + Duration::days(1);
         let whole = |t: &BTreeSet<(String, NaiveDate)>| -> Vec<NaiveDate> {
             read_whole(&s.db, t, zone).unwrap().into_keys().collect()
@@ -582,7 +577,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let aqi = AqiConfig::default();
         let (zone, secs) = (aqi.zone(), aqi.default_interval_secs);
-        let (s, day) = store_of_two_days(dir.path(), zone);
+        let (s, day) = store_of_two_days(&dir, zone);
         let want = |site: &str, date: NaiveDate| {
             let (from, to) = (zone.start_of(date), zone.start_of(date + Duration::days(1)));
             let hours = s.hours(from, to, Some(site)).unwrap();

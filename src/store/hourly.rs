@@ -436,7 +436,6 @@ impl Store {
 mod tests {
     use super::*;
     use crate::model::{Flag, MicrogramsPerCubicMetre, SiteId};
-    use crate::store::StoreConfig;
 
     fn reading(ts: i64, pm10: f64, flag: Flag, period: Period) -> Reading {
         Reading {
@@ -459,11 +458,7 @@ mod tests {
     #[test]
     fn aggregates_follow_new_readings_only_and_match_a_backfill() {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = StoreConfig {
-            path: dir.path().join("aq.db"),
-            ..StoreConfig::default()
-        };
-        let mut s = Store::open(&cfg).unwrap();
+        let mut s = crate::store::tests::open(&dir);
         let h = 1_470_013_200_000; // a whole hour
         let batch: Vec<Reading> = (0..50)
             .map(|i| {
@@ -564,11 +559,7 @@ mod layout_tests {
     #[test]
     fn a_commit_rewrites_few_pages_for_the_current_hour_of_every_site() {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = StoreConfig {
-            path: dir.path().join("aq.db"),
-            ..StoreConfig::default()
-        };
-        let mut s = Store::open(&cfg).unwrap();
+        let mut s = crate::store::tests::open(&dir);
         // Ten days of hours before the current one, per site, as a long-running store has.
         s.sqlite()
             .execute_batch(&format!(

@@ -799,7 +799,7 @@ mod tests {
         Cursor::default()
     }
 
-    fn open(dir: &tempfile::TempDir) -> Store {
+    pub(super) fn open(dir: &tempfile::TempDir) -> Store {
         Store::open(&StoreConfig {
             path: dir.path().join("sub/aq.db"),
             ..StoreConfig::default()
